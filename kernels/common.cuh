@@ -1,0 +1,76 @@
+// common.cuh - helpers shared by every kernel family: launch checks, ceil_div,
+// grid sizing, warp / block reductions, 16-byte vector access.
+#pragma once
+
+#include <cstdint>
+#include <cuda_runtime.h>
+
+namespace pyfast {
+
+// Host launchers return the CUDA status of their launch; the binding layer turns a
+// failure into pyfast.CudaError carrying the op's name. Use right after a <<<...>>>.
+#define PYFAST_RETURN_IF_LAUNCH_FAILED()                \
+    do {                                                \
+        cudaError_t launch_status_ = cudaGetLastError(); \
+        if (launch_status_ != cudaSuccess) {            \
+            return launch_status_;                      \
+        }                                               \
+    } while (0)
+
+template <typename T>
+__host__ __device__ constexpr T ceil_div(T a, T b) {
+    return (a + b - 1) / b;
+}
+
+// Multiprocessors of the current device, read once per device.
+inline int sm_count() {
+    static int cached[64] = {};
+    int device = 0;
+    if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= 64) return 1;
+    if (cached[device] == 0) {
+        int count = 0;
+        cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device);
+        cached[device] = count > 0 ? count : 1;
+    }
+    return cached[device];
+}
+
+// Grid-stride kernels get a few blocks per SM: enough to hide latency, few enough
+// that each thread does several elements and the launch stays cheap.
+inline unsigned grid_stride_blocks(std::int64_t work_items, int threads_per_block) {
+    const std::int64_t wanted = ceil_div<std::int64_t>(work_items, threads_per_block);
+    const std::int64_t cap = static_cast<std::int64_t>(sm_count()) * 8;
+    return static_cast<unsigned>(wanted < cap ? (wanted > 0 ? wanted : 1) : cap);
+}
+
+// Grids are 1-D in x (up to 2^31-1 blocks); y and z stop at 65535, so kernels that
+// tile those dimensions loop with a stride of gridDim.y instead of assuming one block each.
+constexpr int kMaxGridY = 65535;
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) {
+        v += __shfl_xor_sync(0xffffffffu, v, offset);
+    }
+    return v;
+}
+
+// Sum over the whole block, in a fixed order (deterministic). Every thread must call it;
+// the result is valid in every thread. `scratch` holds at least 32 floats.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+    const int lane = threadIdx.x % 32;
+    const int warp = threadIdx.x / 32;
+    const int warps = (blockDim.x + 31) / 32;
+    v = warp_sum(v);
+    __syncthreads();  // scratch may still be read by a previous call
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    v = lane < warps ? scratch[lane] : 0.0f;
+    return warp_sum(v);
+}
+
+__host__ __device__ __forceinline__ bool is_aligned16(const void* p) {
+    return (reinterpret_cast<std::uintptr_t>(p) & 15u) == 0;
+}
+
+}  // namespace pyfast
