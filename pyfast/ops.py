@@ -1,0 +1,257 @@
+"""GPU ops: check arguments, allocate outputs with CuPy, launch pyfast._C on CuPy's
+current device and stream.
+
+Conventions (see ARCHITECTURE.md):
+- Inputs are float32, C-contiguous CuPy arrays or CUDA arrays exposing DLPack /
+  ``__cuda_array_interface__`` (PyTorch CUDA tensors, Numba arrays); outputs are CuPy arrays.
+  A NumPy array is a TypeError (move it with ``cupy.asarray``); a wrong dtype is a TypeError;
+  a wrong shape or a non-contiguous array is a ValueError naming the argument.
+- ``out=`` takes a CuPy array of the result's shape to write into (no allocation).
+- Ops never synchronize the device. Zero-size results are returned without a launch.
+- PyTorch tensors are taken through DLPack with CuPy's current stream, so PyTorch's pending
+  work is ordered before ours by an event on the device, not by a host wait.
+"""
+
+import numpy as np
+
+from pyfast import _checks
+from pyfast._checks import MATMUL_VERSIONS, DEFAULT_MATMUL_VERSION  # noqa: F401  (public)
+from pyfast._device import require_gpu
+
+try:
+    import cupy
+except ImportError:  # reported by require_gpu()
+    cupy = None
+try:
+    from pyfast import _C
+except ImportError:  # not built: reported by require_gpu()
+    _C = None
+
+_DLPACK_CUDA = 2  # DLDeviceType kDLCUDA
+
+
+class _Operand:
+    """An array argument's metadata, read without touching the GPU, so every argument
+    check runs (and is tested) on machines without one."""
+
+    __slots__ = ("name", "obj", "shape", "dtype", "contiguous", "readonly")
+
+    def __init__(self, name, obj, shape, dtype, contiguous, readonly=False):
+        self.name, self.obj, self.shape = name, obj, tuple(int(d) for d in shape)
+        self.dtype, self.contiguous, self.readonly = dtype, contiguous, readonly
+
+    @property
+    def size(self):
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+def _c_contiguous(shape, strides, itemsize):
+    expected = itemsize
+    for dim, stride in zip(reversed(shape), reversed(strides)):
+        if dim != 1 and stride != expected:
+            return False
+        expected *= dim
+    return True
+
+
+def _from_interface(name, obj, interface):
+    if not isinstance(interface, dict) or not {"shape", "typestr", "data"} <= interface.keys():
+        raise TypeError(f"{name}: __cuda_array_interface__ must be a dict with shape, typestr and data")
+    try:
+        shape = tuple(int(d) for d in interface["shape"])
+        dtype = np.dtype(interface["typestr"])
+        pointer, readonly = interface["data"]
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"{name}: malformed __cuda_array_interface__ ({error})") from None
+    if any(d < 0 for d in shape):
+        raise ValueError(f"{name}: __cuda_array_interface__ has a negative dimension: {shape}")
+    strides = interface.get("strides")
+    contiguous = strides is None or _c_contiguous(shape, strides, dtype.itemsize)
+    if pointer == 0 and int(np.prod(shape)) > 0:
+        raise ValueError(f"{name}: __cuda_array_interface__ has a null data pointer")
+    return _Operand(name, obj, shape, dtype, contiguous, bool(readonly))
+
+
+def _operand(name, x):
+    """Reads the metadata of array argument `name`; raises TypeError for non-GPU objects."""
+    if cupy is not None and isinstance(x, cupy.ndarray):
+        return _Operand(name, x, x.shape, x.dtype, x.flags.c_contiguous)
+    if isinstance(x, np.ndarray):
+        raise TypeError(
+            f"{name}: expected a CuPy array or a CUDA array, got a NumPy array; "
+            f"move it to the GPU with cupy.asarray({name}), or use pyfast.reference on the CPU"
+        )
+    try:
+        interface = x.__cuda_array_interface__
+    except AttributeError:
+        interface = None
+    except Exception as error:  # e.g. a PyTorch tensor that requires grad
+        raise TypeError(f"{name}: cannot read its __cuda_array_interface__: {error}") from None
+    if interface is not None:
+        return _from_interface(name, x, interface)
+    if hasattr(x, "__dlpack__") and hasattr(x, "__dlpack_device__"):
+        device_type = x.__dlpack_device__()[0]
+        if int(device_type) != _DLPACK_CUDA:
+            raise TypeError(f"{name}: expected an array on a CUDA device, got one on DLPack device type {device_type}")
+        require_gpu("(DLPack input)")
+        return _operand(name, cupy.from_dlpack(x))
+    raise TypeError(f"{name}: expected a CuPy array or a CUDA array, got {type(x).__module__}.{type(x).__name__}")
+
+
+def _input(name, x, *, optional=False):
+    """An input's metadata after the dtype and contiguity checks."""
+    if x is None and optional:
+        return None
+    op = _operand(name, x)
+    _checks.expect_float32(name, op.dtype)
+    if not op.contiguous:
+        raise ValueError(
+            f"{name}: expected a C-contiguous array (shape {op.shape}); copy it with cupy.ascontiguousarray({name})"
+        )
+    return op
+
+
+def _on_gpu(op):
+    """The CuPy array of a checked operand, on the current device."""
+    x = op.obj
+    if not isinstance(x, cupy.ndarray):
+        # DLPack, when offered, orders the producer's stream before ours on the device;
+        # __cuda_array_interface__ alone may make CuPy wait on the host (its v3 rule).
+        if hasattr(x, "__dlpack__"):
+            x = cupy.from_dlpack(x)
+        else:
+            x = cupy.asarray(x)
+    device = cupy.cuda.runtime.getDevice()
+    if x.device.id != device:
+        raise ValueError(
+            f"{op.name}: is on device {x.device.id} but the current device is {device}; "
+            f"run the op under `with cupy.cuda.Device({x.device.id}):`"
+        )
+    return x
+
+
+def _byte_range(x):
+    return x.data.ptr, x.data.ptr + x.nbytes
+
+
+def _output(out, shape, inputs, *, in_place_ok=()):
+    """`out` checked against the result's shape, or a new array. `out` may be exactly
+    one of `in_place_ok` (same memory, same shape) but must not overlap any other input."""
+    if out is None:
+        return cupy.empty(shape, dtype=cupy.float32)
+    if not isinstance(out, cupy.ndarray):
+        raise TypeError(f"out: expected a CuPy array, got {type(out).__module__}.{type(out).__name__}")
+    _checks.expect_float32("out", out.dtype)
+    _checks.expect_shape("out", out.shape, shape)
+    if not out.flags.c_contiguous:
+        raise ValueError("out: expected a C-contiguous array")
+    device = cupy.cuda.runtime.getDevice()
+    if out.device.id != device:
+        raise ValueError(f"out: is on device {out.device.id} but the current device is {device}")
+    if out.size:
+        out_start, out_end = _byte_range(out)
+        for name, x in inputs.items():
+            if x is None or x.size == 0:
+                continue
+            start, end = _byte_range(x)
+            if start < out_end and out_start < end:
+                if name in in_place_ok and (start, end) == (out_start, out_end):
+                    continue
+                raise ValueError(f"out: overlaps input {name}; pass a separate output array")
+    return out
+
+
+def _launch_args():
+    return cupy.cuda.runtime.getDevice(), cupy.cuda.get_current_stream().ptr
+
+
+def _ptr(x):
+    return 0 if x is None else x.data.ptr
+
+
+# ------------------------------------------------------------------------------- matmul
+def matmul(a, b, *, trans_a=False, trans_b=False, bias=None, activation=None, out=None, version=None):
+    """C = op(a) @ op(b) (+ bias on every row) (then ReLU if activation="relu"), fused.
+
+    op(x) is x, or x.T when trans_x: the stored matrix is read transposed, never copied, so
+    the gradients of ``y = x @ w`` are ``matmul(dy, w, trans_b=True)`` and
+    ``matmul(x, dy, trans_a=True)``. ``bias`` has N elements. K = 0 gives bias (or zeros).
+    ``version``: one of ``MATMUL_VERSIONS`` (default ``DEFAULT_MATMUL_VERSION``); "simple" is
+    one thread per output, the on-GPU oracle; "tiled" is shared-memory tiled and register-blocked.
+    Accumulates in float32; summation order differs between versions.
+    """
+    a_op, b_op = _input("a", a), _input("b", b)
+    bias_op = _input("bias", bias, optional=True)
+    m, n, k = _checks.matmul_dims(a_op.shape, b_op.shape, trans_a, trans_b)
+    if bias_op is not None:
+        _checks.expect_shape("bias", bias_op.shape, (n,))
+    activation_code = _checks.activation_code(activation)
+    version_code = _checks.matmul_version_code(version)
+    require_gpu("matmul")
+    a, b = _on_gpu(a_op), _on_gpu(b_op)
+    bias = _on_gpu(bias_op) if bias_op is not None else None
+    out = _output(out, (m, n), {"a": a, "b": b, "bias": bias})
+    if out.size == 0:
+        return out
+    _C.matmul(_ptr(a), _ptr(b), _ptr(bias), _ptr(out), m, n, k, bool(trans_a), bool(trans_b),
+              activation_code, version_code, *_launch_args())
+    return out
+
+
+# ------------------------------------------------------------------------ element-wise
+def relu(x, *, out=None):
+    """max(x, 0) element-wise; NaN propagates (as torch.relu). ``out`` may be ``x`` (in place)."""
+    x_op = _input("x", x)
+    require_gpu("relu")
+    x = _on_gpu(x_op)
+    out = _output(out, x.shape, {"x": x}, in_place_ok=("x",))
+    if out.size:
+        _C.relu(_ptr(x), _ptr(out), out.size, *_launch_args())
+    return out
+
+
+def relu_backward(dy, y, *, out=None):
+    """Gradient of ReLU given its output ``y``: dy where y > 0, else 0 (torch's rule).
+    ``out`` may be ``dy`` (in place)."""
+    dy_op, y_op = _input("dy", dy), _input("y", y)
+    _checks.expect_shape("y", y_op.shape, dy_op.shape)
+    require_gpu("relu_backward")
+    dy, y = _on_gpu(dy_op), _on_gpu(y_op)
+    out = _output(out, dy.shape, {"dy": dy, "y": y}, in_place_ok=("dy",))
+    if out.size:
+        _C.relu_backward(_ptr(dy), _ptr(y), _ptr(out), out.size, *_launch_args())
+    return out
+
+
+def add_bias(x, bias, *, out=None):
+    """x + bias broadcast along axis 1: (N, C) + (C,), or (N, C, H, W) + (C,) per channel.
+    ``out`` may be ``x`` (in place)."""
+    x_op, bias_op = _input("x", x), _input("bias", bias)
+    outer, channels, inner = _checks.channel_view("x", x_op.shape)
+    _checks.expect_shape("bias", bias_op.shape, (channels,))
+    require_gpu("add_bias")
+    x, bias = _on_gpu(x_op), _on_gpu(bias_op)
+    out = _output(out, x.shape, {"x": x, "bias": bias}, in_place_ok=("x",))
+    if out.size:
+        _C.add_bias(_ptr(x), _ptr(bias), _ptr(out), outer, channels, inner, *_launch_args())
+    return out
+
+
+def bias_grad(dy, *, out=None):
+    """Gradient of add_bias for its bias: dy summed over every axis but 1 -> shape (C,).
+    Deterministic (fixed summation order); an empty batch gives zeros."""
+    dy_op = _input("dy", dy)
+    outer, channels, inner = _checks.channel_view("dy", dy_op.shape)
+    require_gpu("bias_grad")
+    dy = _on_gpu(dy_op)
+    out = _output(out, (channels,), {"dy": dy})
+    if out.size:
+        device, stream = _launch_args()
+        # Scratch for the per-slice partial sums (from CuPy's pool, stream-ordered).
+        workspace_size = _C.bias_grad_workspace_size(outer, channels, inner, device)
+        workspace = cupy.empty(workspace_size, cupy.float32) if workspace_size else None
+        _C.bias_grad(_ptr(dy), _ptr(out), _ptr(workspace), outer, channels, inner, device, stream)
+    return out
+
+
+__all__ = ["matmul", "relu", "relu_backward", "add_bias", "bias_grad", "MATMUL_VERSIONS", "DEFAULT_MATMUL_VERSION"]
