@@ -25,24 +25,37 @@ def reduction_atol(length, scale=1.0, factor=4.0):
     return factor * FLOAT32_EPS * scale * max(int(length), 1)
 
 
+def _array_module(*arrays):
+    """CuPy when any argument is a CuPy array (the comparison then stays on the GPU)."""
+    for x in arrays:
+        if type(x).__module__.startswith("cupy"):
+            import cupy
+
+            return cupy
+    return np
+
+
 def assert_close(actual, expected, *, atol, rtol=1e-5, name="result"):
-    """|actual - expected| <= atol + rtol * |expected| everywhere, NaN never passes (unless
-    expected is NaN at the same place). Reports the worst element on failure."""
-    actual = to_numpy(actual).astype(np.float64)
-    expected = to_numpy(expected).astype(np.float64)
+    """|actual - expected| <= atol + rtol * |expected| everywhere; NaN never passes (unless
+    expected is NaN at the same place). Compares on the GPU when given CuPy arrays, and
+    reports the count of bad elements and the worst one on failure."""
+    xp = _array_module(actual, expected)
+    if xp is np:
+        actual, expected = to_numpy(actual), to_numpy(expected)
+    actual, expected = xp.asarray(actual, dtype=xp.float64), xp.asarray(expected, dtype=xp.float64)
     if actual.shape != expected.shape:
         raise AssertionError(f"{name}: shape {actual.shape} != expected {expected.shape}")
     if actual.size == 0:
         return
-    both_nan = np.isnan(actual) & np.isnan(expected)
-    error = np.abs(actual - expected)
-    bound = atol + rtol * np.abs(expected)
-    bad = ~((error <= bound) | both_nan)
-    if bad.any():
-        count = int(bad.sum())
-        worst = np.unravel_index(np.argmax(np.where(bad, np.nan_to_num(error, nan=np.inf) - bound, -np.inf)), bad.shape)
+    error = xp.abs(actual - expected)
+    bound = atol + rtol * xp.abs(expected)
+    bad = ~((error <= bound) | (xp.isnan(actual) & xp.isnan(expected)))
+    count = int(bad.sum())
+    if count:
+        excess = xp.where(bad, xp.nan_to_num(error - bound, nan=xp.inf), -xp.inf)
+        worst = tuple(int(i) for i in np.unravel_index(int(excess.argmax()), bad.shape))
         raise AssertionError(
-            f"{name}: {count} of {actual.size} elements differ; worst at {tuple(int(i) for i in worst)}: "
-            f"got {actual[worst]!r}, expected {expected[worst]!r} (atol={atol:.3g}, rtol={rtol:.3g}); "
-            f"{int(np.isnan(actual).sum())} NaN in the result"
+            f"{name}: {count} of {actual.size} elements differ; worst at {worst}: "
+            f"got {float(actual[worst])!r}, expected {float(expected[worst])!r} (atol={atol:.3g}, rtol={rtol:.3g}); "
+            f"{int(xp.isnan(actual).sum())} NaN in the result"
         )

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The one command for a GPU machine with no package index (run from anywhere):
+#   bash benchmarks/gpu_check.sh          build, whole test suite, memcheck, benchmarks
+#   bash benchmarks/gpu_check.sh quick    the same without the slow tests and with fewer shapes
+# 1. builds pyfast in place (pip --no-build-isolation --no-deps; PYFAST_CUDA_ARCHS, default 90),
+# 2. runs the whole pytest suite, GPU tests included,
+# 3. runs the GPU kernel tests under compute-sanitizer memcheck with CuPy's pool disabled
+#    (so an overrun past an array is not hidden inside a larger pooled block),
+# 4. runs the benchmarks (each checks its results before timing),
+# writing logs and result JSON into $OUT when it is set (as it goes, so a run cut short still
+# leaves its logs; at most 8 files), else into a temporary folder, and printing a summary
+# table last. Exits non-zero if any step failed. Per-step limits: STEP_TIMEOUT (seconds, 600).
+set -u
+mode=${1:-full}
+case "$mode" in full|quick) ;; *) echo "usage: $0 [full|quick]" >&2; exit 2 ;; esac
+cd "$(dirname "$0")/.." || exit 2
+PYTHON=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1
+logs=${OUT:-$(mktemp -d)}
+mkdir -p "$logs"
+limit=${STEP_TIMEOUT:-600}
+summary="$logs/summary.txt"
+failed=0
+printf '%-10s %-6s %8s  %s\n' step status seconds log > "$summary"
+
+# step NAME TIMEOUT_S COMMAND...: runs and logs one step, records its status and time.
+step() {
+    local name=$1 limit=$2
+    shift 2
+    local start=$SECONDS status=ok
+    echo "=== $name: $*"
+    timeout "$limit" "$@" > "$logs/$name.log" 2>&1 || status="FAIL($?)"
+    tail -n 15 "$logs/$name.log"
+    [ "$status" = ok ] || failed=1
+    printf '%-10s %-6s %8d  %s\n' "$name" "$status" $((SECONDS - start)) "$name.log" >> "$summary"
+}
+
+not_slow=()
+bench_args=()
+if [ "$mode" = quick ]; then
+    not_slow=(-m "not slow")
+    bench_args=(--quick)
+fi
+
+{
+    nvidia-smi || true
+    nvcc --version || true
+    "$PYTHON" -c 'import sys, numpy, cupy; print(sys.version); print("numpy", numpy.__version__, "cupy", cupy.__version__)'
+    "$PYTHON" -c 'import torch; print("torch", torch.__version__, "cudnn", torch.backends.cudnn.version())' || true
+    git log -1 --oneline || true
+} > "$logs/env.log" 2>&1
+
+step build "$limit" env PYFAST_CUDA_ARCHS="${PYFAST_CUDA_ARCHS:-90}" \
+    "$PYTHON" -m pip install --no-build-isolation --no-deps -v -e .
+step tests "$limit" "$PYTHON" -m pytest -q -ra "${not_slow[@]}" tests
+if command -v compute-sanitizer > /dev/null; then
+    # Slow shapes and the PyTorch interop test (whose start-up alone is minutes under the
+    # sanitizer) are left out; every kernel and edge case is still exercised.
+    step memcheck "$limit" env PYFAST_TEST_NO_POOL=1 compute-sanitizer --tool memcheck --error-exitcode 99 \
+        --print-limit 50 "$PYTHON" -m pytest -q -x -m "gpu and not slow" -k "not pytorch" \
+        tests/test_matmul.py tests/test_elementwise.py
+else
+    echo "compute-sanitizer not found" > "$logs/memcheck.log"
+    printf '%-10s %-6s %8s  %s\n' memcheck FAIL 0 "memcheck.log (compute-sanitizer not found)" >> "$summary"
+    failed=1
+fi
+step bench "$limit" sh -c "\"$PYTHON\" -m benchmarks.bench_matmul ${bench_args[*]} --out '$logs' && \
+    \"$PYTHON\" -m benchmarks.bench_elementwise ${bench_args[*]} --out '$logs'"
+
+echo
+echo "=== matmul results"
+grep -E '^ *(case|-+|square|fc)' "$logs/bench.log" | grep -vE '^ *square (256|512) ' || true
+echo "=== logs and results in $logs"
+echo "=== summary ($mode) on $(nvidia-smi --query-gpu=name --format=csv,noheader 2> /dev/null | head -1)"
+grep -E 'passed|failed|error' "$logs/tests.log" | tail -1
+grep -E 'ERROR SUMMARY|passed|failed' "$logs/memcheck.log" | tail -2
+cat "$summary"
+exit $failed

@@ -1,0 +1,166 @@
+"""Shared benchmark harness: correctness first, then honest GPU timing.
+
+- Every benchmark checks its result against a float64 reference before timing it
+  (``check``); a wrong result is recorded as such and makes the run exit non-zero.
+- Timing: warm-up calls first (module load, cuBLAS handle creation), then CUDA events
+  around each call, with the L2 cache flushed (a 2x-L2 buffer rewritten) before each call so
+  the cache is not what is measured; that write also keeps the GPU busy while Python
+  enqueues the op, so host launch overhead stays out of the kernel's time. Inputs rotate
+  over several sets. The median of the repeats is the figure; p10 / p90 give the spread.
+- Results: FLOP and byte counts give TFLOP/s and GB/s; every pyfast figure is also given
+  as a ratio to the baseline (cuBLAS / cuDNN / PyTorch) measured in the same run.
+"""
+
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+import cupy
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+
+
+@dataclasses.dataclass
+class Timing:
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    repeats: int
+
+
+class L2Flush:
+    """Rewrites a buffer twice the size of the L2 cache (at least 256 MB)."""
+
+    def __init__(self):
+        props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.runtime.getDevice())
+        size = max(2 * int(props["l2CacheSize"]), 256 << 20)
+        self.buffer = cupy.empty(size // 4, dtype=cupy.float32)
+
+    def __call__(self):
+        self.buffer.fill(0)
+
+
+_flush = None
+
+
+def time_gpu(fn, inputs, *, warmup=3, budget_ms=1500.0, min_repeats=5, max_repeats=100, flush=True):
+    """Median time of ``fn(*inputs[i % len(inputs)])`` over repeats, in milliseconds.
+
+    The number of repeats fits ``budget_ms`` of measured time (at least ``min_repeats``).
+    """
+    global _flush
+    if flush and _flush is None:
+        _flush = L2Flush()
+    stream = cupy.cuda.get_current_stream()
+    for i in range(warmup):
+        fn(*inputs[i % len(inputs)])
+    stream.synchronize()
+
+    def timed(count):
+        events = [(cupy.cuda.Event(), cupy.cuda.Event()) for _ in range(count)]
+        for i, (start, end) in enumerate(events):
+            if flush:
+                _flush()
+            start.record(stream)
+            fn(*inputs[i % len(inputs)])
+            end.record(stream)
+        end.synchronize()
+        return [cupy.cuda.get_elapsed_time(start, end) for start, end in events]
+
+    first = timed(1)[0]
+    repeats = int(min(max_repeats, max(min_repeats, budget_ms / max(first, 1e-3))))
+    times = np.array(timed(repeats))
+    return Timing(float(np.median(times)), float(np.percentile(times, 10)), float(np.percentile(times, 90)), repeats)
+
+
+def tflops(flop, ms):
+    return flop / (ms * 1e-3) / 1e12
+
+
+def gbps(nbytes, ms):
+    return nbytes / (ms * 1e-3) / 1e9
+
+
+def device_info():
+    """The card and software versions every result file carries."""
+    import pyfast
+
+    if not pyfast.is_available():
+        raise SystemExit(f"the benchmarks need a GPU: {pyfast.unavailable_reason()}")
+    from pyfast import _C
+
+    device = cupy.cuda.runtime.getDevice()
+    props = cupy.cuda.runtime.getDeviceProperties(device)
+    info = {
+        "device": props["name"].decode(),
+        "compute_capability": f"{props['major']}.{props['minor']}",
+        "multiprocessors": props["multiProcessorCount"],
+        "l2_cache_bytes": props["l2CacheSize"],
+        "memory_bytes": props["totalGlobalMem"],
+        "driver_cuda_version": _C.driver_version(),
+        "pyfast_cuda_runtime": _C.runtime_version(),
+        "cupy": cupy.__version__,
+        "cupy_tf32": os.environ.get("CUPY_TF32", "0"),
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": _git_commit(),
+    }
+    try:
+        smi = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+        info["driver"] = smi.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["cudnn"] = torch.backends.cudnn.version()
+    except ImportError:
+        pass
+    return info
+
+
+def _git_commit():
+    try:
+        result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT,
+                                timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=ROOT, timeout=10).stdout.strip()
+        return result.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def card_slug(info):
+    return re.sub(r"[^a-z0-9]+", "-", info["device"].lower()).strip("-")
+
+
+def write_results(family, info, rows, out_dir=None):
+    """Writes ``<family>-<card>-<date>.json`` into out_dir (default benchmarks/results/)."""
+    out_dir = Path(out_dir) if out_dir else RESULTS_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{family}-{card_slug(info)}-{info['date'][:10]}.json"
+    path.write_text(json.dumps({"family": family, "info": info, "rows": rows}, indent=1) + "\n")
+    return path
+
+
+def print_table(rows, columns):
+    """columns: (header, key, format) triples; missing values print as '-'."""
+    cells = [[h for h, _, _ in columns]]
+    for row in rows:
+        cells.append([("-" if row.get(k) is None else fmt.format(row[k])) for _, k, fmt in columns])
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    for i, r in enumerate(cells):
+        print("  ".join(c.rjust(w) for c, w in zip(r, widths)))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
