@@ -36,8 +36,8 @@ def _array_module(*arrays):
 
 
 def assert_close(actual, expected, *, atol, rtol=1e-5, name="result"):
-    """|actual - expected| <= atol + rtol * |expected| everywhere; NaN never passes (unless
-    expected is NaN at the same place). Compares on the GPU when given CuPy arrays, and
+    """|actual - expected| <= atol + rtol * |expected| everywhere. NaN passes only against NaN,
+    an infinity only against the same infinity. Compares on the GPU when given CuPy arrays;
     reports the count of bad elements and the worst one on failure."""
     xp = _array_module(actual, expected)
     if xp is np:
@@ -47,12 +47,15 @@ def assert_close(actual, expected, *, atol, rtol=1e-5, name="result"):
         raise AssertionError(f"{name}: shape {actual.shape} != expected {expected.shape}")
     if actual.size == 0:
         return
-    error = xp.abs(actual - expected)
-    bound = atol + rtol * xp.abs(expected)
-    bad = ~((error <= bound) | (xp.isnan(actual) & xp.isnan(expected)))
+    with np.errstate(invalid="ignore"):  # inf - inf and 0 * inf: infinities must be equal instead
+        error = xp.abs(actual - expected)
+        bound = atol + rtol * xp.abs(expected)
+        close = ((error <= bound) & xp.isfinite(expected)) | (actual == expected)
+    bad = ~(close | (xp.isnan(actual) & xp.isnan(expected)))
     count = int(bad.sum())
     if count:
-        excess = xp.where(bad, xp.nan_to_num(error - bound, nan=xp.inf), -xp.inf)
+        with np.errstate(invalid="ignore"):
+            excess = xp.where(bad, xp.nan_to_num(error - bound, nan=xp.inf), -xp.inf)
         worst = tuple(int(i) for i in np.unravel_index(int(excess.argmax()), bad.shape))
         raise AssertionError(
             f"{name}: {count} of {actual.size} elements differ; worst at {worst}: "
