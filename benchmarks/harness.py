@@ -136,7 +136,8 @@ def _git_commit():
                                 timeout=10)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
                                text=True, cwd=ROOT, timeout=10).stdout.strip()
-        return result.stdout.strip() + ("+dirty" if dirty else "")
+        commit = result.stdout.strip()
+        return (commit + ("+dirty" if dirty else "")) if commit else "unknown (not a git checkout)"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
