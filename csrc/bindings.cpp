@@ -4,6 +4,7 @@
 // into pyfast.CudaError. Nothing here synchronizes unless sync mode is on (PYFAST_SYNC=1).
 
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <cstdint>
 #include <cstdlib>
@@ -13,7 +14,9 @@
 
 #include "cuda_error.h"
 #include "elementwise.cuh"
+#include "loss.cuh"
 #include "matmul.cuh"
+#include "optim.cuh"
 
 namespace py = pybind11;
 
@@ -42,6 +45,20 @@ void run_op(const char* op, int device, std::uintptr_t stream_handle, Launch&& l
         py::gil_scoped_release release;
         check_cuda(cudaStreamSynchronize(stream), op);
     }
+}
+
+using Addresses = std::vector<std::uintptr_t>;
+
+// One ParamSlot per tensor from parallel lists of addresses (an empty list: no such state).
+std::vector<ParamSlot> param_slots(const Addresses& params, const Addresses& grads, const Addresses& state0,
+                                   const Addresses& state1, const std::vector<std::int64_t>& sizes) {
+    std::vector<ParamSlot> slots(params.size());
+    for (size_t i = 0; i < params.size(); ++i) {
+        slots[i] = ParamSlot{device_ptr<float>(params[i]), device_ptr<const float>(grads[i]),
+                             state0.empty() ? nullptr : device_ptr<float>(state0[i]),
+                             state1.empty() ? nullptr : device_ptr<float>(state1[i]), sizes[i]};
+    }
+    return slots;
 }
 
 }  // namespace
@@ -163,4 +180,89 @@ PYBIND11_MODULE(_C, m) {
           py::arg("dy"), py::arg("db"), py::arg("workspace"), py::arg("outer"), py::arg("channels"),
           py::arg("inner"), py::arg("device"), py::arg("stream"),
           "db[c] = sum over o, i of dy[o, c, i], deterministic; workspace as bias_grad_workspace_size says.");
+
+    // ------------------------------------------------------------------- losses
+    m.def("mse_loss_workspace_size", &mse_loss_workspace_size, py::arg("n"),
+          "Floats of scratch memory mse_loss needs for n elements.");
+
+    m.def("mse_loss",
+          [](std::uintptr_t pred, std::uintptr_t target, std::uintptr_t grad, std::uintptr_t loss,
+             std::uintptr_t workspace, std::int64_t n, float loss_scale, float grad_scale, int device,
+             std::uintptr_t stream) {
+              run_op("mse_loss", device, stream, [&](cudaStream_t s) {
+                  return mse_loss(device_ptr<const float>(pred), device_ptr<const float>(target),
+                                  device_ptr<float>(grad), device_ptr<float>(loss), device_ptr<float>(workspace), n,
+                                  loss_scale, grad_scale, s);
+              });
+          },
+          py::arg("pred"), py::arg("target"), py::arg("grad"), py::arg("loss"), py::arg("workspace"), py::arg("n"),
+          py::arg("loss_scale"), py::arg("grad_scale"), py::arg("device"), py::arg("stream"),
+          "loss = loss_scale * sum (pred - target)^2, grad = grad_scale * 2 (pred - target), one pass.");
+
+    m.def("softmax_cross_entropy",
+          [](std::uintptr_t logits, std::uintptr_t labels, bool labels_int64, std::uintptr_t grad, std::uintptr_t loss,
+             std::uintptr_t invalid_labels, std::uintptr_t row_loss, std::int64_t rows, std::int64_t classes,
+             float loss_scale, float grad_scale, int device, std::uintptr_t stream) {
+              const SoftmaxCrossEntropyParams params{device_ptr<const float>(logits), device_ptr<const void>(labels),
+                                                     labels_int64, device_ptr<float>(grad), device_ptr<float>(loss),
+                                                     device_ptr<long long>(invalid_labels), device_ptr<float>(row_loss),
+                                                     rows, classes, loss_scale, grad_scale};
+              run_op("softmax_cross_entropy", device, stream,
+                     [&](cudaStream_t s) { return softmax_cross_entropy(params, s); });
+          },
+          py::arg("logits"), py::arg("labels"), py::arg("labels_int64"), py::arg("grad"), py::arg("loss"),
+          py::arg("invalid_labels"), py::arg("row_loss"), py::arg("rows"), py::arg("classes"), py::arg("loss_scale"),
+          py::arg("grad_scale"), py::arg("device"), py::arg("stream"),
+          "Fused softmax cross-entropy: loss, gradient, and the count of labels outside [0, classes).");
+
+    m.def("softmax",
+          [](std::uintptr_t logits, std::uintptr_t out, std::int64_t rows, std::int64_t classes, bool log, int device,
+             std::uintptr_t stream) {
+              run_op(log ? "log_softmax" : "softmax", device, stream, [&](cudaStream_t s) {
+                  return softmax(device_ptr<const float>(logits), device_ptr<float>(out), rows, classes, log, s);
+              });
+          },
+          py::arg("logits"), py::arg("out"), py::arg("rows"), py::arg("classes"), py::arg("log"), py::arg("device"),
+          py::arg("stream"), "softmax (or log_softmax) of each row.");
+
+    m.def("accuracy",
+          [](std::uintptr_t logits, std::uintptr_t labels, bool labels_int64, std::int64_t rows, std::int64_t classes,
+             std::uintptr_t correct, int device, std::uintptr_t stream) {
+              run_op("accuracy", device, stream, [&](cudaStream_t s) {
+                  return accuracy(device_ptr<const float>(logits), device_ptr<const void>(labels), labels_int64, rows,
+                                  classes, device_ptr<unsigned long long>(correct), s);
+              });
+          },
+          py::arg("logits"), py::arg("labels"), py::arg("labels_int64"), py::arg("rows"), py::arg("classes"),
+          py::arg("correct"), py::arg("device"), py::arg("stream"),
+          "Count (uint64) of rows whose first maximal logit is at the label.");
+
+    // --------------------------------------------------------------- optimizers
+    m.def("sgd_step",
+          [](const Addresses& params, const Addresses& grads, const Addresses& velocity,
+             const std::vector<std::int64_t>& sizes, float lr, float momentum, float weight_decay, bool nesterov,
+             int device, std::uintptr_t stream) {
+              const auto slots = param_slots(params, grads, velocity, {}, sizes);
+              run_op("sgd_step", device, stream, [&](cudaStream_t s) {
+                  return sgd_step(slots, SgdParams{lr, momentum, weight_decay, nesterov}, s);
+              });
+          },
+          py::arg("params"), py::arg("grads"), py::arg("velocity"), py::arg("sizes"), py::arg("lr"),
+          py::arg("momentum"), py::arg("weight_decay"), py::arg("nesterov"), py::arg("device"), py::arg("stream"),
+          "In-place SGD over parallel lists of tensor addresses (velocity empty without momentum).");
+
+    m.def("adam_step",
+          [](const Addresses& params, const Addresses& grads, const Addresses& exp_avg, const Addresses& exp_avg_sq,
+             const std::vector<std::int64_t>& sizes, float lr, float beta1, float beta2, float eps,
+             float weight_decay, bool decoupled, float step_size, float bias_correction2_sqrt, int device,
+             std::uintptr_t stream) {
+              const auto slots = param_slots(params, grads, exp_avg, exp_avg_sq, sizes);
+              const AdamParams hyper{lr, beta1, beta2, eps, weight_decay, decoupled, step_size,
+                                     bias_correction2_sqrt};
+              run_op("adam_step", device, stream, [&](cudaStream_t s) { return adam_step(slots, hyper, s); });
+          },
+          py::arg("params"), py::arg("grads"), py::arg("exp_avg"), py::arg("exp_avg_sq"), py::arg("sizes"),
+          py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"),
+          py::arg("decoupled"), py::arg("step_size"), py::arg("bias_correction2_sqrt"), py::arg("device"),
+          py::arg("stream"), "In-place Adam / AdamW over parallel lists of tensor addresses.");
 }

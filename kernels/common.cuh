@@ -47,26 +47,45 @@ inline unsigned grid_stride_blocks(std::int64_t work_items, int threads_per_bloc
 // tile those dimensions loop with a stride of gridDim.y instead of assuming one block each.
 constexpr int kMaxGridY = 65535;
 
-__device__ __forceinline__ float warp_sum(float v) {
+struct SumOp {
+    __device__ float operator()(float a, float b) const { return a + b; }
+};
+// fmaxf drops a NaN operand; NaN inputs still poison whatever is computed from the max.
+struct MaxOp {
+    __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+
+// Butterfly reduction: every lane ends with the result, in the same order on every run.
+template <typename Op>
+__device__ __forceinline__ float warp_reduce(float v, Op op) {
 #pragma unroll
     for (int offset = 16; offset > 0; offset >>= 1) {
-        v += __shfl_xor_sync(0xffffffffu, v, offset);
+        v = op(v, __shfl_xor_sync(0xffffffffu, v, offset));
     }
     return v;
 }
 
-// Sum over the whole block, in a fixed order (deterministic). Every thread must call it;
-// the result is valid in every thread. `scratch` holds at least 32 floats.
-__device__ __forceinline__ float block_sum(float v, float* scratch) {
+__device__ __forceinline__ float warp_sum(float v) { return warp_reduce(v, SumOp{}); }
+__device__ __forceinline__ float warp_max(float v) { return warp_reduce(v, MaxOp{}); }
+
+// Reduction over the whole block, in a fixed order (deterministic). Every thread must call
+// it; the result is valid in every thread. `scratch` holds at least 32 floats; `identity`
+// fills the lanes of warps the block does not have.
+template <typename Op>
+__device__ __forceinline__ float block_reduce(float v, float* scratch, Op op, float identity) {
     const int lane = threadIdx.x % 32;
     const int warp = threadIdx.x / 32;
     const int warps = (blockDim.x + 31) / 32;
-    v = warp_sum(v);
+    v = warp_reduce(v, op);
     __syncthreads();  // scratch may still be read by a previous call
     if (lane == 0) scratch[warp] = v;
     __syncthreads();
-    v = lane < warps ? scratch[lane] : 0.0f;
-    return warp_sum(v);
+    v = lane < warps ? scratch[lane] : identity;
+    return warp_reduce(v, op);
+}
+
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+    return block_reduce(v, scratch, SumOp{}, 0.0f);
 }
 
 __host__ __device__ __forceinline__ bool is_aligned16(const void* p) {

@@ -1,0 +1,311 @@
+// loss.cu - fused losses and their gradients, softmax / log_softmax, accuracy (float32).
+// Math: mse:      L = s_L * sum_i (p_i - t_i)^2,                 dL/dp_i = s_g * 2 (p_i - t_i)
+//       cross-entropy over a row x with label y:
+//                 m = max_c x_c, S = sum_c exp(x_c - m),         l = m + log S - x_y
+//                 L = s_L * sum_rows l,                          dL/dx_c = s_g (exp(x_c - m)/S - [c == y])
+//       (s_L, s_g) = (1/N, 1/N) for reduction "mean", (1, 1) for "sum").
+// Versions: v0 -
+//   mse:      one pass: each thread writes the gradient of its elements (16-byte accesses when
+//             aligned) and accumulates (p - t)^2; per-block partial sums, then one block adds the
+//             partials in order. At most kMseBlocks blocks, independent of the GPU, so the sum
+//             is bitwise the same on every card.
+//   softmax rows: a row is read once into registers (a warp per row up to 1024 classes, a
+//             1024-thread block per row up to 32768), max and sum reduced in the group, the
+//             output (probabilities, log-probabilities or the cross-entropy gradient) written
+//             from registers: probabilities never touch memory. Wider rows take an online
+//             (max, sum) first pass and a second read. Cross-entropy's per-row losses are added
+//             in order by one block, which also counts labels outside [0, classes).
+// References: llm.c's fused classifier (loss + gradient in one kernel); Milakov & Gimelshein,
+//             "Online normalizer calculation for softmax" (2018) for the wide-row path.
+
+#include <cmath>
+
+#include "common.cuh"
+#include "loss.cuh"
+
+namespace pyfast {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kMseBlocks = 1024;
+constexpr int kFinishThreads = 1024;
+
+// ------------------------------------------------------------------------------- mse
+__global__ void mse_partial_kernel(const float* __restrict__ pred, const float* __restrict__ target,
+                                   float* __restrict__ grad, float* __restrict__ partial, std::int64_t n,
+                                   float grad_factor, bool vector_ok) {
+    __shared__ float scratch[32];
+    const std::int64_t stride = (std::int64_t)gridDim.x * blockDim.x;
+    const std::int64_t first = (std::int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const std::int64_t vector_n = vector_ok ? n / 4 : 0;
+    float sum = 0.0f;
+    for (std::int64_t v = first; v < vector_n; v += stride) {
+        const float4 p = reinterpret_cast<const float4*>(pred)[v];
+        const float4 t = reinterpret_cast<const float4*>(target)[v];
+        const float4 d = make_float4(p.x - t.x, p.y - t.y, p.z - t.z, p.w - t.w);
+        reinterpret_cast<float4*>(grad)[v] =
+            make_float4(grad_factor * d.x, grad_factor * d.y, grad_factor * d.z, grad_factor * d.w);
+        sum += d.x * d.x + d.y * d.y + d.z * d.z + d.w * d.w;
+    }
+    for (std::int64_t i = vector_n * 4 + first; i < n; i += stride) {
+        const float d = pred[i] - target[i];
+        grad[i] = grad_factor * d;
+        sum += d * d;
+    }
+    sum = block_sum(sum, scratch);
+    if (threadIdx.x == 0) partial[blockIdx.x] = sum;
+}
+
+// One block adds `count` values in a fixed order and writes scale * total.
+__global__ void sum_in_order_kernel(const float* __restrict__ values, std::int64_t count, float scale,
+                                    float* __restrict__ result) {
+    __shared__ float scratch[32];
+    float sum = 0.0f;
+    for (std::int64_t i = threadIdx.x; i < count; i += blockDim.x) sum += values[i];
+    sum = block_sum(sum, scratch);
+    if (threadIdx.x == 0) *result = sum * scale;
+}
+
+int mse_blocks(std::int64_t n) {
+    const std::int64_t wanted = ceil_div<std::int64_t>(ceil_div<std::int64_t>(n, 4), kThreads);
+    return static_cast<int>(wanted < kMseBlocks ? (wanted > 0 ? wanted : 1) : kMseBlocks);
+}
+
+// ---------------------------------------------------------------------- softmax rows
+enum class RowOutput : int { kCrossEntropy = 0, kSoftmax = 1, kLogSoftmax = 2 };
+
+struct RowArgs {
+    const float* logits;
+    const void* labels;  // cross-entropy only
+    bool labels_int64;
+    float* out;          // gradient, probabilities or log-probabilities
+    float* row_loss;     // cross-entropy only
+    std::int64_t rows, classes;
+    float grad_scale;
+    RowOutput output;
+};
+
+__device__ __forceinline__ std::int64_t load_label(const void* labels, bool labels_int64, std::int64_t row) {
+    return labels_int64 ? static_cast<const long long*>(labels)[row] : static_cast<const int*>(labels)[row];
+}
+
+// Writes one output element from x_c, the row max m, log S and 1/S.
+__device__ __forceinline__ float row_output(const RowArgs& a, float x, float row_max, float log_sum,
+                                            float inv_sum, bool is_label, bool valid) {
+    if (a.output == RowOutput::kLogSoftmax) return (x - row_max) - log_sum;
+    const float p = expf(x - row_max) * inv_sum;
+    if (a.output == RowOutput::kSoftmax) return p;
+    return valid ? a.grad_scale * (p - (is_label ? 1.0f : 0.0f)) : NAN;
+}
+
+// The per-row loss (cross-entropy) or nothing; lane/thread 0 of the row's group calls it.
+__device__ __forceinline__ void write_row_loss(const RowArgs& a, std::int64_t row, std::int64_t label, bool valid,
+                                               float row_max, float log_sum) {
+    if (a.output != RowOutput::kCrossEntropy) return;
+    a.row_loss[row] = valid ? (row_max + log_sum) - a.logits[row * a.classes + label] : NAN;
+}
+
+// GROUP threads own a row (32: a warp; 1024: the block); each holds EPT of its values.
+template <int GROUP, int EPT>
+__global__ void softmax_rows_kernel(RowArgs a) {
+    __shared__ float scratch[32];
+    const int lane = threadIdx.x % GROUP;
+    const std::int64_t groups_per_block = blockDim.x / GROUP;
+    auto group_reduce = [&](float v, auto op, float identity) {
+        if constexpr (GROUP == 32) {
+            return warp_reduce(v, op);
+        } else {
+            return block_reduce(v, scratch, op, identity);
+        }
+    };
+    for (std::int64_t row = blockIdx.x * groups_per_block + threadIdx.x / GROUP; row < a.rows;
+         row += gridDim.x * groups_per_block) {
+        const float* x = a.logits + row * a.classes;
+        float v[EPT];
+        float row_max = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < EPT; ++j) {
+            const std::int64_t c = lane + j * GROUP;
+            v[j] = c < a.classes ? x[c] : -INFINITY;
+            row_max = fmaxf(row_max, v[j]);
+        }
+        row_max = group_reduce(row_max, MaxOp{}, -INFINITY);
+        float sum = 0.0f;
+#pragma unroll
+        for (int j = 0; j < EPT; ++j) {
+            if (lane + j * GROUP < a.classes) sum += expf(v[j] - row_max);
+        }
+        sum = group_reduce(sum, SumOp{}, 0.0f);
+        const float log_sum = logf(sum);
+        const float inv_sum = 1.0f / sum;
+        std::int64_t label = -1;
+        if (a.output == RowOutput::kCrossEntropy) label = load_label(a.labels, a.labels_int64, row);
+        const bool valid = label >= 0 && label < a.classes;
+        float* out = a.out + row * a.classes;
+#pragma unroll
+        for (int j = 0; j < EPT; ++j) {
+            const std::int64_t c = lane + j * GROUP;
+            if (c < a.classes) out[c] = row_output(a, v[j], row_max, log_sum, inv_sum, c == label, valid);
+        }
+        if (lane == 0) write_row_loss(a, row, label, valid, row_max, log_sum);
+    }
+}
+
+// Rows wider than 32768: block per row, online (max, sum) in one read, outputs in a second.
+__global__ void softmax_wide_rows_kernel(RowArgs a) {
+    __shared__ float scratch[32];
+    for (std::int64_t row = blockIdx.x; row < a.rows; row += gridDim.x) {
+        const float* x = a.logits + row * a.classes;
+        float thread_max = -INFINITY, thread_sum = 0.0f;
+        for (std::int64_t c = threadIdx.x; c < a.classes; c += blockDim.x) {
+            const float value = x[c];
+            if (value > thread_max) {  // rescale the running sum to the new max
+                thread_sum = thread_sum * expf(thread_max - value) + 1.0f;
+                thread_max = value;
+            } else if (value != -INFINITY) {  // exp(-inf) adds 0; NaN lands here and propagates
+                thread_sum += expf(value - thread_max);
+            }
+        }
+        const float row_max = block_reduce(thread_max, scratch, MaxOp{}, -INFINITY);
+        const float rescaled = thread_sum == 0.0f ? 0.0f : thread_sum * expf(thread_max - row_max);
+        const float sum = block_sum(rescaled, scratch);
+        const float log_sum = logf(sum);
+        const float inv_sum = 1.0f / sum;
+        std::int64_t label = -1;
+        if (a.output == RowOutput::kCrossEntropy) label = load_label(a.labels, a.labels_int64, row);
+        const bool valid = label >= 0 && label < a.classes;
+        float* out = a.out + row * a.classes;
+        for (std::int64_t c = threadIdx.x; c < a.classes; c += blockDim.x) {
+            out[c] = row_output(a, x[c], row_max, log_sum, inv_sum, c == label, valid);
+        }
+        if (threadIdx.x == 0) write_row_loss(a, row, label, valid, row_max, log_sum);
+    }
+}
+
+template <int GROUP, int EPT>
+cudaError_t launch_rows(const RowArgs& a, cudaStream_t stream) {
+    const int threads = GROUP == 32 ? kThreads : GROUP;
+    softmax_rows_kernel<GROUP, EPT><<<grid_stride_blocks(a.rows * GROUP, threads), threads, 0, stream>>>(a);
+    PYFAST_RETURN_IF_LAUNCH_FAILED();
+    return cudaSuccess;
+}
+
+// Picks the register layout that holds a whole row: the smallest EPT with GROUP * EPT >= classes.
+cudaError_t launch_softmax_rows(const RowArgs& a, cudaStream_t stream) {
+    const std::int64_t c = a.classes;
+    if (c <= 32) return launch_rows<32, 1>(a, stream);
+    if (c <= 64) return launch_rows<32, 2>(a, stream);
+    if (c <= 128) return launch_rows<32, 4>(a, stream);
+    if (c <= 256) return launch_rows<32, 8>(a, stream);
+    if (c <= 512) return launch_rows<32, 16>(a, stream);
+    if (c <= 1024) return launch_rows<32, 32>(a, stream);
+    if (c <= 2048) return launch_rows<1024, 2>(a, stream);
+    if (c <= 4096) return launch_rows<1024, 4>(a, stream);
+    if (c <= 8192) return launch_rows<1024, 8>(a, stream);
+    if (c <= 16384) return launch_rows<1024, 16>(a, stream);
+    if (c <= 32768) return launch_rows<1024, 32>(a, stream);
+    softmax_wide_rows_kernel<<<grid_stride_blocks(a.rows * 1024, 1024), 1024, 0, stream>>>(a);
+    PYFAST_RETURN_IF_LAUNCH_FAILED();
+    return cudaSuccess;
+}
+
+__global__ void count_invalid_labels_kernel(const void* labels, bool labels_int64, std::int64_t rows,
+                                            std::int64_t classes, long long* invalid) {
+    __shared__ unsigned long long total;  // integer sums are exact in any order
+    if (threadIdx.x == 0) total = 0;
+    __syncthreads();
+    unsigned long long count = 0;
+    for (std::int64_t r = threadIdx.x; r < rows; r += blockDim.x) {
+        const std::int64_t label = load_label(labels, labels_int64, r);
+        count += (label < 0 || label >= classes) ? 1 : 0;
+    }
+    atomicAdd(&total, count);
+    __syncthreads();
+    if (threadIdx.x == 0) *invalid = static_cast<long long>(total);
+}
+
+// ------------------------------------------------------------------------ accuracy
+// A warp per row finds the first index of the maximum (NaN never wins), lane 0 counts a hit.
+__global__ void accuracy_kernel(const float* __restrict__ logits, const void* labels, bool labels_int64,
+                                std::int64_t rows, std::int64_t classes, unsigned long long* correct) {
+    const int lane = threadIdx.x % 32;
+    const std::int64_t warps = (std::int64_t)gridDim.x * (blockDim.x / 32);
+    for (std::int64_t row = (std::int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32; row < rows;
+         row += warps) {
+        const float* x = logits + row * classes;
+        float best = -INFINITY;
+        std::int64_t best_index = classes;  // "none yet": loses every tie-break
+        for (std::int64_t c = lane; c < classes; c += 32) {
+            const float value = x[c];
+            if (value > best || (best_index == classes && value == value)) {
+                best = value;
+                best_index = c;
+            }
+        }
+#pragma unroll
+        for (int offset = 16; offset > 0; offset >>= 1) {
+            const float other = __shfl_xor_sync(0xffffffffu, best, offset);
+            const std::int64_t other_index = __shfl_xor_sync(0xffffffffu, best_index, offset);
+            if (other > best || (other == best && other_index < best_index) ||
+                (best_index == classes && other_index < classes)) {
+                best = other;
+                best_index = other_index;
+            }
+        }
+        if (lane == 0 && best_index == load_label(labels, labels_int64, row)) atomicAdd(correct, 1ull);
+    }
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------ launchers
+std::int64_t mse_loss_workspace_size(std::int64_t n) { return mse_blocks(n); }
+
+cudaError_t mse_loss(const float* pred, const float* target, float* grad, float* loss, float* workspace,
+                     std::int64_t n, float loss_scale, float grad_scale, cudaStream_t stream) {
+    const int blocks = mse_blocks(n);
+    const bool vector_ok = is_aligned16(pred) && is_aligned16(target) && is_aligned16(grad);
+    mse_partial_kernel<<<blocks, kThreads, 0, stream>>>(pred, target, grad, workspace, n, 2.0f * grad_scale,
+                                                        vector_ok);
+    PYFAST_RETURN_IF_LAUNCH_FAILED();
+    sum_in_order_kernel<<<1, kFinishThreads, 0, stream>>>(workspace, blocks, loss_scale, loss);
+    PYFAST_RETURN_IF_LAUNCH_FAILED();
+    return cudaSuccess;
+}
+
+cudaError_t softmax_cross_entropy(const SoftmaxCrossEntropyParams& p, cudaStream_t stream) {
+    if (p.rows > 0 && p.classes > 0) {
+        const RowArgs args{p.logits, p.labels, p.labels_int64, p.grad, p.row_loss, p.rows, p.classes,
+                           p.grad_scale, RowOutput::kCrossEntropy};
+        const cudaError_t status = launch_softmax_rows(args, stream);
+        if (status != cudaSuccess) return status;
+    }
+    count_invalid_labels_kernel<<<1, kFinishThreads, 0, stream>>>(p.labels, p.labels_int64, p.rows, p.classes,
+                                                                  p.invalid_labels);
+    PYFAST_RETURN_IF_LAUNCH_FAILED();
+    sum_in_order_kernel<<<1, kFinishThreads, 0, stream>>>(p.row_loss, p.classes > 0 ? p.rows : 0, p.loss_scale,
+                                                          p.loss);
+    PYFAST_RETURN_IF_LAUNCH_FAILED();
+    return cudaSuccess;
+}
+
+cudaError_t softmax(const float* logits, float* out, std::int64_t rows, std::int64_t classes, bool log,
+                    cudaStream_t stream) {
+    if (rows <= 0 || classes <= 0) return cudaSuccess;
+    const RowArgs args{logits, nullptr, false, out, nullptr, rows, classes, 0.0f,
+                       log ? RowOutput::kLogSoftmax : RowOutput::kSoftmax};
+    return launch_softmax_rows(args, stream);
+}
+
+cudaError_t accuracy(const float* logits, const void* labels, bool labels_int64, std::int64_t rows,
+                     std::int64_t classes, unsigned long long* correct, cudaStream_t stream) {
+    cudaError_t status = cudaMemsetAsync(correct, 0, sizeof(*correct), stream);
+    if (status != cudaSuccess) return status;
+    if (rows <= 0) return cudaSuccess;
+    accuracy_kernel<<<grid_stride_blocks(rows * 32, kThreads), kThreads, 0, stream>>>(
+        logits, labels, labels_int64, rows, classes, correct);
+    PYFAST_RETURN_IF_LAUNCH_FAILED();
+    return cudaSuccess;
+}
+
+}  // namespace pyfast
