@@ -134,30 +134,30 @@ def _byte_range(x):
     return x.data.ptr, x.data.ptr + x.nbytes
 
 
-def _output(out, shape, inputs, *, in_place_ok=()):
+def _output(out, shape, inputs, *, in_place_ok=(), name="out"):
     """`out` checked against the result's shape, or a new array. `out` may be exactly
     one of `in_place_ok` (same memory, same shape) but must not overlap any other input."""
     if out is None:
         return cupy.empty(shape, dtype=cupy.float32)
     if not isinstance(out, cupy.ndarray):
-        raise TypeError(f"out: expected a CuPy array, got {type(out).__module__}.{type(out).__name__}")
-    _checks.expect_float32("out", out.dtype)
-    _checks.expect_shape("out", out.shape, shape)
+        raise TypeError(f"{name}: expected a CuPy array, got {type(out).__module__}.{type(out).__name__}")
+    _checks.expect_float32(name, out.dtype)
+    _checks.expect_shape(name, out.shape, shape)
     if not out.flags.c_contiguous:
-        raise ValueError("out: expected a C-contiguous array")
+        raise ValueError(f"{name}: expected a C-contiguous array")
     device = cupy.cuda.runtime.getDevice()
     if out.device.id != device:
-        raise ValueError(f"out: is on device {out.device.id} but the current device is {device}")
+        raise ValueError(f"{name}: is on device {out.device.id} but the current device is {device}")
     if out.size:
         out_start, out_end = _byte_range(out)
-        for name, x in inputs.items():
+        for input_name, x in inputs.items():
             if x is None or x.size == 0:
                 continue
             start, end = _byte_range(x)
             if start < out_end and out_start < end:
-                if name in in_place_ok and (start, end) == (out_start, out_end):
+                if input_name in in_place_ok and (start, end) == (out_start, out_end):
                     continue
-                raise ValueError(f"out: overlaps input {name}; pass a separate output array")
+                raise ValueError(f"{name}: overlaps input {input_name}; pass a separate output array")
     return out
 
 
@@ -254,4 +254,172 @@ def bias_grad(dy, *, out=None):
     return out
 
 
-__all__ = ["matmul", "relu", "relu_backward", "add_bias", "bias_grad", "MATMUL_VERSIONS", "DEFAULT_MATMUL_VERSION"]
+# ------------------------------------------------------------------------------ losses
+def _labels(labels):
+    """The checked metadata of a labels argument (int32 or int64, contiguous)."""
+    op = _operand("labels", labels)
+    _checks.expect_labels("labels", op.dtype)
+    if not op.contiguous:
+        raise ValueError("labels: expected a C-contiguous array; copy it with cupy.ascontiguousarray(labels)")
+    return op
+
+
+def mse_loss(pred, target, *, reduction="mean", out_grad=None):
+    """(loss, grad) of the mean (or sum) squared error, from one pass over the data:
+    loss = mean((pred - target)^2) as a 0-d CuPy float32 array (not synchronized: read it with
+    float(loss) when needed), grad = dloss/dpred (into ``out_grad`` when given). The loss sum
+    has a fixed order: bitwise the same on every run and every GPU."""
+    pred_op, target_op = _input("pred", pred), _input("target", target)
+    _checks.expect_shape("target", target_op.shape, pred_op.shape)
+    loss_scale, grad_scale = _checks.reduction_scales(reduction, pred_op.size)
+    require_gpu("mse_loss")
+    pred, target = _on_gpu(pred_op), _on_gpu(target_op)
+    grad = _output(out_grad, pred.shape, {"pred": pred, "target": target}, name="out_grad")
+    loss = cupy.empty((), cupy.float32)
+    device, stream = _launch_args()
+    workspace = cupy.empty(_C.mse_loss_workspace_size(pred.size), cupy.float32)
+    _C.mse_loss(_ptr(pred), _ptr(target), _ptr(grad), _ptr(loss), _ptr(workspace), pred.size, loss_scale,
+                grad_scale, device, stream)
+    return loss, grad
+
+
+def softmax_cross_entropy(logits, labels, *, reduction="mean", out_grad=None, validate=True):
+    """(loss, grad) of softmax cross-entropy over (N, C) float32 logits and (N,) int32/int64
+    class indices, fused: one read of the logits, the gradient (softmax - onehot) / N written
+    in the same pass, probabilities never stored. Numerically stable (max-subtracted
+    log-sum-exp). The loss is a 0-d CuPy float32 array, summed over rows in a fixed order.
+
+    Labels outside [0, C) are detected on the GPU. ``validate=True`` (the default) then reads
+    their count back to the host after the launch, a synchronization, and raises ValueError.
+    ``validate=False`` skips that read (for training loops, e.g. after the first batch): the
+    op then never synchronizes, and rows with an invalid label get a NaN loss and NaN
+    gradient, so the loss itself shows the problem.
+    """
+    logits_op, labels_op = _input("logits", logits), _labels(labels)
+    rows, classes = _checks.classifier_dims(logits_op.shape, labels_op.shape)
+    _checks.expect_bool("validate", validate)
+    loss_scale, grad_scale = _checks.reduction_scales(reduction, rows)
+    require_gpu("softmax_cross_entropy")
+    logits, labels = _on_gpu(logits_op), _on_gpu(labels_op)
+    grad = _output(out_grad, logits.shape, {"logits": logits, "labels": labels}, name="out_grad")
+    loss = cupy.empty((), cupy.float32)
+    invalid = cupy.empty((), cupy.int64)
+    row_loss = cupy.empty(rows, cupy.float32)
+    _C.softmax_cross_entropy(_ptr(logits), _ptr(labels), labels.dtype == cupy.int64, _ptr(grad), _ptr(loss),
+                             _ptr(invalid), _ptr(row_loss), rows, classes, loss_scale, grad_scale,
+                             *_launch_args())
+    if validate:
+        count = int(invalid.get())
+        if count:
+            raise _checks.invalid_labels_error(count, classes)
+    return loss, grad
+
+
+def _softmax(name, logits, out, log):
+    logits_op = _input("logits", logits)
+    rows, classes = _checks.classifier_dims(logits_op.shape)
+    require_gpu(name)
+    logits = _on_gpu(logits_op)
+    out = _output(out, logits.shape, {"logits": logits}, in_place_ok=("logits",))
+    if out.size:
+        _C.softmax(_ptr(logits), _ptr(out), rows, classes, log, *_launch_args())
+    return out
+
+
+def softmax(logits, *, out=None):
+    """Row-wise softmax of (N, C) logits (max-subtracted). ``out`` may be ``logits``."""
+    return _softmax("softmax", logits, out, False)
+
+
+def log_softmax(logits, *, out=None):
+    """Row-wise log-softmax of (N, C) logits: x - max - log(sum(exp(x - max))). ``out`` may be ``logits``."""
+    return _softmax("log_softmax", logits, out, True)
+
+
+def accuracy(logits, labels):
+    """Number of rows whose first maximal logit is at the label (NaN logits never win), as a
+    0-d CuPy int64 array (not synchronized)."""
+    logits_op, labels_op = _input("logits", logits), _labels(labels)
+    rows, classes = _checks.classifier_dims(logits_op.shape, labels_op.shape)
+    require_gpu("accuracy")
+    logits, labels = _on_gpu(logits_op), _on_gpu(labels_op)
+    correct = cupy.empty((), cupy.uint64)
+    _C.accuracy(_ptr(logits), _ptr(labels), labels.dtype == cupy.int64, rows, classes, _ptr(correct),
+                *_launch_args())
+    return correct.view(cupy.int64)
+
+
+# -------------------------------------------------------------------------- optimizers
+def _tensor_list(name, arrays, shapes):
+    """Checked CuPy views of a list of float32 tensors, shapes matching `shapes` when given."""
+    views = []
+    for i, x in enumerate(arrays):
+        op = _input(f"{name}[{i}]", x)
+        if shapes is not None:
+            _checks.expect_shape(f"{name}[{i}]", op.shape, shapes[i])
+        views.append(op)
+    return views
+
+
+def _no_overlaps(named_lists):
+    """Every tensor of every list must be distinct memory (a parameter listed twice, or a
+    gradient aliasing its parameter, would be updated from half-written values)."""
+    spans = sorted((x.data.ptr, x.data.ptr + x.nbytes, f"{name}[{i}]")
+                   for name, arrays in named_lists.items() for i, x in enumerate(arrays) if x.size)
+    for (_, end, first), (start, _, second) in zip(spans, spans[1:]):
+        if start < end:
+            raise ValueError(f"{second}: overlaps {first}; each parameter, gradient and state needs its own memory")
+
+
+def _optimizer_tensors(op_name, **lists):
+    """Checks parallel lists (None allowed) and returns CuPy views of each, plus sizes."""
+    _checks.param_lists(**lists)
+    params = lists["params"]
+    shapes = None
+    checked = {}
+    for name, arrays in lists.items():
+        if arrays is None:
+            continue
+        checked[name] = _tensor_list(name, arrays, shapes)
+        if shapes is None:
+            shapes = [op.shape for op in checked[name]]
+    require_gpu(op_name)
+    views = {name: [_on_gpu(op) for op in ops_] for name, ops_ in checked.items()}
+    _no_overlaps(views)
+    return views, [int(x.size) for x in views["params"]] if params else []
+
+
+def sgd_step(params, grads, *, lr, momentum=0.0, weight_decay=0.0, nesterov=False, velocity=None):
+    """In-place SGD over a list of parameters in one launch per 48 tensors, as torch.optim.SGD
+    with dampening 0. ``velocity``: momentum buffers (zeros before the first step, which then
+    takes buf = grad as PyTorch does), needed when momentum > 0 and updated in place."""
+    _checks.sgd_hyperparameters(lr, momentum, weight_decay, nesterov)
+    if momentum and velocity is None:
+        raise ValueError("velocity: momentum > 0 needs a list of buffers (zeros before the first step)")
+    views, sizes = _optimizer_tensors("sgd_step", params=params, grads=grads,
+                                      velocity=velocity if momentum else None)
+    if sizes:
+        _C.sgd_step([_ptr(x) for x in views["params"]], [_ptr(x) for x in views["grads"]],
+                    [_ptr(x) for x in views.get("velocity", [])], sizes, lr, momentum, weight_decay, nesterov,
+                    *_launch_args())
+
+
+def adam_step(params, grads, exp_avg, exp_avg_sq, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+              weight_decay=0.0, decoupled=True):
+    """In-place Adam (``decoupled=False``) or AdamW (``decoupled=True``) over a list of
+    parameters in one launch per 48 tensors, with PyTorch's bias correction and float32
+    update order. ``step`` is the 1-based count of this update; ``exp_avg`` / ``exp_avg_sq``
+    start as zeros and are updated in place."""
+    beta1, beta2, step_size, bias_correction2_sqrt = _checks.adam_hyperparameters(
+        step, lr, betas, eps, weight_decay, decoupled)
+    views, sizes = _optimizer_tensors("adam_step", params=params, grads=grads, exp_avg=exp_avg,
+                                      exp_avg_sq=exp_avg_sq)
+    if sizes:
+        _C.adam_step(*([_ptr(x) for x in views[name]] for name in ("params", "grads", "exp_avg", "exp_avg_sq")),
+                     sizes, lr, beta1, beta2, eps, weight_decay, decoupled, step_size, bias_correction2_sqrt,
+                     *_launch_args())
+
+
+__all__ = ["matmul", "relu", "relu_backward", "add_bias", "bias_grad", "mse_loss", "softmax_cross_entropy",
+           "softmax", "log_softmax", "accuracy", "sgd_step", "adam_step", "MATMUL_VERSIONS",
+           "DEFAULT_MATMUL_VERSION"]

@@ -42,3 +42,29 @@ def rng(request):
 
 def randn(rng, *shape, scale=1.0):
     return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+def numeric_gradient(f, x, h=1e-2):
+    """Central differences of the scalar function f at x (float32 array, perturbed in place)."""
+    grad = np.zeros(x.shape)
+    for index in np.ndindex(*x.shape):
+        saved = x[index]
+        x[index] = saved + h
+        up = f()
+        x[index] = saved - h
+        down = f()
+        x[index] = saved
+        grad[index] = (up - down) / (2 * h)
+    return grad
+
+
+class FakeCudaArray:
+    """Claims to be device memory; its pointer must never be dereferenced."""
+
+    def __init__(self, shape, typestr="<f4", strides=None, data=(0x1000, False), **extra):
+        self.__cuda_array_interface__ = dict(shape=shape, typestr=typestr, strides=strides, data=data,
+                                             version=3, **extra)
+
+
+def fake(*shape, **kwargs):
+    return FakeCudaArray(shape, **kwargs)

@@ -11,19 +11,8 @@ import numpy as np
 import pytest
 
 import pyfast
+from conftest import fake
 from pyfast import ops, reference
-
-
-class FakeCudaArray:
-    """Claims to be device memory; its pointer must never be dereferenced."""
-
-    def __init__(self, shape, typestr="<f4", strides=None, data=(0x1000, False), **extra):
-        self.__cuda_array_interface__ = dict(shape=shape, typestr=typestr, strides=strides, data=data,
-                                             version=3, **extra)
-
-
-def fake(*shape, **kwargs):
-    return FakeCudaArray(shape, **kwargs)
 
 
 GOOD_A, GOOD_B = fake(4, 3), fake(3, 5)

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from conftest import randn
+from conftest import numeric_gradient, randn
 from pyfast import ops, reference
 from pyfast.testing import assert_close
 
@@ -45,20 +45,6 @@ def test_matmul_k_zero_gives_bias_or_zeros(rng):
     assert_close(reference.matmul(a, b), np.zeros((4, 3)), atol=0)
     bias = np.array([1.0, -2.0, 3.0], np.float32)
     assert_close(reference.matmul(a, b, bias=bias, activation="relu"), np.tile([1.0, 0.0, 3.0], (4, 1)), atol=0)
-
-
-def numeric_gradient(f, x, h=1e-2):
-    """Central differences of the scalar function f at x (float32 array, perturbed in place)."""
-    grad = np.zeros(x.shape)
-    for index in np.ndindex(*x.shape):
-        saved = x[index]
-        x[index] = saved + h
-        up = f()
-        x[index] = saved - h
-        down = f()
-        x[index] = saved
-        grad[index] = (up - down) / (2 * h)
-    return grad
 
 
 def test_linear_layer_gradients_by_finite_differences(rng):
