@@ -6,7 +6,7 @@
 # 2. runs the whole pytest suite, GPU tests included,
 # 3. runs the GPU kernel tests under compute-sanitizer memcheck with CuPy's pool disabled
 #    (so an overrun past an array is not hidden inside a larger pooled block),
-# 4. runs the benchmarks (each checks its results before timing),
+# 4. runs the benchmarks (each checks its results before timing; JSON bundled in results.tar),
 # writing logs and result JSON into $OUT when it is set (as it goes, so a run cut short still
 # leaves its logs; at most 8 files), else into a temporary folder, and printing a summary
 # table last. Exits non-zero if any step failed. Per-step limits: STEP_TIMEOUT (seconds, 600).
@@ -57,19 +57,22 @@ if command -v compute-sanitizer > /dev/null; then
     # Slow shapes and the PyTorch interop test (whose start-up alone is minutes under the
     # sanitizer) are left out; every kernel and edge case is still exercised.
     step memcheck "$limit" env PYFAST_TEST_NO_POOL=1 compute-sanitizer --tool memcheck --error-exitcode 99 \
-        --print-limit 50 "$PYTHON" -m pytest -q -x -m "gpu and not slow" -k "not pytorch" \
-        tests/test_matmul.py tests/test_elementwise.py
+        --print-limit 50 "$PYTHON" -m pytest -q -m "gpu and not slow" -k "not pytorch and not torch" \
+        tests/test_matmul.py tests/test_elementwise.py tests/test_loss.py tests/test_optim.py
 else
     echo "compute-sanitizer not found" > "$logs/memcheck.log"
     printf '%-10s %-6s %8s  %s\n' memcheck FAIL 0 "memcheck.log (compute-sanitizer not found)" >> "$summary"
     failed=1
 fi
-step bench "$limit" sh -c "\"$PYTHON\" -m benchmarks.bench_matmul ${bench_args[*]} --out '$logs' && \
-    \"$PYTHON\" -m benchmarks.bench_elementwise ${bench_args[*]} --out '$logs'"
+# Every family runs even if one fails; the JSON files travel as one archive (results.tar).
+mkdir -p "$logs/results"
+step bench "$limit" sh -c "status=0; for family in matmul elementwise loss optim; do \
+    \"$PYTHON\" -m benchmarks.bench_\$family ${bench_args[*]} --out '$logs/results' || status=1; done; exit \$status"
+tar -cf "$logs/results.tar" -C "$logs" results && rm -r "$logs/results"
 
 echo
-echo "=== matmul results"
-grep -E '^ *(case|-+|square|fc)' "$logs/bench.log" | grep -vE '^ *square (256|512) ' || true
+echo "=== benchmark highlights (full tables in bench.log)"
+grep -E '^ *(case|square (1024|4096|8192)|fc1 (fwd|dw) b(64|1024) |cross_entropy|mse|cnn|1e8|flat)' "$logs/bench.log" || true
 echo "=== logs and results in $logs"
 echo "=== summary ($mode) on $(nvidia-smi --query-gpu=name --format=csv,noheader 2> /dev/null | head -1)"
 grep -E 'passed|failed|error' "$logs/tests.log" | tail -1

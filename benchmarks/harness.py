@@ -81,6 +81,29 @@ def time_gpu(fn, inputs, *, warmup=3, budget_ms=1500.0, min_repeats=5, max_repea
     return Timing(float(np.median(times)), float(np.percentile(times, 10)), float(np.percentile(times, 90)), repeats)
 
 
+def copy_bandwidth_gbps(nbytes=1 << 30):
+    """The card's device-to-device copy rate in GB/s, counting bytes read plus bytes written:
+    the ceiling for memory-bound kernels, measured in the same run."""
+    src = cupy.ones(nbytes // 4, dtype=cupy.float32)
+    dst = cupy.empty_like(src)
+    t = time_gpu(lambda: dst.__setitem__(Ellipsis, src), [()], flush=False)
+    return gbps(2 * nbytes, t.median_ms)
+
+
+def torch_or_none():
+    """PyTorch with CUDA, FP32 pinned (no TF32 anywhere), or None when it is not usable."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.benchmark = True
+    return torch
+
+
 def tflops(flop, ms):
     return flop / (ms * 1e-3) / 1e12
 
@@ -157,7 +180,7 @@ def write_results(family, info, rows, out_dir=None):
 
 def print_table(rows, columns):
     """columns: (header, key, format) triples; missing values print as '-'."""
-    cells = [[h for h, _, _ in columns]]
+    cells = [[h for h, _, _ in columns]]  # noqa: C416
     for row in rows:
         cells.append([("-" if row.get(k) is None else fmt.format(row[k])) for _, k, fmt in columns])
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
