@@ -81,6 +81,31 @@ def time_gpu(fn, inputs, *, warmup=3, budget_ms=1500.0, min_repeats=5, max_repea
     return Timing(float(np.median(times)), float(np.percentile(times, 10)), float(np.percentile(times, 90)), repeats)
 
 
+def time_back_to_back(fn, inputs, *, warmup=3, budget_ms=1500.0, rounds=7):
+    """Per-call time of calls enqueued back to back between two events, median of `rounds`:
+    what a loop of this op costs on the GPU timeline. For ops shorter than their Python
+    overhead this is the host's cost per call, which is then the honest figure to compare.
+    """
+    stream = cupy.cuda.get_current_stream()
+    for i in range(warmup):
+        fn(*inputs[i % len(inputs)])
+    stream.synchronize()
+    start, end = cupy.cuda.Event(), cupy.cuda.Event()
+
+    def per_call(count):
+        start.record(stream)
+        for i in range(count):
+            fn(*inputs[i % len(inputs)])
+        end.record(stream)
+        end.synchronize()
+        return cupy.cuda.get_elapsed_time(start, end) / count
+
+    calls = int(min(1000, max(3, budget_ms / rounds / max(per_call(3), 1e-3))))
+    times = np.array([per_call(calls) for _ in range(rounds)])
+    return Timing(float(np.median(times)), float(np.percentile(times, 10)), float(np.percentile(times, 90)),
+                  calls * rounds)
+
+
 def copy_bandwidth_gbps(nbytes=1 << 30):
     """The card's device-to-device copy rate in GB/s, counting bytes read plus bytes written:
     the ceiling for memory-bound kernels, measured in the same run."""

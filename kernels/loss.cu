@@ -10,7 +10,7 @@
 //             partials in order. At most kMseBlocks blocks, independent of the GPU, so the sum
 //             is bitwise the same on every card.
 //   softmax rows: a row is read once into registers (a warp per row up to 1024 classes, a
-//             1024-thread block per row up to 32768), max and sum reduced in the group, the
+//             1024-thread block per row up to 16384), max and sum reduced in the group, the
 //             output (probabilities, log-probabilities or the cross-entropy gradient) written
 //             from registers: probabilities never touch memory. Wider rows take an online
 //             (max, sum) first pass and a second read. Cross-entropy's per-row losses are added
@@ -106,8 +106,9 @@ __device__ __forceinline__ void write_row_loss(const RowArgs& a, std::int64_t ro
 }
 
 // GROUP threads own a row (32: a warp; 1024: the block); each holds EPT of its values.
+// The launch bound caps registers so a 1024-thread block fits an SM (at most 64 each).
 template <int GROUP, int EPT>
-__global__ void softmax_rows_kernel(RowArgs a) {
+__global__ void __launch_bounds__(GROUP == 32 ? 256 : GROUP) softmax_rows_kernel(RowArgs a) {
     __shared__ float scratch[32];
     const int lane = threadIdx.x % GROUP;
     const std::int64_t groups_per_block = blockDim.x / GROUP;
@@ -151,7 +152,7 @@ __global__ void softmax_rows_kernel(RowArgs a) {
     }
 }
 
-// Rows wider than 32768: block per row, online (max, sum) in one read, outputs in a second.
+// Rows wider than 16384: block per row, online (max, sum) in one read, outputs in a second.
 __global__ void softmax_wide_rows_kernel(RowArgs a) {
     __shared__ float scratch[32];
     for (std::int64_t row = blockIdx.x; row < a.rows; row += gridDim.x) {
@@ -203,7 +204,8 @@ cudaError_t launch_softmax_rows(const RowArgs& a, cudaStream_t stream) {
     if (c <= 4096) return launch_rows<1024, 4>(a, stream);
     if (c <= 8192) return launch_rows<1024, 8>(a, stream);
     if (c <= 16384) return launch_rows<1024, 16>(a, stream);
-    if (c <= 32768) return launch_rows<1024, 32>(a, stream);
+    // 32 values per thread of a 1024-thread block would need 128 registers each: twice what an
+    // SM has for such a block. Wider rows are read twice instead (the second read mostly hits L2).
     softmax_wide_rows_kernel<<<grid_stride_blocks(a.rows * 1024, 1024), 1024, 0, stream>>>(a);
     PYFAST_RETURN_IF_LAUNCH_FAILED();
     return cudaSuccess;
@@ -225,7 +227,9 @@ __global__ void count_invalid_labels_kernel(const void* labels, bool labels_int6
 }
 
 // ------------------------------------------------------------------------ accuracy
-// A warp per row finds the first index of the maximum (NaN never wins), lane 0 counts a hit.
+// A warp per row finds the first index of the maximum, NaN counting as -inf (so an all-NaN
+// row predicts class 0, as NumPy's argmax of the same row with NaN replaced by -inf would);
+// lane 0 counts a hit. Integer atomics: the count is exact in any order.
 __global__ void accuracy_kernel(const float* __restrict__ logits, const void* labels, bool labels_int64,
                                 std::int64_t rows, std::int64_t classes, unsigned long long* correct) {
     const int lane = threadIdx.x % 32;
@@ -234,10 +238,10 @@ __global__ void accuracy_kernel(const float* __restrict__ logits, const void* la
          row += warps) {
         const float* x = logits + row * classes;
         float best = -INFINITY;
-        std::int64_t best_index = classes;  // "none yet": loses every tie-break
+        std::int64_t best_index = classes;  // no element seen: loses to any real index
         for (std::int64_t c = lane; c < classes; c += 32) {
-            const float value = x[c];
-            if (value > best || (best_index == classes && value == value)) {
+            const float value = isnan(x[c]) ? -INFINITY : x[c];
+            if (value > best || best_index == classes) {
                 best = value;
                 best_index = c;
             }
@@ -246,8 +250,8 @@ __global__ void accuracy_kernel(const float* __restrict__ logits, const void* la
         for (int offset = 16; offset > 0; offset >>= 1) {
             const float other = __shfl_xor_sync(0xffffffffu, best, offset);
             const std::int64_t other_index = __shfl_xor_sync(0xffffffffu, best_index, offset);
-            if (other > best || (other == best && other_index < best_index) ||
-                (best_index == classes && other_index < classes)) {
+            if (other_index < classes &&
+                (best_index == classes || other > best || (other == best && other_index < best_index))) {
                 best = other;
                 best_index = other_index;
             }

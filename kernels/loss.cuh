@@ -34,7 +34,7 @@ cudaError_t softmax_cross_entropy(const SoftmaxCrossEntropyParams& params, cudaS
 cudaError_t softmax(const float* logits, float* out, std::int64_t rows, std::int64_t classes, bool log,
                     cudaStream_t stream);
 
-// *correct = number of rows whose first maximal logit is at its label (NaN logits never win).
+// *correct = number of rows whose first maximal logit (NaN counting as -inf) is at its label.
 cudaError_t accuracy(const float* logits, const void* labels, bool labels_int64, std::int64_t rows,
                      std::int64_t classes, unsigned long long* correct, cudaStream_t stream);
 

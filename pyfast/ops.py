@@ -16,7 +16,7 @@ import numpy as np
 
 from pyfast import _checks
 from pyfast._checks import MATMUL_VERSIONS, DEFAULT_MATMUL_VERSION  # noqa: F401  (public)
-from pyfast._device import require_gpu
+from pyfast._device import is_available, require_gpu
 
 try:
     import cupy
@@ -337,7 +337,7 @@ def log_softmax(logits, *, out=None):
 
 
 def accuracy(logits, labels):
-    """Number of rows whose first maximal logit is at the label (NaN logits never win), as a
+    """Number of rows whose first maximal logit is at the label (NaN counting as -inf), as a
     0-d CuPy int64 array (not synchronized)."""
     logits_op, labels_op = _input("logits", logits), _labels(labels)
     rows, classes = _checks.classifier_dims(logits_op.shape, labels_op.shape)
@@ -350,43 +350,62 @@ def accuracy(logits, labels):
 
 
 # -------------------------------------------------------------------------- optimizers
-def _tensor_list(name, arrays, shapes):
-    """Checked CuPy views of a list of float32 tensors, shapes matching `shapes` when given."""
-    views = []
+_FLOAT32 = np.dtype(np.float32)
+
+
+def _tensor_list(name, arrays, shapes, device):
+    """A list of float32 tensors checked (shapes matching `shapes` when given): CuPy arrays,
+    or _Operand metadata for anything else (converted once the GPU is known to be usable).
+    A CuPy array that passes every check takes a fast path: the training loop calls the
+    optimizers every step, and their cost on small models is this Python loop."""
+    checked = []
     for i, x in enumerate(arrays):
+        if (device is not None and type(x) is cupy.ndarray and x.dtype == _FLOAT32 and x.flags.c_contiguous
+                and (shapes is None or x.shape == shapes[i]) and x.data.device_id == device):
+            checked.append(x)
+            continue
         op = _input(f"{name}[{i}]", x)
         if shapes is not None:
             _checks.expect_shape(f"{name}[{i}]", op.shape, shapes[i])
-        views.append(op)
-    return views
+        checked.append(op)
+    return checked
 
 
-def _no_overlaps(named_lists):
+def _no_overlaps(spans):
     """Every tensor of every list must be distinct memory (a parameter listed twice, or a
-    gradient aliasing its parameter, would be updated from half-written values)."""
-    spans = sorted((x.data.ptr, x.data.ptr + x.nbytes, f"{name}[{i}]")
-                   for name, arrays in named_lists.items() for i, x in enumerate(arrays) if x.size)
+    gradient aliasing its parameter, would be updated from half-written values).
+    spans: (start address, end address, argument name) of the non-empty tensors."""
+    spans = sorted(spans)
     for (_, end, first), (start, _, second) in zip(spans, spans[1:]):
         if start < end:
             raise ValueError(f"{second}: overlaps {first}; each parameter, gradient and state needs its own memory")
 
 
-def _optimizer_tensors(op_name, **lists):
-    """Checks parallel lists (None allowed) and returns CuPy views of each, plus sizes."""
+def _optimizer_pointers(op_name, **lists):
+    """Checks parallel lists of tensors (None: absent); returns {list name: [device address]}
+    and the tensors' sizes."""
     _checks.param_lists(**lists)
-    params = lists["params"]
+    device = cupy.cuda.runtime.getDevice() if is_available() else None
     shapes = None
     checked = {}
     for name, arrays in lists.items():
         if arrays is None:
             continue
-        checked[name] = _tensor_list(name, arrays, shapes)
+        checked[name] = _tensor_list(name, arrays, shapes, device)
         if shapes is None:
-            shapes = [op.shape for op in checked[name]]
+            shapes = [x.shape for x in checked[name]]
     require_gpu(op_name)
-    views = {name: [_on_gpu(op) for op in ops_] for name, ops_ in checked.items()}
-    _no_overlaps(views)
-    return views, [int(x.size) for x in views["params"]] if params else []
+    addresses, spans = {}, []
+    for name, arrays in checked.items():
+        addresses[name] = []
+        for i, x in enumerate(arrays):
+            if not isinstance(x, cupy.ndarray):
+                x = _on_gpu(x)
+            addresses[name].append(x.data.ptr)
+            if x.size:
+                spans.append((x.data.ptr, x.data.ptr + x.nbytes, f"{name}[{i}]"))
+    _no_overlaps(spans)
+    return addresses, [int(np.prod(shape, dtype=np.int64)) for shape in shapes or []]
 
 
 def sgd_step(params, grads, *, lr, momentum=0.0, weight_decay=0.0, nesterov=False, velocity=None):
@@ -396,12 +415,11 @@ def sgd_step(params, grads, *, lr, momentum=0.0, weight_decay=0.0, nesterov=Fals
     _checks.sgd_hyperparameters(lr, momentum, weight_decay, nesterov)
     if momentum and velocity is None:
         raise ValueError("velocity: momentum > 0 needs a list of buffers (zeros before the first step)")
-    views, sizes = _optimizer_tensors("sgd_step", params=params, grads=grads,
-                                      velocity=velocity if momentum else None)
+    addresses, sizes = _optimizer_pointers("sgd_step", params=params, grads=grads,
+                                           velocity=velocity if momentum else None)
     if sizes:
-        _C.sgd_step([_ptr(x) for x in views["params"]], [_ptr(x) for x in views["grads"]],
-                    [_ptr(x) for x in views.get("velocity", [])], sizes, lr, momentum, weight_decay, nesterov,
-                    *_launch_args())
+        _C.sgd_step(addresses["params"], addresses["grads"], addresses.get("velocity", []), sizes, lr, momentum,
+                    weight_decay, nesterov, *_launch_args())
 
 
 def adam_step(params, grads, exp_avg, exp_avg_sq, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
@@ -412,11 +430,11 @@ def adam_step(params, grads, exp_avg, exp_avg_sq, *, step, lr=1e-3, betas=(0.9, 
     start as zeros and are updated in place."""
     beta1, beta2, step_size, bias_correction2_sqrt = _checks.adam_hyperparameters(
         step, lr, betas, eps, weight_decay, decoupled)
-    views, sizes = _optimizer_tensors("adam_step", params=params, grads=grads, exp_avg=exp_avg,
-                                      exp_avg_sq=exp_avg_sq)
+    addresses, sizes = _optimizer_pointers("adam_step", params=params, grads=grads, exp_avg=exp_avg,
+                                           exp_avg_sq=exp_avg_sq)
     if sizes:
-        _C.adam_step(*([_ptr(x) for x in views[name]] for name in ("params", "grads", "exp_avg", "exp_avg_sq")),
-                     sizes, lr, beta1, beta2, eps, weight_decay, decoupled, step_size, bias_correction2_sqrt,
+        _C.adam_step(addresses["params"], addresses["grads"], addresses["exp_avg"], addresses["exp_avg_sq"], sizes,
+                     lr, beta1, beta2, eps, weight_decay, decoupled, step_size, bias_correction2_sqrt,
                      *_launch_args())
 
 

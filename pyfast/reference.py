@@ -139,7 +139,7 @@ def log_softmax(logits, *, out=None):
 
 
 def accuracy(logits, labels):
-    """Number of rows whose first maximal logit is at the label (NaN logits never win), as a
+    """Number of rows whose first maximal logit is at the label (NaN counting as -inf), as a
     0-d int64 array."""
     x = _input("logits", logits)
     rows, classes = _checks.classifier_dims(x.shape)

@@ -64,7 +64,7 @@ def test_softmax_family_and_accuracy():
     p = reference.softmax(logits[[0, 2]])
     assert_close(p.sum(axis=1), [1.0, 1.0], atol=1e-6)
     assert_close(reference.log_softmax(logits[[0, 2]]), np.log(p.astype(np.float64)), atol=1e-6)
-    # Ties go to the first maximum (index 1); NaN never wins (row 1 -> index 1).
+    # Ties go to the first maximum (index 1); NaN counts as -inf (row 1 -> index 1).
     assert int(reference.accuracy(logits, np.array([1, 1, 0]))) == 3
     assert int(reference.accuracy(logits, np.array([2, 0, 1], np.int32))) == 0
 
@@ -202,7 +202,7 @@ def test_softmax_and_log_softmax(rng, classes):
 @pytest.mark.parametrize("rows,classes", [(1, 1), (7, 10), (1000, 10), (129, 1000), (5, 40000)])
 def test_accuracy(rng, rows, classes):
     logits = randn(rng, rows, classes)
-    logits[::3, 0] = np.nan  # NaN never wins
+    logits[::3, 0] = np.nan  # NaN counts as -inf (a 1-class row of NaN predicts class 0)
     labels = labels_for(rng, rows, classes)
     labels[::2] = np.argmax(np.where(np.isnan(logits), -np.inf, logits), axis=1)[::2]  # some hits
     got = ops.accuracy(cupy.asarray(logits), cupy.asarray(labels))
@@ -211,8 +211,10 @@ def test_accuracy(rng, rows, classes):
 
 @gpu
 def test_accuracy_ties_pick_the_first_maximum():
-    logits = cupy.asarray(np.array([[1.0, 3.0, 3.0], [0.0] * 3, [-np.inf] * 3], np.float32))
-    assert int(ops.accuracy(logits, cupy.asarray(np.array([1, 0, 0], np.int32)))) == 3
+    logits = np.array([[1.0, 3.0, 3.0], [0.0] * 3, [-np.inf] * 3, [np.nan] * 3, [np.nan, -1.0, -1.0]], np.float32)
+    labels = np.array([1, 0, 0, 0, 1], np.int32)
+    assert int(ops.accuracy(cupy.asarray(logits), cupy.asarray(labels))) == 5
+    assert int(reference.accuracy(logits, labels)) == 5
 
 
 @gpu
