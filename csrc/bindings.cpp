@@ -9,14 +9,18 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <stdexcept>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "cuda_error.h"
+#include "conv2d.cuh"
 #include "elementwise.cuh"
 #include "loss.cuh"
 #include "matmul.cuh"
 #include "optim.cuh"
+#include "pool.cuh"
 
 namespace py = pybind11;
 
@@ -59,6 +63,21 @@ std::vector<ParamSlot> param_slots(const Addresses& params, const Addresses& gra
                              state1.empty() ? nullptr : device_ptr<float>(state1[i]), sizes[i]};
     }
     return slots;
+}
+
+// Geometry lists from pyfast/ops.py, in the order of the params structs' fields.
+Conv2dParams conv2d_params(const std::vector<std::int64_t>& v) {
+    if (v.size() != 15) throw std::invalid_argument("conv2d geometry: expected 15 values");
+    return Conv2dParams{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], static_cast<int>(v[9]),
+                        static_cast<int>(v[10]), static_cast<int>(v[11]), static_cast<int>(v[12]),
+                        static_cast<int>(v[13]), static_cast<int>(v[14])};
+}
+
+Pool2dParams pool2d_params(const std::vector<std::int64_t>& v) {
+    if (v.size() != 12) throw std::invalid_argument("pool2d geometry: expected 12 values");
+    return Pool2dParams{v[0], v[1], v[2], v[3], v[4], static_cast<int>(v[5]), static_cast<int>(v[6]),
+                        static_cast<int>(v[7]), static_cast<int>(v[8]), static_cast<int>(v[9]),
+                        static_cast<int>(v[10]), v[11] != 0};
 }
 
 }  // namespace
@@ -265,4 +284,82 @@ PYBIND11_MODULE(_C, m) {
           py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"),
           py::arg("decoupled"), py::arg("step_size"), py::arg("bias_correction2_sqrt"), py::arg("device"),
           py::arg("stream"), "In-place Adam / AdamW over parallel lists of tensor addresses.");
+
+    // -------------------------------------------------------- convolution and pooling
+    // geometry: conv (n, c, h, w, k, r, s, p, q, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w);
+    //           pool (planes, h, w, p, q, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, count_include_pad).
+    m.def("conv2d",
+          [](std::uintptr_t x, std::uintptr_t w, std::uintptr_t bias, std::uintptr_t y,
+             const std::vector<std::int64_t>& geometry, int version, int device, std::uintptr_t stream) {
+              const Conv2dParams g = conv2d_params(geometry);
+              run_op("conv2d", device, stream, [&](cudaStream_t s) {
+                  return conv2d(device_ptr<const float>(x), device_ptr<const float>(w), device_ptr<const float>(bias),
+                                device_ptr<float>(y), g, static_cast<Conv2dVersion>(version), s);
+              });
+          },
+          py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("y"), py::arg("geometry"), py::arg("version"),
+          py::arg("device"), py::arg("stream"), "y = conv2d(x, w) (+ bias; 0 for none).");
+    m.def("conv2d_backward_input",
+          [](std::uintptr_t dy, std::uintptr_t w, std::uintptr_t dx, const std::vector<std::int64_t>& geometry,
+             int version, int device, std::uintptr_t stream) {
+              const Conv2dParams g = conv2d_params(geometry);
+              run_op("conv2d_backward_input", device, stream, [&](cudaStream_t s) {
+                  return conv2d_backward_input(device_ptr<const float>(dy), device_ptr<const float>(w),
+                                               device_ptr<float>(dx), g, static_cast<Conv2dVersion>(version), s);
+              });
+          },
+          py::arg("dy"), py::arg("w"), py::arg("dx"), py::arg("geometry"), py::arg("version"), py::arg("device"),
+          py::arg("stream"), "dx, the gradient of conv2d for its input.");
+    m.def("conv2d_backward_weight",
+          [](std::uintptr_t dy, std::uintptr_t x, std::uintptr_t dw, const std::vector<std::int64_t>& geometry,
+             int version, int device, std::uintptr_t stream) {
+              const Conv2dParams g = conv2d_params(geometry);
+              run_op("conv2d_backward_weight", device, stream, [&](cudaStream_t s) {
+                  return conv2d_backward_weight(device_ptr<const float>(dy), device_ptr<const float>(x),
+                                                device_ptr<float>(dw), g, static_cast<Conv2dVersion>(version), s);
+              });
+          },
+          py::arg("dy"), py::arg("x"), py::arg("dw"), py::arg("geometry"), py::arg("version"), py::arg("device"),
+          py::arg("stream"), "dw, the gradient of conv2d for its weight.");
+    m.def("max_pool2d",
+          [](std::uintptr_t x, std::uintptr_t y, std::uintptr_t indices, const std::vector<std::int64_t>& geometry,
+             int device, std::uintptr_t stream) {
+              const Pool2dParams g = pool2d_params(geometry);
+              run_op("max_pool2d", device, stream, [&](cudaStream_t s) {
+                  return max_pool2d(device_ptr<const float>(x), device_ptr<float>(y), device_ptr<long long>(indices),
+                                    g, s);
+              });
+          },
+          py::arg("x"), py::arg("y"), py::arg("indices"), py::arg("geometry"), py::arg("device"), py::arg("stream"),
+          "Window maxima and their flat indices in the input plane.");
+    m.def("max_pool2d_backward",
+          [](std::uintptr_t dy, std::uintptr_t indices, std::uintptr_t dx, const std::vector<std::int64_t>& geometry,
+             int device, std::uintptr_t stream) {
+              const Pool2dParams g = pool2d_params(geometry);
+              run_op("max_pool2d_backward", device, stream, [&](cudaStream_t s) {
+                  return max_pool2d_backward(device_ptr<const float>(dy), device_ptr<const long long>(indices),
+                                             device_ptr<float>(dx), g, s);
+              });
+          },
+          py::arg("dy"), py::arg("indices"), py::arg("dx"), py::arg("geometry"), py::arg("device"), py::arg("stream"),
+          "Gradient of max_pool2d (a gather: deterministic, overlapping windows add).");
+    m.def("avg_pool2d",
+          [](std::uintptr_t x, std::uintptr_t y, const std::vector<std::int64_t>& geometry, int device,
+             std::uintptr_t stream) {
+              const Pool2dParams g = pool2d_params(geometry);
+              run_op("avg_pool2d", device, stream, [&](cudaStream_t s) {
+                  return avg_pool2d(device_ptr<const float>(x), device_ptr<float>(y), g, s);
+              });
+          },
+          py::arg("x"), py::arg("y"), py::arg("geometry"), py::arg("device"), py::arg("stream"), "Window means.");
+    m.def("avg_pool2d_backward",
+          [](std::uintptr_t dy, std::uintptr_t dx, const std::vector<std::int64_t>& geometry, int device,
+             std::uintptr_t stream) {
+              const Pool2dParams g = pool2d_params(geometry);
+              run_op("avg_pool2d_backward", device, stream, [&](cudaStream_t s) {
+                  return avg_pool2d_backward(device_ptr<const float>(dy), device_ptr<float>(dx), g, s);
+              });
+          },
+          py::arg("dy"), py::arg("dx"), py::arg("geometry"), py::arg("device"), py::arg("stream"),
+          "Gradient of avg_pool2d.");
 }

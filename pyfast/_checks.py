@@ -58,12 +58,17 @@ def activation_code(activation):
     return ACTIVATIONS[activation]
 
 
-def matmul_version_code(version):
+def version_code(version, versions, default):
+    """The kernel's version number of `version` (a name from `versions`, None: `default`)."""
     if version is None:
-        version = DEFAULT_MATMUL_VERSION
-    if version not in MATMUL_VERSIONS:
-        raise ValueError(f"version: expected one of {list(MATMUL_VERSIONS)} or None, got {version!r}")
-    return MATMUL_VERSIONS.index(version)
+        version = default
+    if version not in versions:
+        raise ValueError(f"version: expected one of {list(versions)} or None, got {version!r}")
+    return versions.index(version)
+
+
+def matmul_version_code(version):
+    return version_code(version, MATMUL_VERSIONS, DEFAULT_MATMUL_VERSION)
 
 
 def channel_view(name, shape):
@@ -158,3 +163,90 @@ def param_lists(**lists):
         elif len(values) != length:
             raise ValueError(f"{name}: expected {length} arrays (one per parameter), got {len(values)}")
     return length or 0
+
+
+# ------------------------------------------------------------ convolution and pooling
+def pair(name, value, minimum):
+    """(h, w) from an int or a pair of ints, each >= minimum."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected an int or a pair of ints, got {value!r}")
+    if isinstance(value, (int, np.integer)):
+        value = (value, value)
+    try:
+        h, w = value
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected an int or a pair of ints, got {value!r}") from None
+    for v in (h, w):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"{name}: expected an int or a pair of ints, got {value!r}")
+        if v < minimum:
+            raise ValueError(f"{name}: expected values >= {minimum}, got {tuple(int(x) for x in value)}")
+    return int(h), int(w)
+
+
+CONV2D_VERSIONS = ("direct",)  # index = the kernel's version number
+DEFAULT_CONV2D_VERSION = "direct"
+
+
+def conv2d_version_code(version):
+    return version_code(version, CONV2D_VERSIONS, DEFAULT_CONV2D_VERSION)
+
+
+def conv2d_dims(x_shape, w_shape, stride, padding, dilation):
+    """Checks a convolution and returns its geometry as a dict (PyTorch's output-size rule:
+    P = (H + 2 pad - dilation (R - 1) - 1) // stride + 1)."""
+    expect_ndim("x", x_shape, 4, " (N, C, H, W)")
+    expect_ndim("w", w_shape, 4, " (K, C, R, S)")
+    stride, padding, dilation = pair("stride", stride, 1), pair("padding", padding, 0), pair("dilation", dilation, 1)
+    n, c, h, w = x_shape
+    k, c_w, r, s = w_shape
+    if c != c_w:
+        raise ValueError(f"w: expected {c} input channels to match x.shape={tuple(x_shape)}, got w.shape={tuple(w_shape)}")
+    for dim_name, dim in (("R", r), ("S", s), ("K", k)):
+        if dim < 1:
+            raise ValueError(f"w: expected a non-empty kernel, got shape {tuple(w_shape)} ({dim_name}={dim})")
+    padded = (h + 2 * padding[0], w + 2 * padding[1])
+    kernel = (dilation[0] * (r - 1) + 1, dilation[1] * (s - 1) + 1)
+    if padded[0] < kernel[0] or padded[1] < kernel[1]:
+        raise ValueError(
+            f"x: padded input size per channel {padded[0]}x{padded[1]} is smaller than the dilated kernel "
+            f"{kernel[0]}x{kernel[1]} (x.shape={tuple(x_shape)}, w.shape={tuple(w_shape)}, padding={padding}, "
+            f"dilation={dilation})"
+        )
+    p = (padded[0] - kernel[0]) // stride[0] + 1
+    q = (padded[1] - kernel[1]) // stride[1] + 1
+    return dict(n=n, c=c, h=h, w=w, k=k, r=r, s=s, p=p, q=q, stride=stride, padding=padding, dilation=dilation)
+
+
+def pool2d_dims(x_shape, kernel_size, stride, padding):
+    """Checks a pooling window and returns its geometry (PyTorch's rules, ceil_mode=False:
+    padding at most half the window, output (H + 2 pad - k) // stride + 1 >= 1)."""
+    expect_ndim("x", x_shape, 4, " (N, C, H, W)")
+    kernel = pair("kernel_size", kernel_size, 1)
+    stride = kernel if stride is None else pair("stride", stride, 1)
+    padding = pair("padding", padding, 0)
+    if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
+        raise ValueError(f"padding: expected at most half the kernel size {kernel}, got {padding}")
+    n, c, h, w = x_shape
+    p = (h + 2 * padding[0] - kernel[0]) // stride[0] + 1
+    q = (w + 2 * padding[1] - kernel[1]) // stride[1] + 1
+    if p < 1 or q < 1:
+        raise ValueError(f"x: input {h}x{w} with padding {padding} is smaller than the window {kernel}: "
+                         f"the output would be {p}x{q}")
+    return dict(n=n, c=c, h=h, w=w, kernel=kernel, stride=stride, padding=padding, p=p, q=q)
+
+
+def expect_indices(name, dtype):
+    if np.dtype(dtype) != np.int64:
+        raise TypeError(f"{name}: expected dtype int64 (as max_pool2d returns), got {np.dtype(dtype)}")
+
+
+def image_shape(name, shape):
+    """A (N, C, H, W) tuple of ints >= 0 passed as an argument (x_shape of the gradients)."""
+    try:
+        shape = tuple(int(d) for d in shape)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected a tuple (N, C, H, W), got {shape!r}") from None
+    if len(shape) != 4 or any(d < 0 for d in shape):
+        raise ValueError(f"{name}: expected a tuple (N, C, H, W) of sizes >= 0, got {shape}")
+    return shape

@@ -15,7 +15,8 @@ Conventions (see ARCHITECTURE.md):
 import numpy as np
 
 from pyfast import _checks
-from pyfast._checks import MATMUL_VERSIONS, DEFAULT_MATMUL_VERSION  # noqa: F401  (public)
+from pyfast._checks import (  # noqa: F401  (public)
+    CONV2D_VERSIONS, DEFAULT_CONV2D_VERSION, DEFAULT_MATMUL_VERSION, MATMUL_VERSIONS)
 from pyfast._device import is_available, require_gpu
 
 try:
@@ -438,6 +439,145 @@ def adam_step(params, grads, exp_avg, exp_avg_sq, *, step, lr=1e-3, betas=(0.9, 
                      *_launch_args())
 
 
+# --------------------------------------------------------------- convolution and pooling
+def _conv_geometry(g):
+    return [g["n"], g["c"], g["h"], g["w"], g["k"], g["r"], g["s"], g["p"], g["q"], *g["stride"], *g["padding"],
+            *g["dilation"]]
+
+
+def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, out=None, version=None):
+    """2D cross-correlation of NCHW ``x`` with OIHW ``w`` (+ ``bias`` per output channel), as
+    torch.nn.functional.conv2d with groups=1. ``stride``, ``padding``, ``dilation``: an int or
+    an (h, w) pair; output size (H + 2 pad - dilation (R - 1) - 1) // stride + 1. An input
+    smaller than the dilated kernel is a ValueError. ``version``: one of ``CONV2D_VERSIONS``."""
+    x_op, w_op = _input("x", x), _input("w", w)
+    bias_op = _input("bias", bias, optional=True)
+    g = _checks.conv2d_dims(x_op.shape, w_op.shape, stride, padding, dilation)
+    if bias_op is not None:
+        _checks.expect_shape("bias", bias_op.shape, (g["k"],))
+    version_code = _checks.conv2d_version_code(version)
+    require_gpu("conv2d")
+    x, w = _on_gpu(x_op), _on_gpu(w_op)
+    bias = _on_gpu(bias_op) if bias_op is not None else None
+    out = _output(out, (g["n"], g["k"], g["p"], g["q"]), {"x": x, "w": w, "bias": bias})
+    if out.size:
+        _C.conv2d(_ptr(x), _ptr(w), _ptr(bias), _ptr(out), _conv_geometry(g), version_code, *_launch_args())
+    return out
+
+
+def _conv_gradient(op_name, dy, other_name, other, x_shape, w_shape, stride, padding, dilation, version):
+    """Checks shared by the two convolution gradients; returns (dy, other, geometry, version)."""
+    dy_op, other_op = _input("dy", dy), _input(other_name, other)
+    if x_shape is None:
+        x_shape = other_op.shape
+    if w_shape is None:
+        w_shape = other_op.shape
+    g = _checks.conv2d_dims(x_shape, w_shape, stride, padding, dilation)
+    _checks.expect_shape("dy", dy_op.shape, (g["n"], g["k"], g["p"], g["q"]))
+    version_code = _checks.conv2d_version_code(version)
+    require_gpu(op_name)
+    return _on_gpu(dy_op), _on_gpu(other_op), g, version_code
+
+
+def conv2d_backward_input(dy, w, x_shape, *, stride=1, padding=0, dilation=1, out=None, version=None):
+    """dL/dx of conv2d given dL/dy (N, K, P, Q), the weight and the input's shape. Each input
+    element gathers its own sum: deterministic, no atomics."""
+    x_shape = _checks.image_shape("x_shape", x_shape)
+    dy, w, g, version_code = _conv_gradient("conv2d_backward_input", dy, "w", w, x_shape, None, stride, padding,
+                                            dilation, version)
+    out = _output(out, x_shape, {"dy": dy, "w": w})
+    if out.size:
+        _C.conv2d_backward_input(_ptr(dy), _ptr(w), _ptr(out), _conv_geometry(g), version_code, *_launch_args())
+    return out
+
+
+def conv2d_backward_weight(dy, x, w_shape, *, stride=1, padding=0, dilation=1, out=None, version=None):
+    """dL/dw of conv2d given dL/dy, the input and the weight's shape (a sum over N, P, Q in a
+    fixed order: deterministic). The bias gradient is ``bias_grad(dy)``."""
+    w_shape = _checks.image_shape("w_shape", w_shape)
+    dy, x, g, version_code = _conv_gradient("conv2d_backward_weight", dy, "x", x, None, w_shape, stride, padding,
+                                            dilation, version)
+    out = _output(out, w_shape, {"dy": dy, "x": x})
+    if out.size:
+        _C.conv2d_backward_weight(_ptr(dy), _ptr(x), _ptr(out), _conv_geometry(g), version_code, *_launch_args())
+    return out
+
+
+def _pool_geometry(g, count_include_pad=True):
+    return [g["n"] * g["c"], g["h"], g["w"], g["p"], g["q"], *g["kernel"], *g["stride"], *g["padding"],
+            int(count_include_pad)]
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0):
+    """(y, indices): each window's maximum (padding never wins, NaN propagates: the last NaN
+    of a window) and its flat index h * W + w in the input plane (int64), as PyTorch's
+    max_pool2d(return_indices=True). ``stride`` defaults to ``kernel_size``; ``padding`` is at
+    most half the window."""
+    x_op = _input("x", x)
+    g = _checks.pool2d_dims(x_op.shape, kernel_size, stride, padding)
+    require_gpu("max_pool2d")
+    x = _on_gpu(x_op)
+    shape = (g["n"], g["c"], g["p"], g["q"])
+    y, indices = cupy.empty(shape, cupy.float32), cupy.empty(shape, cupy.int64)
+    if y.size:
+        _C.max_pool2d(_ptr(x), _ptr(y), _ptr(indices), _pool_geometry(g), *_launch_args())
+    return y, indices
+
+
+def max_pool2d_backward(dy, indices, x_shape, *, out=None):
+    """dL/dx of max_pool2d: each dy is added at its window's recorded index (overlapping
+    windows add, in a fixed order: deterministic). Indices outside the input plane are skipped
+    here (checking them would need a synchronization); the NumPy twin raises for them."""
+    dy_op = _input("dy", dy)
+    indices_op = _operand("indices", indices)
+    _checks.expect_indices("indices", indices_op.dtype)
+    if not indices_op.contiguous:
+        raise ValueError("indices: expected a C-contiguous array")
+    _checks.expect_shape("indices", indices_op.shape, dy_op.shape)
+    x_shape = _checks.image_shape("x_shape", x_shape)
+    _checks.expect_ndim("dy", dy_op.shape, 4, " (N, C, P, Q)")
+    _checks.expect_shape("dy", dy_op.shape[:2], x_shape[:2])
+    require_gpu("max_pool2d_backward")
+    dy, indices = _on_gpu(dy_op), _on_gpu(indices_op)
+    out = _output(out, x_shape, {"dy": dy, "indices": indices})
+    if out.size:
+        n, c, h, w = x_shape
+        # The kernel needs only the plane and output sizes; the window fields are unused (1, 1, 0).
+        geometry = [n * c, h, w, dy.shape[2], dy.shape[3], 1, 1, 1, 1, 0, 0, 1]
+        _C.max_pool2d_backward(_ptr(dy), _ptr(indices), _ptr(out), geometry, *_launch_args())
+    return out
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True):
+    """Each window's mean, as PyTorch's avg_pool2d (ceil_mode=False): padding counts as zeros,
+    and in the divisor unless ``count_include_pad=False``."""
+    x_op = _input("x", x)
+    _checks.expect_bool("count_include_pad", count_include_pad)
+    g = _checks.pool2d_dims(x_op.shape, kernel_size, stride, padding)
+    require_gpu("avg_pool2d")
+    x = _on_gpu(x_op)
+    y = cupy.empty((g["n"], g["c"], g["p"], g["q"]), cupy.float32)
+    if y.size:
+        _C.avg_pool2d(_ptr(x), _ptr(y), _pool_geometry(g, count_include_pad), *_launch_args())
+    return y
+
+
+def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, count_include_pad=True, *, out=None):
+    """dL/dx of avg_pool2d: each input element gathers dy / divisor of its windows."""
+    dy_op = _input("dy", dy)
+    x_shape = _checks.image_shape("x_shape", x_shape)
+    _checks.expect_bool("count_include_pad", count_include_pad)
+    g = _checks.pool2d_dims(x_shape, kernel_size, stride, padding)
+    _checks.expect_shape("dy", dy_op.shape, (g["n"], g["c"], g["p"], g["q"]))
+    require_gpu("avg_pool2d_backward")
+    dy = _on_gpu(dy_op)
+    out = _output(out, x_shape, {"dy": dy})
+    if out.size:
+        _C.avg_pool2d_backward(_ptr(dy), _ptr(out), _pool_geometry(g, count_include_pad), *_launch_args())
+    return out
+
+
 __all__ = ["matmul", "relu", "relu_backward", "add_bias", "bias_grad", "mse_loss", "softmax_cross_entropy",
-           "softmax", "log_softmax", "accuracy", "sgd_step", "adam_step", "MATMUL_VERSIONS",
-           "DEFAULT_MATMUL_VERSION"]
+           "softmax", "log_softmax", "accuracy", "sgd_step", "adam_step", "conv2d", "conv2d_backward_input",
+           "conv2d_backward_weight", "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+           "MATMUL_VERSIONS", "DEFAULT_MATMUL_VERSION", "CONV2D_VERSIONS", "DEFAULT_CONV2D_VERSION"]

@@ -204,6 +204,165 @@ def adam_step(params, grads, exp_avg, exp_avg_sq, *, step, lr=1e-3, betas=(0.9, 
         p[...] = p64 - step_size * m64 / (np.sqrt(v64) / bias_correction2_sqrt + eps)
 
 
+# --------------------------------------------------------------- convolution and pooling
+def _windows(x_padded, rows, cols, stride, step):
+    """View (N, C, rows, cols, P, Q) of a padded batch: element [n, c, r, s, p, q] is
+    x_padded[n, c, p * stride_h + r * step_h, q * stride_w + s * step_w] (no copy)."""
+    n, c, height, width = x_padded.shape
+    p = (height - step[0] * (rows - 1) - 1) // stride[0] + 1
+    q = (width - step[1] * (cols - 1) - 1) // stride[1] + 1
+    sn, sc, sh, sw = x_padded.strides
+    return np.lib.stride_tricks.as_strided(
+        x_padded, shape=(n, c, rows, cols, p, q),
+        strides=(sn, sc, sh * step[0], sw * step[1], sh * stride[0], sw * stride[1]), writeable=False)
+
+
+def _pad(x, padding, value=0.0):
+    ph, pw = padding
+    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
+
+
+def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, out=None, version=None):
+    """2D cross-correlation, NCHW x OIHW -> NCHW, as torch.nn.functional.conv2d (groups=1):
+    y[n,k,p,q] = sum_{c,r,s} x[n, c, p*sh - ph + r*dh, q*sw - pw + s*dw] * w[k,c,r,s] (+ bias[k]).
+    ``version`` is checked and otherwise ignored here."""
+    _checks.conv2d_version_code(version)
+    x64, w64 = _input("x", x), _input("w", w)
+    bias64 = _input("bias", bias, optional=True)
+    g = _checks.conv2d_dims(x64.shape, w64.shape, stride, padding, dilation)
+    if bias64 is not None:
+        _checks.expect_shape("bias", bias64.shape, (g["k"],))
+    patches = _windows(_pad(x64, g["padding"]), g["r"], g["s"], g["stride"], g["dilation"])
+    y = np.tensordot(w64, patches, axes=([1, 2, 3], [1, 2, 3]))  # (K, N, P, Q)
+    y = y.transpose(1, 0, 2, 3)
+    if bias64 is not None:
+        y = y + bias64[None, :, None, None]
+    return _finish(y, out)
+
+
+def _conv_gradient_dims(dy, x_shape, w_shape, stride, padding, dilation):
+    g = _checks.conv2d_dims(x_shape, w_shape, stride, padding, dilation)
+    _checks.expect_shape("dy", dy.shape, (g["n"], g["k"], g["p"], g["q"]))
+    return g
+
+
+def conv2d_backward_input(dy, w, x_shape, *, stride=1, padding=0, dilation=1, out=None, version=None):
+    """Gradient of conv2d with respect to x: dx[n,c,i,j] = sum over (k, r, s) hitting (i, j)."""
+    _checks.conv2d_version_code(version)
+    dy64, w64 = _input("dy", dy), _input("w", w)
+    x_shape = _checks.image_shape("x_shape", x_shape)
+    g = _conv_gradient_dims(dy64, x_shape, w64.shape, stride, padding, dilation)
+    (sh, sw), (ph, pw), (dh, dw) = g["stride"], g["padding"], g["dilation"]
+    dx = np.zeros((g["n"], g["c"], g["h"] + 2 * ph, g["w"] + 2 * pw))
+    for r in range(g["r"]):
+        for s in range(g["s"]):
+            contribution = np.tensordot(dy64, w64[:, :, r, s], axes=([1], [0])).transpose(0, 3, 1, 2)
+            dx[:, :, r * dh: r * dh + sh * (g["p"] - 1) + 1: sh, s * dw: s * dw + sw * (g["q"] - 1) + 1: sw] += \
+                contribution
+    return _finish(dx[:, :, ph: ph + g["h"], pw: pw + g["w"]], out)
+
+
+def conv2d_backward_weight(dy, x, w_shape, *, stride=1, padding=0, dilation=1, out=None, version=None):
+    """Gradient of conv2d with respect to w: dw[k,c,r,s] = sum_{n,p,q} dy[n,k,p,q] * x[window]."""
+    _checks.conv2d_version_code(version)
+    dy64, x64 = _input("dy", dy), _input("x", x)
+    w_shape = _checks.image_shape("w_shape", w_shape)
+    g = _conv_gradient_dims(dy64, x64.shape, w_shape, stride, padding, dilation)
+    patches = _windows(_pad(x64, g["padding"]), g["r"], g["s"], g["stride"], g["dilation"])
+    return _finish(np.tensordot(dy64, patches, axes=([0, 2, 3], [0, 4, 5])), out)
+
+
+def _pool_windows(x64, g, pad_value):
+    """(N, C, P, Q, kh * kw) windows of the padded input."""
+    windows = _windows(_pad(x64, g["padding"], pad_value), *g["kernel"], g["stride"], (1, 1))
+    n, c, kh, kw, p, q = windows.shape
+    return windows.transpose(0, 1, 4, 5, 2, 3).reshape(n, c, p, q, kh * kw)
+
+
+def _window_origin(g):
+    """Padded-plane row and column of each window's top-left element, (P, 1) and (1, Q)."""
+    return (np.arange(g["p"])[:, None] * g["stride"][0], np.arange(g["q"])[None, :] * g["stride"][1])
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0):
+    """(y, indices): the maximum of each window (padding counts as -inf) and its flat index
+    h * W + w in the input plane, as torch's max_pool2d(return_indices=True). A NaN in a window
+    wins (the last NaN, as PyTorch's scan does); ties go to the first maximum."""
+    x64 = _input("x", x)
+    g = _checks.pool2d_dims(x64.shape, kernel_size, stride, padding)
+    windows = _pool_windows(x64, g, -np.inf)
+    real = _pool_windows(np.ones(x64.shape), g, 0.0) > 0  # False at padded positions
+    nan = np.isnan(windows)
+    last_nan = windows.shape[-1] - 1 - np.argmax(nan[..., ::-1], axis=-1)
+    first_max = np.argmax(np.where(nan, -np.inf, windows), axis=-1)
+    # A window of nothing but -inf keeps its first real element, as PyTorch's scan does.
+    first_max = np.where(np.take_along_axis(real, first_max[..., None], axis=-1)[..., 0], first_max,
+                         np.argmax(real, axis=-1))
+    choice = np.where(nan.any(axis=-1), last_nan, first_max)
+    y = np.take_along_axis(windows, choice[..., None], axis=-1)[..., 0]
+    kh, kw = g["kernel"]
+    row0, col0 = _window_origin(g)
+    rows = row0 + choice // kw - g["padding"][0]
+    cols = col0 + choice % kw - g["padding"][1]
+    return y.astype(np.float32), (rows * g["w"] + cols).astype(np.int64)
+
+
+def max_pool2d_backward(dy, indices, x_shape, *, out=None):
+    """Gradient of max_pool2d: each dy added at its window's argmax (overlapping windows add)."""
+    dy64 = _input("dy", dy)
+    x_shape = _checks.image_shape("x_shape", x_shape)
+    if not isinstance(indices, np.ndarray):
+        raise TypeError(f"indices: expected a NumPy array, got {type(indices).__name__}")
+    _checks.expect_indices("indices", indices.dtype)
+    _checks.expect_shape("indices", indices.shape, dy64.shape)
+    n, c, h, w = x_shape
+    _checks.expect_shape("dy", dy64.shape[:2], (n, c))
+    if indices.size and (indices.min() < 0 or indices.max() >= h * w):
+        raise ValueError(f"indices: expected flat indices in [0, {h * w}) of the {h}x{w} input plane")
+    dx = np.zeros((n * c, h * w))
+    planes = np.repeat(np.arange(n * c), dy64[0, 0].size if dy64.size else 0)
+    np.add.at(dx, (planes, indices.reshape(-1)), dy64.reshape(-1))
+    return _finish(dx.reshape(n, c, h, w), out)
+
+
+def _avg_divisor(g, count_include_pad):
+    """Divisor of each window: its full size, or the number of real (unpadded) elements."""
+    kh, kw = g["kernel"]
+    if count_include_pad:
+        return np.full((g["p"], g["q"]), kh * kw, np.float64)
+    row0, col0 = _window_origin(g)
+    ph, pw = g["padding"]
+    rows = np.minimum(row0 + kh, g["h"] + ph) - np.maximum(row0, ph)
+    cols = np.minimum(col0 + kw, g["w"] + pw) - np.maximum(col0, pw)
+    return (rows * cols).astype(np.float64)
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True):
+    """Mean of each window, as torch's avg_pool2d (ceil_mode=False): padding counts as zeros,
+    and in the divisor unless count_include_pad=False."""
+    x64 = _input("x", x)
+    _checks.expect_bool("count_include_pad", count_include_pad)
+    g = _checks.pool2d_dims(x64.shape, kernel_size, stride, padding)
+    return (_pool_windows(x64, g, 0.0).sum(axis=-1) / _avg_divisor(g, count_include_pad)).astype(np.float32)
+
+
+def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, count_include_pad=True, *, out=None):
+    """Gradient of avg_pool2d: dy / divisor spread over each window (overlaps add)."""
+    dy64 = _input("dy", dy)
+    x_shape = _checks.image_shape("x_shape", x_shape)
+    _checks.expect_bool("count_include_pad", count_include_pad)
+    g = _checks.pool2d_dims(x_shape, kernel_size, stride, padding)
+    _checks.expect_shape("dy", dy64.shape, (g["n"], g["c"], g["p"], g["q"]))
+    (kh, kw), (sh, sw), (ph, pw) = g["kernel"], g["stride"], g["padding"]
+    share = dy64 / _avg_divisor(g, count_include_pad)
+    dx = np.zeros((g["n"], g["c"], g["h"] + 2 * ph, g["w"] + 2 * pw))
+    for r in range(kh):
+        for s in range(kw):
+            dx[:, :, r: r + sh * (g["p"] - 1) + 1: sh, s: s + sw * (g["q"] - 1) + 1: sw] += share
+    return _finish(dx[:, :, ph: ph + g["h"], pw: pw + g["w"]], out)
+
+
 # Keep the two backends in step: every public op of one exists in the other.
 __all__ = ["matmul", "relu", "relu_backward", "add_bias", "bias_grad", "mse_loss", "softmax_cross_entropy",
-           "softmax", "log_softmax", "accuracy", "sgd_step", "adam_step"]
+           "softmax", "log_softmax", "accuracy", "sgd_step", "adam_step", "conv2d", "conv2d_backward_input",
+           "conv2d_backward_weight", "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward"]

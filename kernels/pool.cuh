@@ -1,0 +1,28 @@
+// pool.cuh - host launchers of pool.cu: 2D max and average pooling, forward and backward (NCHW).
+#pragma once
+
+#include <cstdint>
+#include <cuda_runtime.h>
+
+namespace pyfast {
+
+struct Pool2dParams {
+    std::int64_t planes;  // N * C
+    std::int64_t h, w;    // input plane
+    std::int64_t p, q;    // output plane
+    int kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w;
+    bool count_include_pad;  // average pooling: divide by the full window, padding included
+};
+
+// y = max of each window, indices = flat h * W + w of the winner in its input plane
+// (NaN wins, the last NaN of the window; ties keep the first maximum).
+cudaError_t max_pool2d(const float* x, float* y, long long* indices, const Pool2dParams& params,
+                       cudaStream_t stream);
+// dx[plane, i] = sum of dy over the windows whose index is i (windows may overlap). Uses only
+// planes, h, w, p and q of params; indices outside the plane are skipped.
+cudaError_t max_pool2d_backward(const float* dy, const long long* indices, float* dx, const Pool2dParams& params,
+                                cudaStream_t stream);
+cudaError_t avg_pool2d(const float* x, float* y, const Pool2dParams& params, cudaStream_t stream);
+cudaError_t avg_pool2d_backward(const float* dy, float* dx, const Pool2dParams& params, cudaStream_t stream);
+
+}  // namespace pyfast
