@@ -161,6 +161,7 @@ setup(
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtWithNvcc},
     install_requires=requirements(),
+    entry_points={"console_scripts": ["pyfast-train = pyfast.train:main"]},
     extras_require={
         "test": ["pytest>=7"],
         "bench": ["torch", "matplotlib"],

@@ -508,17 +508,27 @@ def _pool_geometry(g, count_include_pad=True):
             int(count_include_pad)]
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0):
+def max_pool2d(x, kernel_size, stride=None, padding=0, *, out=None, out_indices=None):
     """(y, indices): each window's maximum (padding never wins, NaN propagates: the last NaN
     of a window) and its flat index h * W + w in the input plane (int64), as PyTorch's
     max_pool2d(return_indices=True). ``stride`` defaults to ``kernel_size``; ``padding`` is at
-    most half the window."""
+    most half the window. ``out`` / ``out_indices``: arrays to write into."""
     x_op = _input("x", x)
     g = _checks.pool2d_dims(x_op.shape, kernel_size, stride, padding)
     require_gpu("max_pool2d")
     x = _on_gpu(x_op)
     shape = (g["n"], g["c"], g["p"], g["q"])
-    y, indices = cupy.empty(shape, cupy.float32), cupy.empty(shape, cupy.int64)
+    y = _output(out, shape, {"x": x})
+    if out_indices is None:
+        indices = cupy.empty(shape, cupy.int64)
+    else:
+        if not isinstance(out_indices, cupy.ndarray):
+            raise TypeError(f"out_indices: expected a CuPy array, got {type(out_indices).__name__}")
+        _checks.expect_indices("out_indices", out_indices.dtype)
+        _checks.expect_shape("out_indices", out_indices.shape, shape)
+        if not out_indices.flags.c_contiguous:
+            raise ValueError("out_indices: expected a C-contiguous array")
+        indices = out_indices
     if y.size:
         _C.max_pool2d(_ptr(x), _ptr(y), _ptr(indices), _pool_geometry(g), *_launch_args())
     return y, indices
@@ -548,7 +558,7 @@ def max_pool2d_backward(dy, indices, x_shape, *, out=None):
     return out
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True):
+def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True, *, out=None):
     """Each window's mean, as PyTorch's avg_pool2d (ceil_mode=False): padding counts as zeros,
     and in the divisor unless ``count_include_pad=False``."""
     x_op = _input("x", x)
@@ -556,7 +566,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True):
     g = _checks.pool2d_dims(x_op.shape, kernel_size, stride, padding)
     require_gpu("avg_pool2d")
     x = _on_gpu(x_op)
-    y = cupy.empty((g["n"], g["c"], g["p"], g["q"]), cupy.float32)
+    y = _output(out, (g["n"], g["c"], g["p"], g["q"]), {"x": x})
     if y.size:
         _C.avg_pool2d(_ptr(x), _ptr(y), _pool_geometry(g, count_include_pad), *_launch_args())
     return y

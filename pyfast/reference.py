@@ -284,7 +284,7 @@ def _window_origin(g):
     return (np.arange(g["p"])[:, None] * g["stride"][0], np.arange(g["q"])[None, :] * g["stride"][1])
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0):
+def max_pool2d(x, kernel_size, stride=None, padding=0, *, out=None, out_indices=None):
     """(y, indices): the maximum of each window (padding counts as -inf) and its flat index
     h * W + w in the input plane, as torch's max_pool2d(return_indices=True). A NaN in a window
     wins (the last NaN, as PyTorch's scan does); ties go to the first maximum."""
@@ -304,7 +304,15 @@ def max_pool2d(x, kernel_size, stride=None, padding=0):
     row0, col0 = _window_origin(g)
     rows = row0 + choice // kw - g["padding"][0]
     cols = col0 + choice % kw - g["padding"][1]
-    return y.astype(np.float32), (rows * g["w"] + cols).astype(np.int64)
+    indices = (rows * g["w"] + cols).astype(np.int64)
+    if out_indices is not None:
+        if not isinstance(out_indices, np.ndarray):
+            raise TypeError(f"out_indices: expected a NumPy array, got {type(out_indices).__name__}")
+        _checks.expect_indices("out_indices", out_indices.dtype)
+        _checks.expect_shape("out_indices", out_indices.shape, indices.shape)
+        out_indices[...] = indices
+        indices = out_indices
+    return _finish(y, out), indices
 
 
 def max_pool2d_backward(dy, indices, x_shape, *, out=None):
@@ -337,13 +345,13 @@ def _avg_divisor(g, count_include_pad):
     return (rows * cols).astype(np.float64)
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True):
+def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True, *, out=None):
     """Mean of each window, as torch's avg_pool2d (ceil_mode=False): padding counts as zeros,
     and in the divisor unless count_include_pad=False."""
     x64 = _input("x", x)
     _checks.expect_bool("count_include_pad", count_include_pad)
     g = _checks.pool2d_dims(x64.shape, kernel_size, stride, padding)
-    return (_pool_windows(x64, g, 0.0).sum(axis=-1) / _avg_divisor(g, count_include_pad)).astype(np.float32)
+    return _finish(_pool_windows(x64, g, 0.0).sum(axis=-1) / _avg_divisor(g, count_include_pad), out)
 
 
 def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, count_include_pad=True, *, out=None):

@@ -1,0 +1,142 @@
+"""Datasets for the trainer, all offline: scikit-learn's bundled handwritten digits (real
+data, 1797 8x8 images, optionally resized to 28x28), MNIST / Fashion-MNIST from files the
+user already has (IDX, optionally gzipped, or .npz), and synthetic regression and image data.
+Plus normalisation, seeded shuffling and splitting, batching (the last partial batch kept)
+and random-shift augmentation. Images are float32 (N, 1, H, W); labels int64 (N,).
+"""
+
+import gzip
+import os
+import struct
+
+import numpy as np
+
+
+# ---------------------------------------------------------------------------- datasets
+def resize_bilinear(images, size):
+    """(N, H, W) -> (N, size, size) by bilinear interpolation (pixel centres aligned)."""
+    n, h, w = images.shape
+
+    def axis(old, new):
+        position = (np.arange(new) + 0.5) * old / new - 0.5
+        low = np.clip(np.floor(position).astype(int), 0, old - 1)
+        high = np.clip(low + 1, 0, old - 1)
+        weight = np.clip(position - low, 0.0, 1.0)
+        return low, high, weight
+
+    r0, r1, rw = axis(h, size)
+    c0, c1, cw = axis(w, size)
+    rows = images[:, r0, :] * (1 - rw)[None, :, None] + images[:, r1, :] * rw[None, :, None]
+    return (rows[:, :, c0] * (1 - cw) + rows[:, :, c1] * cw).astype(np.float32)
+
+
+def load_digits(size=28):
+    """scikit-learn's handwritten digits (shipped inside the package, no download), scaled to
+    [0, 1] and resized from 8x8 to size x size (size=8 keeps them as they are)."""
+    try:
+        from sklearn.datasets import load_digits as sklearn_digits
+    except ImportError:
+        raise ImportError("the digits data set needs scikit-learn: pip install 'pyfast[data]' "
+                          "(or pass --data synthetic / --data mnist:PATH)") from None
+    digits = sklearn_digits()
+    images = digits.images.astype(np.float32) / 16.0
+    if size != 8:
+        images = resize_bilinear(images, size)
+    return images[:, None], digits.target.astype(np.int64)
+
+
+def _read_idx(path):
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    zeros, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    if zeros != 0 or dtype_code != 0x08:
+        raise ValueError(f"{path}: not an IDX file of unsigned bytes")
+    shape = struct.unpack(">" + "I" * ndim, data[4: 4 + 4 * ndim])
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def load_mnist(path):
+    """MNIST or Fashion-MNIST from a folder of the four IDX files (train-images-idx3-ubyte,
+    train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte; optionally .gz)
+    or an .npz with x_train, y_train, x_test, y_test. Returns ((x_train, y_train), (x_test,
+    y_test)) with images scaled to [0, 1]. Nothing is downloaded."""
+    if os.path.isfile(path) and path.endswith(".npz"):
+        with np.load(path) as f:
+            parts = [f[k] for k in ("x_train", "y_train", "x_test", "y_test")]
+    else:
+        def find(stem):
+            for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+                if os.path.exists(os.path.join(path, name)):
+                    return os.path.join(path, name)
+            raise FileNotFoundError(f"{path}: no {stem}[.gz] (MNIST IDX files are read, never downloaded)")
+
+        parts = [_read_idx(find(stem)) for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                                                    "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")]
+    x_train, y_train, x_test, y_test = parts
+    prepare = lambda x: (x.astype(np.float32) / 255.0).reshape(len(x), 1, *x.shape[-2:])  # noqa: E731
+    return (prepare(x_train), y_train.astype(np.int64)), (prepare(x_test), y_test.astype(np.int64))
+
+
+def synthetic_regression(samples=100, features=2, seed=0):
+    """The classic tutorial's data: X (samples, features) and y (samples, 1), both standard
+    normal (the best fit is least squares on noise)."""
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((samples, features)).astype(np.float32),
+            rng.standard_normal((samples, 1)).astype(np.float32))
+
+
+def synthetic_images(samples=2000, classes=10, size=28, seed=0, noise=0.3):
+    """Learnable images: each class a fixed random pattern, each sample its pattern plus noise."""
+    rng = np.random.default_rng(seed)
+    patterns = rng.standard_normal((classes, size, size)).astype(np.float32)
+    labels = rng.integers(0, classes, samples)
+    images = patterns[labels] + noise * rng.standard_normal((samples, size, size)).astype(np.float32)
+    return images[:, None].astype(np.float32), labels.astype(np.int64)
+
+
+# ------------------------------------------------------------------------- preparation
+def normalize(x, mean=None, std=None):
+    """(x - mean) / std with statistics from x unless given (use the training set's for all
+    splits). Returns (normalised x, mean, std)."""
+    mean = float(x.mean()) if mean is None else mean
+    std = float(x.std()) if std is None else std
+    return ((x - mean) / (std if std > 0 else 1.0)).astype(np.float32), mean, std
+
+
+def split(x, y, fractions=(0.8, 0.1, 0.1), seed=0):
+    """Shuffled (seeded) train / validation / test split by fractions summing to 1."""
+    if len(fractions) != 3 or abs(sum(fractions) - 1.0) > 1e-9 or min(fractions) < 0:
+        raise ValueError(f"fractions: expected three non-negative fractions summing to 1, got {fractions}")
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_train = int(round(fractions[0] * len(x)))
+    n_val = int(round(fractions[1] * len(x)))
+    parts = np.split(order, [n_train, n_train + n_val])
+    return tuple((x[p], y[p]) for p in parts)
+
+
+def random_shift(images, max_shift, rng):
+    """Each image moved by up to max_shift pixels in each direction, zero-filled (a standard
+    augmentation for digits)."""
+    if max_shift <= 0:
+        return images
+    out = np.zeros_like(images)
+    h, w = images.shape[-2:]
+    for i, (dy, dx) in enumerate(rng.integers(-max_shift, max_shift + 1, size=(len(images), 2))):
+        src = images[i, ..., max(0, -dy): h - max(0, dy), max(0, -dx): w - max(0, dx)]
+        out[i, ..., max(0, dy): max(0, dy) + src.shape[-2], max(0, dx): max(0, dx) + src.shape[-1]] = src
+    return out
+
+
+def batches(x, y, batch_size, *, shuffle=False, rng=None, augment=0):
+    """(x, y) batches in order or shuffled (seeded rng), the last partial batch included;
+    `augment` > 0 applies random shifts of up to that many pixels."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
+    order = (rng or np.random.default_rng(0)).permutation(len(x)) if shuffle else np.arange(len(x))
+    for start in range(0, len(x), batch_size):
+        index = order[start: start + batch_size]
+        xb = x[index]
+        if augment:
+            xb = random_shift(xb, augment, rng or np.random.default_rng(0))
+        yield np.ascontiguousarray(xb), np.ascontiguousarray(y[index])

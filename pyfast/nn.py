@@ -1,0 +1,365 @@
+"""Layers with explicit forward() and backward(), no autograd: each layer caches what its
+backward needs and calls the ops directly, on either backend.
+
+A Backend bundles the op module (pyfast.ops on the GPU, pyfast.reference on NumPy) with its
+array module; every layer holds one. Activations and gradients live in buffers allocated
+once per batch shape and reused through ``out=``: a warmed-up training step allocates
+nothing for them. (So a layer's output is overwritten by its next forward: copy it if you
+keep it; ``pyfast.train.predict`` does.)
+"""
+
+import math
+
+import numpy as np
+
+from pyfast import _checks, reference
+from pyfast._device import is_available, unavailable_reason
+
+
+# ----------------------------------------------------------------------------- backends
+class Backend:
+    """``cuda``: pyfast.ops on CuPy arrays. ``numpy``: pyfast.reference on NumPy arrays."""
+
+    def __init__(self, name):
+        if name == "cuda":
+            if not is_available():
+                raise RuntimeError(f"backend 'cuda' needs a usable GPU, but {unavailable_reason()}")
+            import cupy
+
+            from pyfast import ops
+
+            self.ops, self.xp = ops, cupy
+        elif name == "numpy":
+            self.ops, self.xp = reference, np
+        else:
+            raise ValueError(f"backend: expected 'cuda' or 'numpy', got {name!r}")
+        self.name = name
+
+    def asarray(self, array, dtype=np.float32):
+        """A contiguous array of this backend from host (or device) data."""
+        return self.xp.ascontiguousarray(self.xp.asarray(array, dtype=dtype))
+
+    def to_numpy(self, array):
+        return array.get() if self.name == "cuda" else np.asarray(array)
+
+    def __repr__(self):
+        return f"Backend({self.name!r})"
+
+
+def default_backend_name():
+    return "cuda" if is_available() else "numpy"
+
+
+def get_backend(backend=None):
+    """A Backend from a name, a Backend, or None (cuda when a GPU is usable, else numpy)."""
+    if isinstance(backend, Backend):
+        return backend
+    return Backend(backend or default_backend_name())
+
+
+# ---------------------------------------------------------------------------- initialisers
+def init_uniform_default(rng, shape, fan_in):
+    """PyTorch's default for Linear and Conv2d weights and biases: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / math.sqrt(fan_in) if fan_in else 0.0
+    return rng.uniform(-bound, bound, size=shape).astype(np.float32)
+
+
+def init_xavier_uniform(rng, shape, fan_in, fan_out):
+    bound = math.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-bound, bound, size=shape).astype(np.float32)
+
+
+def init_he_normal(rng, shape, fan_in):
+    return (rng.standard_normal(shape) * math.sqrt(2.0 / fan_in)).astype(np.float32)
+
+
+INITS = ("default", "xavier", "he")
+
+
+def _init_weight_and_bias(init, rng, weight_shape, fan_in, fan_out):
+    if init == "default":
+        return init_uniform_default(rng, weight_shape, fan_in), init_uniform_default(rng, (weight_shape[0],), fan_in)
+    if init == "xavier":
+        return init_xavier_uniform(rng, weight_shape, fan_in, fan_out), np.zeros(weight_shape[0], np.float32)
+    if init == "he":
+        return init_he_normal(rng, weight_shape, fan_in), np.zeros(weight_shape[0], np.float32)
+    raise ValueError(f"init: expected one of {list(INITS)}, got {init!r}")
+
+
+# -------------------------------------------------------------------------------- modules
+class Module:
+    """Base: parameters / gradients lists (same order), train / eval modes, reused buffers."""
+
+    def __init__(self, backend=None):
+        self.backend = get_backend(backend)
+        self.training = True
+        self._buffers = {}
+
+    def parameters(self):
+        return []
+
+    def gradients(self):
+        return []
+
+    def train(self, mode=True):
+        self.training = mode
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def _buffer(self, name, shape, dtype=np.float32):
+        """A scratch array kept across calls while its shape stays the same."""
+        array = self._buffers.get(name)
+        if array is None or array.shape != tuple(shape) or array.dtype != dtype:
+            array = self.backend.xp.empty(shape, dtype=dtype)
+            self._buffers[name] = array
+        return array
+
+    def config(self):
+        """What load() needs to rebuild this layer (weights travel separately)."""
+        return {"type": type(self).__name__}
+
+    def __call__(self, x):
+        return self.forward(x)
+
+
+class _ParametrizedLayer(Module):
+    def _set_parameters(self, weight, bias):
+        self.weight, self.bias = self.backend.asarray(weight), self.backend.asarray(bias)
+        self.grad_weight = self.backend.xp.zeros_like(self.weight)
+        self.grad_bias = self.backend.xp.zeros_like(self.bias)
+
+    def parameters(self):
+        return [self.weight, self.bias]
+
+    def gradients(self):
+        return [self.grad_weight, self.grad_bias]
+
+
+class Linear(_ParametrizedLayer):
+    """y = x @ weight.T + bias (weight is (out, in), as PyTorch's), optionally with a fused ReLU.
+    Backward: dx = dy @ weight, dweight = dy.T @ x, dbias = sum of dy over the batch."""
+
+    def __init__(self, in_features, out_features, *, activation=None, init="default", rng=None, backend=None):
+        super().__init__(backend)
+        self.in_features, self.out_features, self.activation, self.init = in_features, out_features, activation, init
+        rng = rng if rng is not None else np.random.default_rng(0)
+        self._set_parameters(*_init_weight_and_bias(init, rng, (out_features, in_features), in_features,
+                                                    out_features))
+
+    def forward(self, x):
+        ops = self.backend.ops
+        self._x = x
+        y = self._buffer("y", (x.shape[0], self.out_features))
+        self._y = ops.matmul(x, self.weight, trans_b=True, bias=self.bias, activation=self.activation, out=y)
+        return self._y
+
+    def backward(self, dy):
+        ops = self.backend.ops
+        if self.activation == "relu":
+            dy = ops.relu_backward(dy, self._y, out=self._buffer("dz", dy.shape))
+        ops.matmul(dy, self._x, trans_a=True, out=self.grad_weight)
+        ops.bias_grad(dy, out=self.grad_bias)
+        return ops.matmul(dy, self.weight, out=self._buffer("dx", self._x.shape))
+
+    def config(self):
+        return dict(super().config(), in_features=self.in_features, out_features=self.out_features,
+                    activation=self.activation)
+
+
+class Conv2d(_ParametrizedLayer):
+    """2D convolution (NCHW, weight (out, in, kh, kw)) with bias."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, *, stride=1, padding=0, dilation=1, init="default",
+                 rng=None, backend=None):
+        super().__init__(backend)
+        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, (kh, kw)
+        self.stride, self.padding, self.dilation = stride, padding, dilation
+        rng = rng if rng is not None else np.random.default_rng(0)
+        fan_in, fan_out = in_channels * kh * kw, out_channels * kh * kw
+        self._set_parameters(*_init_weight_and_bias(init, rng, (out_channels, in_channels, kh, kw), fan_in,
+                                                    fan_out))
+
+    def _geometry(self):
+        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation)
+
+    def forward(self, x):
+        ops = self.backend.ops
+        self._x = x
+        g = _checks.conv2d_dims(x.shape, self.weight.shape, **self._geometry())
+        shape = (g["n"], g["k"], g["p"], g["q"])
+        return ops.conv2d(x, self.weight, self.bias, out=self._buffer("y", shape), **self._geometry())
+
+    def backward(self, dy):
+        ops = self.backend.ops
+        ops.conv2d_backward_weight(dy, self._x, self.weight.shape, out=self.grad_weight, **self._geometry())
+        ops.bias_grad(dy, out=self.grad_bias)
+        return ops.conv2d_backward_input(dy, self.weight, self._x.shape, out=self._buffer("dx", self._x.shape),
+                                         **self._geometry())
+
+    def config(self):
+        return dict(super().config(), in_channels=self.in_channels, out_channels=self.out_channels,
+                    kernel_size=list(self.kernel_size), stride=self.stride, padding=self.padding,
+                    dilation=self.dilation)
+
+
+class ReLU(Module):
+    def forward(self, x):
+        self._y = self.backend.ops.relu(x, out=self._buffer("y", x.shape))
+        return self._y
+
+    def backward(self, dy):
+        return self.backend.ops.relu_backward(dy, self._y, out=self._buffer("dx", dy.shape))
+
+
+class MaxPool2d(Module):
+    def __init__(self, kernel_size, stride=None, padding=0, *, backend=None):
+        super().__init__(backend)
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+
+    def forward(self, x):
+        g = _checks.pool2d_dims(x.shape, self.kernel_size, self.stride, self.padding)
+        shape = (g["n"], g["c"], g["p"], g["q"])
+        self._x_shape = x.shape
+        y, self._indices = self.backend.ops.max_pool2d(x, self.kernel_size, self.stride, self.padding,
+                                                       out=self._buffer("y", shape),
+                                                       out_indices=self._buffer("indices", shape, np.int64))
+        return y
+
+    def backward(self, dy):
+        return self.backend.ops.max_pool2d_backward(dy, self._indices, self._x_shape,
+                                                    out=self._buffer("dx", self._x_shape))
+
+    def config(self):
+        return dict(super().config(), kernel_size=self.kernel_size, stride=self.stride, padding=self.padding)
+
+
+class AvgPool2d(Module):
+    def __init__(self, kernel_size, stride=None, padding=0, count_include_pad=True, *, backend=None):
+        super().__init__(backend)
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.count_include_pad = count_include_pad
+
+    def _args(self):
+        return self.kernel_size, self.stride, self.padding, self.count_include_pad
+
+    def forward(self, x):
+        g = _checks.pool2d_dims(x.shape, self.kernel_size, self.stride, self.padding)
+        self._x_shape = x.shape
+        return self.backend.ops.avg_pool2d(x, *self._args(), out=self._buffer("y", (g["n"], g["c"], g["p"], g["q"])))
+
+    def backward(self, dy):
+        return self.backend.ops.avg_pool2d_backward(dy, self._x_shape, *self._args(),
+                                                    out=self._buffer("dx", self._x_shape))
+
+    def config(self):
+        return dict(super().config(), kernel_size=self.kernel_size, stride=self.stride, padding=self.padding,
+                    count_include_pad=self.count_include_pad)
+
+
+class Flatten(Module):
+    """(N, ...) -> (N, prod(...)); a view both ways."""
+
+    def forward(self, x):
+        self._shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dy):
+        return dy.reshape(self._shape)
+
+
+class Sequential(Module):
+    def __init__(self, *layers, backend=None):
+        super().__init__(backend if backend is not None else (layers[0].backend if layers else None))
+        for layer in layers:
+            if layer.backend.name != self.backend.name:
+                raise ValueError(f"layers: every layer needs the {self.backend.name} backend, got {layer.backend.name}")
+        self.layers = list(layers)
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, dy):
+        for layer in reversed(self.layers):
+            dy = layer.backward(dy)
+        return dy
+
+    def parameters(self):
+        return [p for layer in self.layers for p in layer.parameters()]
+
+    def gradients(self):
+        return [g for layer in self.layers for g in layer.gradients()]
+
+    def train(self, mode=True):
+        for layer in self.layers:
+            layer.train(mode)
+        return super().train(mode)
+
+    def config(self):
+        return dict(super().config(), layers=[layer.config() for layer in self.layers])
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __getitem__(self, index):
+        return self.layers[index]
+
+
+LAYERS = {cls.__name__: cls for cls in (Linear, Conv2d, ReLU, MaxPool2d, AvgPool2d, Flatten, Sequential)}
+
+
+def from_config(config, backend=None):
+    """Rebuilds a layer (with fresh weights) from Module.config()."""
+    config = dict(config)
+    cls = LAYERS.get(config.pop("type", None))
+    if cls is None:
+        raise ValueError(f"config: unknown layer type in {config!r}")
+    if cls is Sequential:
+        return Sequential(*(from_config(c, backend) for c in config["layers"]), backend=backend)
+    if cls is Linear:
+        return Linear(config["in_features"], config["out_features"], activation=config.get("activation"),
+                      backend=backend)
+    if cls is Conv2d:
+        return Conv2d(config["in_channels"], config["out_channels"], tuple(config["kernel_size"]),
+                      stride=config["stride"], padding=config["padding"], dilation=config["dilation"], backend=backend)
+    return cls(**config, backend=backend)
+
+
+# --------------------------------------------------------------------------------- losses
+class MSELoss:
+    """(loss, dloss/dpred) of the mean squared error; the gradient buffer is reused."""
+
+    def __init__(self, backend=None):
+        self.backend = get_backend(backend)
+        self._grad = None
+
+    def __call__(self, pred, target):
+        if self._grad is None or self._grad.shape != pred.shape:
+            self._grad = self.backend.xp.empty(pred.shape, np.float32)
+        return self.backend.ops.mse_loss(pred, target, out_grad=self._grad)
+
+
+class CrossEntropyLoss:
+    """(loss, dloss/dlogits) of softmax cross-entropy over class labels. The first call checks
+    the labels (a synchronization on the GPU); later ones trust them (a bad label then shows as
+    a NaN loss) so a training step never waits on the host."""
+
+    def __init__(self, backend=None):
+        self.backend = get_backend(backend)
+        self._grad = None
+        self._validated = False
+
+    def __call__(self, logits, labels):
+        if self._grad is None or self._grad.shape != logits.shape:
+            self._grad = self.backend.xp.empty(logits.shape, np.float32)
+        result = self.backend.ops.softmax_cross_entropy(logits, labels, out_grad=self._grad,
+                                                        validate=not self._validated)
+        self._validated = True
+        return result
+
+
+LOSSES = {"mse": MSELoss, "cross_entropy": CrossEntropyLoss}

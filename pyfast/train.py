@@ -1,0 +1,301 @@
+"""The autograd-free trainer: fit / evaluate / predict, save / load, loss curves, and the CLI.
+
+    python -m pyfast.train linreg [--samples 100 --features 2 --epochs 1000 --lr 0.01 --seed 0]
+    python -m pyfast.train cnn [--data digits|synthetic|mnist:PATH] [--epochs 10] [--batch-size 64]
+                               [--save model.npz] [--plot curves.png] [--backend cuda|numpy]
+
+Both backends (``cuda``: pyfast.ops on the GPU, ``numpy``: pyfast.reference) share all of
+this code; without a usable GPU the NumPy backend is used and one line says so.
+"""
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+from pyfast import data as datasets
+from pyfast import nn
+from pyfast.optim import SGD, Adam
+
+
+# ------------------------------------------------------------------------------ training
+def _is_classifier(loss):
+    return isinstance(loss, nn.CrossEntropyLoss)
+
+
+def _to_backend(backend, xb, yb, classifier):
+    return backend.asarray(xb), backend.asarray(yb, dtype=np.int64 if classifier else np.float32)
+
+
+def _progress(iterable, total, enabled, description):
+    if enabled:
+        try:
+            from tqdm import tqdm
+
+            return tqdm(iterable, total=total, desc=description, leave=False)
+        except ImportError:
+            pass
+    return iterable
+
+
+def fit(model, loss, optimizer, train, val=None, *, epochs, batch_size, shuffle=True, seed=0, augment=0,
+        progress=True, log=print):
+    """Trains `model` on train = (x, y) host arrays for `epochs`, in batches (the last partial
+    batch kept), shuffled with a seeded generator. Returns the history: per-epoch loss,
+    accuracy (classifiers), validation loss / accuracy (when `val` is given) and samples/s.
+    The device is synchronized once per epoch, to read the metrics."""
+    backend = model.backend
+    classifier = _is_classifier(loss)
+    rng = np.random.default_rng(seed)
+    history = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": [], "samples_per_s": []}
+    x, y = train
+    steps = -(-len(x) // batch_size)
+    for epoch in range(1, epochs + 1):
+        model.train()
+        start = time.perf_counter()
+        losses, sizes, correct = [], [], []
+        for xb, yb in _progress(datasets.batches(x, y, batch_size, shuffle=shuffle, rng=rng, augment=augment), steps,
+                                progress, f"epoch {epoch}/{epochs}"):
+            xb, yb = _to_backend(backend, xb, yb, classifier)
+            output = model.forward(xb)
+            value, grad = loss(output, yb)
+            model.backward(grad)
+            optimizer.step()
+            losses.append(value)
+            sizes.append(len(xb))
+            if classifier:
+                correct.append(backend.ops.accuracy(output, yb))
+        xp = backend.xp
+        epoch_loss = float(xp.sum(xp.stack(losses) * xp.asarray(sizes, dtype=np.float32))) / len(x)
+        history["loss"].append(epoch_loss)
+        history["accuracy"].append(float(xp.sum(xp.stack(correct))) / len(x) if classifier else None)
+        history["samples_per_s"].append(len(x) / (time.perf_counter() - start))
+        line = f"epoch {epoch}/{epochs}: loss {epoch_loss:.4f}"
+        if classifier:
+            line += f", accuracy {history['accuracy'][-1]:.4f}"
+        if val is not None:
+            metrics = evaluate(model, loss, val, batch_size=batch_size)
+            history["val_loss"].append(metrics["loss"])
+            history["val_accuracy"].append(metrics.get("accuracy"))
+            line += f", val loss {metrics['loss']:.4f}"
+            if classifier:
+                line += f", val accuracy {metrics['accuracy']:.4f}"
+        line += f", {history['samples_per_s'][-1]:.0f} samples/s"
+        if log:
+            log(line)
+    return history
+
+
+def evaluate(model, loss, dataset, *, batch_size=256):
+    """Mean loss (and accuracy for classifiers) over dataset = (x, y), in eval mode."""
+    backend = model.backend
+    classifier = _is_classifier(loss)
+    model.eval()
+    x, y = dataset
+    losses, correct = [], []
+    for xb, yb in datasets.batches(x, y, batch_size):
+        xb, yb = _to_backend(backend, xb, yb, classifier)
+        output = model.forward(xb)
+        value, _ = loss(output, yb)
+        losses.append(float(value) * len(xb))
+        if classifier:
+            correct.append(int(backend.ops.accuracy(output, yb)))
+    model.train()
+    metrics = {"loss": sum(losses) / len(x)}
+    if classifier:
+        metrics["accuracy"] = sum(correct) / len(x)
+    return metrics
+
+
+def predict(model, x, *, batch_size=256):
+    """The model's outputs for host array x, as a NumPy array (copied out of the layer buffers)."""
+    model.eval()
+    outputs = [np.array(model.backend.to_numpy(model.forward(model.backend.asarray(xb))), copy=True)
+               for xb, _ in datasets.batches(x, np.zeros(len(x)), batch_size)]
+    model.train()
+    return np.concatenate(outputs) if outputs else np.zeros((0,))
+
+
+# --------------------------------------------------------------------------- checkpoints
+def save(model, path, **metadata):
+    """Weights and architecture in one .npz (plus any JSON-able metadata, e.g. normalisation)."""
+    arrays = {f"param_{i}": model.backend.to_numpy(p) for i, p in enumerate(model.parameters())}
+    np.savez(path, config=json.dumps(model.config()), metadata=json.dumps(metadata), **arrays)
+
+
+def load(path, backend=None):
+    """(model, metadata) rebuilt from save()'s file, on `backend` (default: cuda if usable)."""
+    with np.load(path) as f:
+        model = nn.from_config(json.loads(str(f["config"])), backend=backend)
+        metadata = json.loads(str(f["metadata"]))
+        params = model.parameters()
+        stored = sorted((k for k in f.files if k.startswith("param_")), key=lambda k: int(k.split("_")[1]))
+        if len(stored) != len(params):
+            raise ValueError(f"{path}: {len(stored)} stored arrays for a model of {len(params)} parameters")
+        for param, key in zip(params, stored):
+            if f[key].shape != param.shape:
+                raise ValueError(f"{path}: {key} has shape {f[key].shape}, the model expects {param.shape}")
+            param[...] = model.backend.asarray(f[key])
+    return model, metadata
+
+
+def plot_history(history, path):
+    """Loss (and accuracy) per epoch as a PNG; returns False when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    epochs = range(1, len(history["loss"]) + 1)
+    has_accuracy = any(a is not None for a in history["accuracy"])
+    fig, axes = plt.subplots(1, 2 if has_accuracy else 1, figsize=(10 if has_accuracy else 5, 4), squeeze=False)
+    axes[0][0].plot(epochs, history["loss"], label="train")
+    if history["val_loss"]:
+        axes[0][0].plot(epochs, history["val_loss"], label="validation")
+    axes[0][0].set(xlabel="epoch", ylabel="loss", title="loss")
+    axes[0][0].legend()
+    if has_accuracy:
+        axes[0][1].plot(epochs, history["accuracy"], label="train")
+        if history["val_accuracy"]:
+            axes[0][1].plot(epochs, history["val_accuracy"], label="validation")
+        axes[0][1].set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+        axes[0][1].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+# -------------------------------------------------------------------------------- models
+def cnn_model(backend=None, seed=0, classes=10, image_size=28):
+    """conv(1->32, 3x3, pad 1) ReLU maxpool 2, conv(32->64, 3x3, pad 1) ReLU maxpool 2,
+    Linear(64 * (size/4)^2 -> 128) ReLU, Linear(128 -> classes), PyTorch's default init."""
+    backend = nn.get_backend(backend)
+    rng = np.random.default_rng(seed)
+    features = 64 * (image_size // 4) ** 2
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1, rng=rng, backend=backend), nn.ReLU(backend=backend),
+        nn.MaxPool2d(2, backend=backend),
+        nn.Conv2d(32, 64, 3, padding=1, rng=rng, backend=backend), nn.ReLU(backend=backend),
+        nn.MaxPool2d(2, backend=backend),
+        nn.Flatten(backend=backend),
+        nn.Linear(features, 128, activation="relu", rng=rng, backend=backend),
+        nn.Linear(128, classes, rng=rng, backend=backend),
+    )
+
+
+# ------------------------------------------------------------------------------------ CLI
+def _backend_from_args(name, out):
+    if name is None and nn.default_backend_name() == "numpy":
+        from pyfast._device import unavailable_reason
+
+        print(f"pyfast: {unavailable_reason()}; using the NumPy backend", file=out)
+    return nn.get_backend(name)
+
+
+def run_linreg(args, out=None):
+    out = out or sys.stdout
+    backend = _backend_from_args(args.backend, out)
+    x, y = datasets.synthetic_regression(args.samples, args.features, seed=args.seed)
+    model = nn.Linear(args.features, 1, rng=np.random.default_rng(args.seed), backend=backend)
+    loss = nn.MSELoss(backend)
+    optimizer = SGD(model, lr=args.lr)
+    x_dev, y_dev = backend.asarray(x), backend.asarray(y)
+    for epoch in range(1, args.epochs + 1):
+        value, grad = loss(model.forward(x_dev), y_dev)
+        model.backward(grad)
+        optimizer.step()
+        if epoch % 100 == 0 or epoch == args.epochs:
+            print(f"Epoch {epoch}, loss={float(value):.6f}", file=out)
+    x_test, y_test = datasets.synthetic_regression(10, args.features, seed=args.seed + 1)
+    test_loss, _ = loss(model.forward(backend.asarray(x_test)), backend.asarray(y_test))
+    print(f"Test loss: {float(test_loss):.6f}", file=out)
+    return model, float(test_loss)
+
+
+def load_image_data(spec, seed=0):
+    """(train, val, test) for --data: 'digits' (8x8 resized to 28x28), 'digits8', 'synthetic',
+    or 'mnist:PATH'. Normalised with the training set's statistics."""
+    if spec.startswith("mnist:"):
+        (x_train, y_train), test = datasets.load_mnist(spec.split(":", 1)[1])
+        train, val, _ = datasets.split(x_train, y_train, (0.9, 0.1, 0.0), seed=seed)
+    else:
+        if spec in ("digits", "digits8"):
+            x, y = datasets.load_digits(28 if spec == "digits" else 8)
+        elif spec == "synthetic":
+            x, y = datasets.synthetic_images(seed=seed)
+        else:
+            raise ValueError(f"--data: expected digits, digits8, synthetic or mnist:PATH, got {spec!r}")
+        train, val, test = datasets.split(x, y, (0.8, 0.1, 0.1), seed=seed)
+    x_train, mean, std = datasets.normalize(train[0])
+    normalise = lambda part: (datasets.normalize(part[0], mean, std)[0], part[1])  # noqa: E731
+    return (x_train, train[1]), normalise(val), normalise(test), {"mean": mean, "std": std}
+
+
+def run_cnn(args, out=None):
+    out = out or sys.stdout
+    backend = _backend_from_args(args.backend, out)
+    train, val, test, stats = load_image_data(args.data, seed=args.seed)
+    if args.limit:
+        train = (train[0][: args.limit], train[1][: args.limit])
+    print(f"data: {args.data}, {len(train[0])} train / {len(val[0])} validation / {len(test[0])} test images of "
+          f"{train[0].shape[2]}x{train[0].shape[3]}; backend {backend.name}", file=out)
+    model = cnn_model(backend, seed=args.seed, image_size=train[0].shape[2])
+    loss = nn.CrossEntropyLoss(backend)
+    optimizer = Adam(model, lr=args.lr)
+    history = fit(model, loss, optimizer, train, val, epochs=args.epochs, batch_size=args.batch_size,
+                  seed=args.seed, augment=args.augment, progress=not args.no_progress,
+                  log=lambda line: print(line, file=out))
+    metrics = evaluate(model, loss, test, batch_size=args.batch_size)
+    print(f"test accuracy {metrics['accuracy']:.4f} (loss {metrics['loss']:.4f})", file=out)
+    if args.save:
+        save(model, args.save, **stats)
+        print(f"saved {args.save}", file=out)
+    if args.plot:
+        if plot_history(history, args.plot):
+            print(f"plotted {args.plot}", file=out)
+        else:
+            print("--plot needs matplotlib (pip install 'pyfast[train]')", file=out)
+    return model, history, metrics
+
+
+def parser():
+    root = argparse.ArgumentParser(prog="pyfast-train", description="Train the two starter workloads on pyfast.")
+    commands = root.add_subparsers(dest="command", required=True)
+    linreg = commands.add_parser("linreg", help="linear regression: Linear(features, 1), MSE, SGD")
+    linreg.add_argument("--samples", type=int, default=100)
+    linreg.add_argument("--features", type=int, default=2)
+    linreg.add_argument("--epochs", type=int, default=1000)
+    linreg.add_argument("--lr", type=float, default=0.01)
+    linreg.add_argument("--seed", type=int, default=0)
+    linreg.add_argument("--backend", choices=["cuda", "numpy"], help="default: cuda when a GPU is usable")
+    cnn = commands.add_parser("cnn", help="the small CNN on handwritten digits, cross-entropy, Adam")
+    cnn.add_argument("--data", default="digits", help="digits (default, 28x28), digits8, synthetic, mnist:PATH")
+    cnn.add_argument("--epochs", type=int, default=10)
+    cnn.add_argument("--batch-size", type=int, default=64)
+    cnn.add_argument("--lr", type=float, default=1e-3)
+    cnn.add_argument("--seed", type=int, default=0)
+    cnn.add_argument("--augment", type=int, default=0, help="random shifts of up to this many pixels")
+    cnn.add_argument("--limit", type=int, default=0, help="use only the first N training images")
+    cnn.add_argument("--save", help="write the trained model (.npz) here")
+    cnn.add_argument("--plot", help="write the loss / accuracy curves (.png) here")
+    cnn.add_argument("--backend", choices=["cuda", "numpy"], help="default: cuda when a GPU is usable")
+    cnn.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return root
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    if args.command == "linreg":
+        run_linreg(args)
+    else:
+        run_cnn(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

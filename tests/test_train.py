@@ -1,0 +1,234 @@
+"""The trainer: layers against finite differences, linear regression against least squares,
+the CNN learning real digits, checkpoints, data loading and the CLI (NumPy backend, CPU);
+then the same steps on the GPU against the NumPy backend and PyTorch."""
+
+import gzip
+import struct
+
+import numpy as np
+import pytest
+
+from conftest import numeric_gradient, randn
+from pyfast import data as datasets
+from pyfast import nn, optim, train
+from pyfast.testing import assert_close
+
+NUMPY = nn.Backend("numpy")
+
+
+# ===================================================================== layers (CPU)
+def check_layer_gradients(rng, layer, x):
+    """backward(dy) and the parameter gradients against central differences of <forward(x), dy>."""
+    dy = randn(rng, *layer.forward(x).shape)
+
+    def loss():
+        return float(np.sum(layer.forward(x).astype(np.float64) * dy))
+
+    layer.forward(x)
+    dx = np.array(layer.backward(dy), copy=True)
+    grads = [np.array(g, copy=True) for g in layer.gradients()]
+    assert_close(dx, numeric_gradient(loss, x), atol=3e-3, rtol=3e-3, name=f"{type(layer).__name__} dx")
+    for i, (param, grad) in enumerate(zip(layer.parameters(), grads)):
+        assert_close(grad, numeric_gradient(loss, param), atol=3e-3, rtol=3e-3, name=f"{type(layer).__name__} p{i}")
+
+
+def test_linear_and_fused_relu_gradients(rng):
+    check_layer_gradients(rng, nn.Linear(5, 3, rng=rng, backend=NUMPY), randn(rng, 4, 5))
+    layer = nn.Linear(5, 3, activation="relu", rng=rng, backend=NUMPY)
+    while True:  # draw until no pre-activation is within the difference step of ReLU's kink
+        x = randn(rng, 4, 5)
+        if np.min(np.abs(x.astype(np.float64) @ layer.weight.T + layer.bias)) > 0.05:
+            break
+    check_layer_gradients(rng, layer, x)
+
+
+@pytest.mark.parametrize("make", [
+    lambda rng: (nn.Conv2d(2, 3, 3, padding=1, rng=rng, backend=NUMPY), (2, 2, 5, 5)),
+    lambda rng: (nn.Conv2d(2, 2, (2, 3), stride=2, dilation=(1, 2), rng=rng, backend=NUMPY), (1, 2, 6, 7)),
+    lambda rng: (nn.AvgPool2d(3, 2, 1, backend=NUMPY), (1, 2, 6, 5)),
+    lambda rng: (nn.MaxPool2d(2, backend=NUMPY), (2, 2, 4, 6)),
+    lambda rng: (nn.Flatten(backend=NUMPY), (2, 3, 2, 2)),
+])
+def test_image_layer_gradients(rng, make):
+    layer, shape = make(rng)
+    check_layer_gradients(rng, layer, randn(rng, *shape))
+
+
+def test_sequential_gradients_and_parameter_order(rng):
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, rng=rng, backend=NUMPY), nn.AvgPool2d(2, backend=NUMPY),
+                          nn.Flatten(backend=NUMPY), nn.Linear(8, 3, rng=rng, backend=NUMPY))
+    assert [p.shape for p in model.parameters()] == [(2, 1, 3, 3), (2,), (3, 8), (3,)]
+    assert [g.shape for g in model.gradients()] == [p.shape for p in model.parameters()]
+    check_layer_gradients(rng, model, randn(rng, 2, 1, 4, 4))
+
+
+def test_buffers_are_reused_across_steps(rng):
+    layer = nn.Linear(4, 3, rng=rng, backend=NUMPY)
+    first = layer.forward(randn(rng, 8, 4))
+    second = layer.forward(randn(rng, 8, 4))
+    assert first is second  # same batch shape: the same output buffer
+    assert layer.forward(randn(rng, 5, 4)).shape == (5, 3)
+
+
+def test_initialisers():
+    rng = np.random.default_rng(0)
+    w = nn.init_uniform_default(rng, (1000, 100), 100)
+    assert np.abs(w).max() <= 0.1 and np.abs(w).max() > 0.099
+    w = nn.init_xavier_uniform(rng, (200, 300), 300, 200)
+    assert np.abs(w).max() <= np.sqrt(6 / 500)
+    w = nn.init_he_normal(rng, (500, 400), 400)
+    assert abs(w.std() - np.sqrt(2 / 400)) < 0.002
+    with pytest.raises(ValueError, match="init: expected one of"):
+        nn.Linear(2, 2, init="orthogonal", backend=NUMPY)
+
+
+def test_optimizer_classes_call_the_fused_updates(rng):
+    model = nn.Linear(3, 2, rng=rng, backend=NUMPY)
+    before = [p.copy() for p in model.parameters()]
+    model.forward(randn(rng, 4, 3))
+    model.backward(randn(rng, 4, 2))
+    opt = optim.Adam(model, lr=0.1)
+    opt.step()
+    opt.step()
+    assert opt.steps == 2
+    for p, b in zip(model.parameters(), before):
+        assert np.abs(p - b).max() > 0.05  # two Adam steps of lr 0.1 move every weight
+    with pytest.raises(ValueError, match="velocity"):
+        optim.SGD(model, lr=0.1).backend.ops.sgd_step(model.parameters(), model.gradients(), lr=0.1, momentum=0.5)
+    assert optim.AdamW(model).decoupled and optim.AdamW(model).weight_decay == 1e-2
+
+
+# ==================================================================== workloads (CPU)
+def test_linreg_matches_least_squares(capsys):
+    model, test_loss = train.run_linreg(train.parser().parse_args(["linreg", "--backend", "numpy"]))
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("Epoch 100, loss=") and out[9].startswith("Epoch 1000, loss=")
+    assert out[10].startswith("Test loss: ")
+    losses = [float(line.split("=")[1]) for line in out[:10]]
+    assert losses == sorted(losses, reverse=True)  # falls (then flattens)
+    x, y = datasets.synthetic_regression(100, 2, seed=0)
+    design = np.hstack([x, np.ones((100, 1))]).astype(np.float64)
+    solution, *_ = np.linalg.lstsq(design, y.astype(np.float64), rcond=None)
+    best = np.mean((design @ solution - y) ** 2)
+    assert_close(losses[-1], best, atol=0, rtol=1e-5)
+    assert_close(np.concatenate([model.weight.ravel(), model.bias]), solution.ravel(), atol=1e-4)
+
+
+def test_cnn_learns_real_digits_on_numpy(tmp_path, capsys):
+    args = train.parser().parse_args(["cnn", "--data", "digits8", "--epochs", "3", "--batch-size", "32",
+                                      "--backend", "numpy", "--no-progress", "--save", str(tmp_path / "m.npz"),
+                                      "--plot", str(tmp_path / "c.png")])
+    model, history, metrics = train.run_cnn(args)
+    out = capsys.readouterr().out
+    assert "epoch 3/3" in out and "test accuracy" in out
+    assert history["loss"][-1] < history["loss"][0]
+    assert metrics["accuracy"] > 0.8, f"10 classes: chance is 0.1, got {metrics['accuracy']}"
+    # Reload for inference: the same predictions, bit for bit.
+    loaded, stats = train.load(tmp_path / "m.npz", backend="numpy")
+    _, _, test, _ = train.load_image_data("digits8")
+    np.testing.assert_array_equal(train.predict(loaded, test[0]), train.predict(model, test[0]))
+    assert set(stats) == {"mean", "std"}
+
+
+def test_cli_entry_point_runs(capsys):
+    assert train.main(["linreg", "--epochs", "200", "--backend", "numpy", "--features", "3", "--samples", "30"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("Epoch 100, loss=") and lines[-1].startswith("Test loss:")
+
+
+def test_load_rejects_mismatched_checkpoints(tmp_path):
+    model = nn.Sequential(nn.Linear(3, 2, backend=NUMPY))
+    train.save(model, tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz") as f:
+        arrays = dict(f)
+    arrays["param_0"] = np.zeros((5, 5), np.float32)
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(ValueError, match="param_0 has shape"):
+        train.load(tmp_path / "bad.npz", backend="numpy")
+
+
+# ======================================================================== data (CPU)
+def test_batches_keep_the_last_partial_batch_and_shuffle_with_a_seed():
+    x, y = np.arange(10, dtype=np.float32)[:, None], np.arange(10)
+    sizes = [len(xb) for xb, _ in datasets.batches(x, y, 4)]
+    assert sizes == [4, 4, 2]
+    first = [yb for _, yb in datasets.batches(x, y, 4, shuffle=True, rng=np.random.default_rng(1))]
+    again = [yb for _, yb in datasets.batches(x, y, 4, shuffle=True, rng=np.random.default_rng(1))]
+    assert all((a == b).all() for a, b in zip(first, again))
+    assert sorted(np.concatenate(first)) == list(range(10))
+
+
+def test_split_normalize_and_shift():
+    x, y = datasets.synthetic_images(100, seed=0)
+    train_part, val, test = datasets.split(x, y, (0.8, 0.1, 0.1))
+    assert (len(train_part[0]), len(val[0]), len(test[0])) == (80, 10, 10)
+    normalised, mean, std = datasets.normalize(train_part[0])
+    assert abs(float(normalised.mean())) < 1e-4 and abs(float(normalised.std()) - 1) < 1e-3
+    image = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4) + 1
+    shifted = datasets.random_shift(image, 1, np.random.default_rng(0))
+    assert shifted.shape == image.shape and np.isin(shifted[shifted > 0], image).all()
+    with pytest.raises(ValueError, match="fractions"):
+        datasets.split(x, y, (0.5, 0.1, 0.1))
+
+
+def test_digits_are_real_and_resized():
+    x, y = datasets.load_digits()
+    assert x.shape == (1797, 1, 28, 28) and y.shape == (1797,) and set(y) == set(range(10))
+    assert 0 <= x.min() and x.max() <= 1
+    x8, _ = datasets.load_digits(8)
+    assert x8.shape == (1797, 1, 8, 8)
+
+
+def _write_idx(path, array):
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(">" + "I" * array.ndim, *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_mnist_files_are_read_not_downloaded(tmp_path):
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (6, 28, 28)), rng.integers(0, 10, 6)
+    for prefix in ("train", "t10k"):
+        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", images)
+        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    (x_train, y_train), (x_test, _) = datasets.load_mnist(str(tmp_path))
+    assert x_train.shape == (6, 1, 28, 28) and x_test.shape == (6, 1, 28, 28)
+    assert_close(x_train[:, 0] * 255, images, atol=1e-3)
+    np.testing.assert_array_equal(y_train, labels)
+    np.savez(tmp_path / "mnist.npz", x_train=images, y_train=labels, x_test=images, y_test=labels)
+    (x_npz, _), _ = datasets.load_mnist(str(tmp_path / "mnist.npz"))
+    np.testing.assert_array_equal(x_npz, x_train)
+    with pytest.raises(FileNotFoundError, match="never downloaded"):
+        datasets.load_mnist(str(tmp_path / "missing"))
+
+
+# ============================================================================== GPU
+def _same_steps(backend_name, seed, steps=20):
+    """Losses of `steps` Adam steps of a small CNN from fixed weights and batches."""
+    backend = nn.get_backend(backend_name)
+    model = train.cnn_model(backend, seed=seed, image_size=8)
+    loss, opt = nn.CrossEntropyLoss(backend), optim.Adam(model, lr=1e-3)
+    x, y = datasets.load_digits(8)
+    values = []
+    for xb, yb in list(datasets.batches(x, y, 64))[:steps]:
+        value, grad = loss(model.forward(backend.asarray(xb)), backend.asarray(yb, dtype=np.int64))
+        model.backward(grad)
+        opt.step()
+        values.append(float(value))
+    return values, [backend.to_numpy(p) for p in model.parameters()]
+
+
+@pytest.mark.gpu
+def test_cuda_and_numpy_backends_train_alike():
+    cuda_losses, cuda_params = _same_steps("cuda", seed=3)
+    numpy_losses, numpy_params = _same_steps("numpy", seed=3)
+    assert_close(np.array(cuda_losses), np.array(numpy_losses), atol=1e-4, rtol=1e-4)
+    for a, b in zip(cuda_params, numpy_params):
+        assert_close(a, b, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.gpu
+def test_cuda_linreg_matches_numpy(capsys):
+    _, cuda_loss = train.run_linreg(train.parser().parse_args(["linreg", "--backend", "cuda"]))
+    _, numpy_loss = train.run_linreg(train.parser().parse_args(["linreg", "--backend", "numpy"]))
+    assert_close(cuda_loss, numpy_loss, atol=0, rtol=1e-5)
