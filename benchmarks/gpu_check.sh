@@ -58,7 +58,8 @@ if command -v compute-sanitizer > /dev/null; then
     # sanitizer) are left out; every kernel and edge case is still exercised.
     step memcheck "$limit" env PYFAST_TEST_NO_POOL=1 compute-sanitizer --tool memcheck --error-exitcode 99 \
         --print-limit 50 "$PYTHON" -m pytest -q -m "gpu and not slow" -k "not pytorch and not torch" \
-        tests/test_matmul.py tests/test_elementwise.py tests/test_loss.py tests/test_optim.py
+        tests/test_matmul.py tests/test_elementwise.py tests/test_loss.py tests/test_optim.py tests/test_conv.py \
+        tests/test_pool.py tests/test_train.py
 else
     echo "compute-sanitizer not found" > "$logs/memcheck.log"
     printf '%-10s %-6s %8s  %s\n' memcheck FAIL 0 "memcheck.log (compute-sanitizer not found)" >> "$summary"
@@ -66,13 +67,13 @@ else
 fi
 # Every family runs even if one fails; the JSON files travel as one archive (results.tar).
 mkdir -p "$logs/results"
-step bench "$limit" sh -c "status=0; for family in matmul elementwise loss optim; do \
+step bench "$limit" sh -c "status=0; for family in matmul elementwise loss optim conv pool train; do \
     \"$PYTHON\" -m benchmarks.bench_\$family ${bench_args[*]} --out '$logs/results' || status=1; done; exit \$status"
 tar -cf "$logs/results.tar" -C "$logs" results && rm -r "$logs/results"
 
 echo
 echo "=== benchmark highlights (full tables in bench.log)"
-grep -E '^ *(case|square (1024|4096|8192)|fc1 (fwd|dw) b(64|1024) |cross_entropy|mse|cnn|1e8|flat)' "$logs/bench.log" || true
+grep -E '^ *(case|square (1024|4096|8192)|fc1 (fwd|dw) b(64|1024) |cross_entropy|mse|cnn|1e8|flat|linreg|pool[12] b(64|1024)|resnet)' "$logs/bench.log" || true
 echo "=== logs and results in $logs"
 echo "=== summary ($mode) on $(nvidia-smi --query-gpu=name --format=csv,noheader 2> /dev/null | head -1)"
 grep -E 'passed|failed|error' "$logs/tests.log" | tail -1

@@ -125,7 +125,10 @@ def torch_or_none():
         return None
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cudnn.benchmark = True
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        conv.fp32_precision = "ieee"  # newer PyTorch: the explicit form of "no TF32"
+    torch.backends.cudnn.benchmark = True  # cuDNN's best algorithm per shape
     return torch
 
 

@@ -1,0 +1,102 @@
+"""conv2d forward and both gradients, every version, against cuDNN through PyTorch
+(cudnn.benchmark on, TF32 off: true FP32), on the CNN's layers and ResNet-style 3x3 layers.
+
+    python -m benchmarks.bench_conv [--quick] [--out DIR]
+
+Each result is checked against PyTorch's float64 convolution before it is timed. The ratio
+is cuDNN time / pyfast time (above 1: faster than cuDNN).
+"""
+
+import argparse
+import sys
+
+import cupy
+
+from benchmarks import harness
+from pyfast import ops
+from pyfast.testing import assert_close, reduction_atol
+
+
+def cases(quick):
+    for batch in ([64, 1024] if quick else [1, 64, 128, 1024]):
+        yield f"cnn1 b{batch}", (batch, 1, 28, 28), (32, 1, 3, 3)
+        yield f"cnn2 b{batch}", (batch, 32, 14, 14), (64, 32, 3, 3)
+    yield "resnet64 32x32 b32", (32, 64, 32, 32), (64, 64, 3, 3)
+    if not quick:
+        yield "resnet128 28x28 b32", (32, 128, 28, 28), (128, 128, 3, 3)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out")
+    args = parser.parse_args(argv)
+    info = harness.device_info()
+    torch = harness.torch_or_none()
+    if torch is None:
+        print("# cuDNN baseline unavailable: PyTorch with CUDA is not importable", file=sys.stderr)
+    print(f"# conv2d on {info['device']} (padding 1, stride 1)")
+    rows, failures = [], 0
+    for index, (label, x_shape, w_shape) in enumerate(cases(args.quick)):
+        rng = cupy.random.default_rng(index)
+        x = rng.standard_normal(x_shape, dtype=cupy.float32)
+        w = rng.standard_normal(w_shape, dtype=cupy.float32)
+        n, c, h, wd = x_shape
+        k, _, r, s = w_shape
+        y_shape = (n, k, h, wd)
+        dy = rng.standard_normal(y_shape, dtype=cupy.float32)
+        flop = 2.0 * n * k * h * wd * c * r * s
+        passes = {
+            "forward": (lambda v: ops.conv2d(x, w, padding=1, version=v, out=y_buf), c * r * s),
+            "backward_input": (lambda v: ops.conv2d_backward_input(dy, w, x_shape, padding=1, version=v, out=dx_buf),
+                               k * r * s),
+            "backward_weight": (lambda v: ops.conv2d_backward_weight(dy, x, w_shape, padding=1, version=v,
+                                                                     out=dw_buf), n * h * wd),
+        }
+        y_buf, dx_buf = cupy.empty(y_shape, cupy.float32), cupy.empty(x_shape, cupy.float32)
+        dw_buf = cupy.empty(w_shape, cupy.float32)
+        expected, baselines = {}, {}
+        if torch is not None:
+            import torch.nn.functional as F
+
+            xt, wt, dyt = (torch.from_dlpack(a) for a in (x, w, dy))
+            x64, w64, dy64 = (t.double() for t in (xt, wt, dyt))
+            expected = {"forward": F.conv2d(x64, w64, padding=1),
+                        "backward_input": torch.nn.grad.conv2d_input(x_shape, w64, dy64, padding=1),
+                        "backward_weight": torch.nn.grad.conv2d_weight(x64, w_shape, dy64, padding=1)}
+            baselines = {"forward": lambda: F.conv2d(xt, wt, padding=1),
+                         "backward_input": lambda: torch.nn.grad.conv2d_input(x_shape, wt, dyt, padding=1),
+                         "backward_weight": lambda: torch.nn.grad.conv2d_weight(xt, w_shape, dyt, padding=1)}
+        for pass_name, (run, reduction) in passes.items():
+            base_ms = harness.time_gpu(baselines[pass_name], [()]).median_ms if baselines else None
+            for version in ops.CONV2D_VERSIONS:
+                row = dict(case=label, x=list(x_shape), w=list(w_shape), op=pass_name, version=version)
+                if expected:
+                    try:
+                        assert_close(run(version), cupy.from_dlpack(expected[pass_name].contiguous()),
+                                     atol=reduction_atol(reduction), name=f"{label} {pass_name} {version}")
+                    except AssertionError as error:
+                        print(f"WRONG RESULT: {error}", file=sys.stderr)
+                        failures += 1
+                        rows.append(dict(row, correct=False))
+                        continue
+                t = harness.time_gpu(lambda: run(version), [()])
+                rows.append(dict(row, correct=bool(expected), ms=t.median_ms, p10_ms=t.p10_ms, p90_ms=t.p90_ms,
+                                 tflops=harness.tflops(flop, t.median_ms), cudnn_ms=base_ms,
+                                 cudnn_tflops=harness.tflops(flop, base_ms) if base_ms else None,
+                                 ratio=base_ms / t.median_ms if base_ms else None))
+        del x, w, dy, y_buf, dx_buf, dw_buf, expected
+        cupy.get_default_memory_pool().free_all_blocks()
+    harness.print_table(rows, [("case", "case", "{}"), ("pass", "op", "{}"), ("version", "version", "{}"),
+                               ("ms", "ms", "{:.4f}"), ("TFLOP/s", "tflops", "{:.2f}"), ("cuDNN ms", "cudnn_ms", "{:.4f}"),
+                               ("cuDNN TFLOP/s", "cudnn_tflops", "{:.2f}"), ("vs cuDNN", "ratio", "{:.3f}")])
+    path = harness.write_results("conv", info, rows, args.out)
+    print(f"# results: {path}")
+    if failures:
+        print(f"# {failures} wrong results: run refused", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""max / avg pooling forward and backward against PyTorch (cuDNN / ATen kernels), in GB/s.
+
+    python -m benchmarks.bench_pool [--quick] [--out DIR]
+
+Bytes: input read once, output (and max-pool indices, 8 bytes each) written once; backward:
+dy (and indices) read, dx written. Each result is checked against PyTorch before timing.
+"""
+
+import argparse
+import sys
+
+import cupy
+
+from benchmarks import harness
+from pyfast import ops
+from pyfast.testing import assert_close
+
+
+def cases(quick):
+    for batch in ([64, 1024] if quick else [1, 64, 128, 1024]):
+        yield f"pool1 b{batch}", (batch, 32, 28, 28), 2, None, 0
+        yield f"pool2 b{batch}", (batch, 64, 14, 14), 2, None, 0
+    yield "overlap 3x3 s2 p1 b64", (64, 64, 32, 32), 3, 2, 1
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out")
+    args = parser.parse_args(argv)
+    info = harness.device_info()
+    torch = harness.torch_or_none()
+    print(f"# pooling on {info['device']}")
+    rows, failures = [], 0
+    for index, (label, shape, kernel, stride, padding) in enumerate(cases(args.quick)):
+        rng = cupy.random.default_rng(index)
+        x = rng.standard_normal(shape, dtype=cupy.float32)
+        y, indices = ops.max_pool2d(x, kernel, stride, padding)
+        dy = rng.standard_normal(y.shape, dtype=cupy.float32)
+        n_in, n_out = x.size, y.size
+        benches = {
+            "max forward": (lambda: ops.max_pool2d(x, kernel, stride, padding), 4 * n_in + 12 * n_out),
+            "max backward": (lambda: ops.max_pool2d_backward(dy, indices, shape), 12 * n_out + 4 * n_in),
+            "avg forward": (lambda: ops.avg_pool2d(x, kernel, stride, padding), 4 * n_in + 4 * n_out),
+            "avg backward": (lambda: ops.avg_pool2d_backward(dy, shape, kernel, stride, padding), 4 * n_out + 4 * n_in),
+        }
+        baselines, expected = {}, {}
+        if torch is not None:
+            import torch.nn.functional as F
+
+            xt, dyt = torch.from_dlpack(x), torch.from_dlpack(dy)
+            yt, it = F.max_pool2d(xt, kernel, stride, padding, return_indices=True)
+            aten = torch.ops.aten
+            baselines = {
+                "max forward": lambda: F.max_pool2d(xt, kernel, stride, padding, return_indices=True),
+                "max backward": lambda: aten.max_pool2d_with_indices_backward(
+                    dyt, xt, [kernel] * 2 if isinstance(kernel, int) else kernel,
+                    [stride or kernel] * 2, [padding] * 2, [1, 1], False, it),
+                "avg forward": lambda: F.avg_pool2d(xt, kernel, stride, padding),
+                "avg backward": lambda: aten.avg_pool2d_backward(
+                    dyt, xt, [kernel] * 2, [stride or kernel] * 2, [padding] * 2, False, True, None),
+            }
+            expected = {name: fn() for name, fn in baselines.items()}
+            expected["max forward"] = expected["max forward"][0]
+        for name, (run, nbytes) in benches.items():
+            row = dict(case=label, shape=list(shape), op=name, bytes=nbytes)
+            if expected:
+                result = run()
+                result = result[0] if isinstance(result, tuple) else result
+                try:
+                    assert_close(result, cupy.from_dlpack(expected[name].contiguous()), atol=1e-5,
+                                 name=f"{label} {name}")
+                except AssertionError as error:
+                    print(f"WRONG RESULT: {error}", file=sys.stderr)
+                    failures += 1
+                    rows.append(dict(row, correct=False))
+                    continue
+            t = harness.time_gpu(run, [()])
+            base_ms = harness.time_gpu(baselines[name], [()]).median_ms if baselines else None
+            rows.append(dict(row, correct=bool(expected), ms=t.median_ms, gbps=harness.gbps(nbytes, t.median_ms),
+                             torch_ms=base_ms, torch_gbps=harness.gbps(nbytes, base_ms) if base_ms else None,
+                             ratio=base_ms / t.median_ms if base_ms else None))
+    harness.print_table(rows, [("case", "case", "{}"), ("op", "op", "{}"), ("ms", "ms", "{:.4f}"),
+                               ("GB/s", "gbps", "{:.0f}"), ("torch ms", "torch_ms", "{:.4f}"),
+                               ("torch GB/s", "torch_gbps", "{:.0f}"), ("vs torch", "ratio", "{:.2f}")])
+    path = harness.write_results("pool", info, rows, args.out)
+    print(f"# results: {path}")
+    if failures:
+        print(f"# {failures} wrong results: run refused", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""The two workloads end to end against PyTorch eager on the same GPU.
+
+    python -m benchmarks.bench_train [--quick] [--out DIR]
+
+linreg: the tutorial exactly (X (100, 2), y (100, 1), Linear(2, 1), MSE, SGD lr 0.01, 1000
+epochs) from the same initial weights; wall time of the whole loop (synchronized at the
+end) and the final losses, which must agree to 1e-5 relative.
+cnn: one training step (forward, cross-entropy, backward, Adam) of the CLI's network at
+batch 64 / 256 / 1024, images per second, PyTorch eager with cuDNN as the baseline.
+"""
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+import cupy
+
+from benchmarks import harness
+from pyfast import data as datasets
+from pyfast import nn, optim, train
+
+
+def linreg_pyfast(x, y, weight, bias, epochs=1000, lr=0.01):
+    backend = nn.get_backend("cuda")
+    model = nn.Linear(x.shape[1], 1, backend=backend)
+    model.weight[...] = backend.asarray(weight)
+    model.bias[...] = backend.asarray(bias)
+    loss, opt = nn.MSELoss(backend), optim.SGD(model, lr=lr)
+    xd, yd = backend.asarray(x), backend.asarray(y)
+    cupy.cuda.get_current_stream().synchronize()
+    start = time.perf_counter()
+    for _ in range(epochs):
+        value, grad = loss(model.forward(xd), yd)
+        model.backward(grad)
+        opt.step()
+    final = float(value)
+    return time.perf_counter() - start, final
+
+
+def linreg_torch(torch, x, y, weight, bias, epochs=1000, lr=0.01):
+    model = torch.nn.Linear(x.shape[1], 1).cuda()
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor(weight))
+        model.bias.copy_(torch.tensor(bias))
+    criterion, opt = torch.nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=lr)
+    xt, yt = torch.tensor(x, device="cuda"), torch.tensor(y, device="cuda")
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(epochs):
+        opt.zero_grad()
+        loss = criterion(model(xt), yt)
+        loss.backward()
+        opt.step()
+    final = loss.item()
+    return time.perf_counter() - start, final
+
+
+def torch_cnn(torch, model):
+    """The same network in PyTorch with the same initial weights."""
+    layers = model.layers
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Flatten(),
+        torch.nn.Linear(3136, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10)).cuda()
+    ours = [layers[0], layers[3], layers[7], layers[8]]
+    theirs = [net[0], net[3], net[7], net[9]]
+    with torch.no_grad():
+        for a, b in zip(ours, theirs):
+            b.weight.copy_(torch.from_dlpack(a.weight))
+            b.bias.copy_(torch.from_dlpack(a.bias))
+    return net
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out")
+    args = parser.parse_args(argv)
+    info = harness.device_info()
+    torch = harness.torch_or_none()
+    print(f"# training on {info['device']}")
+    rows, failures = [], 0
+
+    x, y = datasets.synthetic_regression(100, 2, seed=0)
+    init = nn.Linear(2, 1, rng=np.random.default_rng(0), backend="numpy")
+    linreg_pyfast(x, y, init.weight, init.bias, epochs=10)  # warm-up
+    ours_s, ours_loss = min(linreg_pyfast(x, y, init.weight, init.bias) for _ in range(3))
+    row = dict(case="linreg 1000 epochs", ms=ours_s * 1e3, final_loss=ours_loss)
+    if torch is not None:
+        linreg_torch(torch, x, y, init.weight, init.bias, epochs=10)
+        torch_s, torch_loss = min(linreg_torch(torch, x, y, init.weight, init.bias) for _ in range(3))
+        same = abs(ours_loss - torch_loss) <= 1e-5 * abs(torch_loss)
+        failures += not same
+        row.update(torch_ms=torch_s * 1e3, torch_final_loss=torch_loss, ratio=torch_s / ours_s, correct=same)
+    rows.append(row)
+
+    for batch in ([64, 1024] if args.quick else [64, 256, 1024]):
+        backend = nn.get_backend("cuda")
+        model = train.cnn_model(backend, seed=0)
+        loss, opt = nn.CrossEntropyLoss(backend), optim.Adam(model)
+        rng = cupy.random.default_rng(batch)
+        xb = rng.standard_normal((batch, 1, 28, 28), dtype=cupy.float32)
+        yb = rng.integers(0, 10, batch, dtype=cupy.int64)
+
+        def step():
+            value, grad = loss(model.forward(xb), yb)
+            model.backward(grad)
+            opt.step()
+
+        row = dict(case=f"cnn step b{batch}", batch=batch)
+        if torch is not None:
+            net = torch_cnn(torch, model)
+            xt, yt = torch.from_dlpack(xb), torch.from_dlpack(yb)
+            torch_opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+            ours_first = float(loss(model.forward(xb), yb)[0])
+            theirs_first = torch.nn.functional.cross_entropy(net(xt), yt).item()
+            same = abs(ours_first - theirs_first) <= 1e-4 * abs(theirs_first)
+            failures += not same
+
+            def torch_step():
+                torch_opt.zero_grad()
+                torch.nn.functional.cross_entropy(net(xt), yt).backward()
+                torch_opt.step()
+
+            base = harness.time_back_to_back(torch_step, [()])
+            row.update(first_loss=ours_first, torch_first_loss=theirs_first, correct=same, torch_ms=base.median_ms,
+                       torch_images_per_s=batch / (base.median_ms * 1e-3))
+        t = harness.time_back_to_back(step, [()])
+        row.update(ms=t.median_ms, images_per_s=batch / (t.median_ms * 1e-3))
+        if "torch_ms" in row:
+            row["ratio"] = row["torch_ms"] / t.median_ms
+        rows.append(row)
+    harness.print_table(rows, [("case", "case", "{}"), ("ms", "ms", "{:.3f}"), ("images/s", "images_per_s", "{:.0f}"),
+                               ("torch ms", "torch_ms", "{:.3f}"), ("torch images/s", "torch_images_per_s", "{:.0f}"),
+                               ("vs torch", "ratio", "{:.2f}"), ("same loss", "correct", "{}")])
+    path = harness.write_results("train", info, rows, args.out)
+    print(f"# results: {path}")
+    if failures:
+        print(f"# {failures} results differ from PyTorch: run refused", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
