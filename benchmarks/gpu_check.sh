@@ -6,7 +6,8 @@
 # 2. runs the whole pytest suite, GPU tests included,
 # 3. runs the GPU kernel tests under compute-sanitizer memcheck with CuPy's pool disabled
 #    (so an overrun past an array is not hidden inside a larger pooled block),
-# 4. runs the benchmarks (each checks its results before timing; JSON bundled in results.tar),
+# 4. runs every benchmark family through benchmarks.run (each checks its results before timing;
+#    results.json, report.md and charts bundled in results.tar),
 # writing logs and result JSON into $OUT when it is set (as it goes, so a run cut short still
 # leaves its logs; at most 8 files), else into a temporary folder, and printing a summary
 # table last. Exits non-zero if any step failed. Per-step limits: STEP_TIMEOUT (seconds, 600).
@@ -65,10 +66,9 @@ else
     printf '%-10s %-6s %8s  %s\n' memcheck FAIL 0 "memcheck.log (compute-sanitizer not found)" >> "$summary"
     failed=1
 fi
-# Every family runs even if one fails; the JSON files travel as one archive (results.tar).
-mkdir -p "$logs/results"
-step bench "$limit" sh -c "status=0; for family in matmul elementwise loss optim conv pool train; do \
-    \"$PYTHON\" -m benchmarks.bench_\$family ${bench_args[*]} --out '$logs/results' || status=1; done; exit \$status"
+# Every family runs even if one fails (benchmarks.run exits non-zero then); results.json,
+# results.csv, report.md and the charts travel as one archive (results.tar).
+step bench "$limit" "$PYTHON" -m benchmarks.run ${bench_args[*]} --out "$logs/results"
 tar -cf "$logs/results.tar" -C "$logs" results && rm -r "$logs/results"
 
 echo

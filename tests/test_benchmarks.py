@@ -1,0 +1,86 @@
+"""The CPU half of the benchmarks: report generation and run comparison from recorded JSON
+(the H200 run committed under benchmarks/results/), and the harness's pure arithmetic."""
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import compare, report
+
+RECORDED = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "nvidia-h200-2026-11-26"
+
+
+@pytest.fixture(scope="module")
+def recorded():
+    return report.load_results([RECORDED / "results.json"])
+
+
+def test_per_family_files_merge_into_the_recorded_results(recorded):
+    merged = report.load_results(sorted((RECORDED / "families").glob("*.json")))
+    assert merged["families"].keys() == recorded["families"].keys() >= {"matmul", "loss", "optim", "elementwise"}
+    assert merged["info"]["device"] == "NVIDIA H200"
+    assert merged["ceilings"]["copy_gbps"] > 1000 and merged["ceilings"]["cublas_fp32_tflops"] > 10
+
+
+def test_report_has_a_table_per_family_with_ratios_and_ceilings(recorded, tmp_path):
+    text = report.markdown(recorded)
+    assert "# pyfast benchmarks on NVIDIA H200" in text and "device-to-device copy" in text
+    for family in recorded["families"]:
+        assert f"## {family}" in text
+    row = next(line for line in text.splitlines() if line.startswith("| square 4096 | matmul tiled |"))
+    cells = [c.strip() for c in row.split("|")]
+    assert cells[4] == "cuBLAS FP32" and float(cells[6]) == pytest.approx(2.6937 / 3.5694, abs=0.01)
+    path = report.write_report(recorded, tmp_path)
+    assert path.read_text().startswith("# pyfast benchmarks")
+    lines = (tmp_path / "results.csv").read_text().splitlines()
+    assert lines[0].startswith("family,case,op,ms") and len(lines) > 40
+
+
+def test_charts_are_drawn_when_matplotlib_is_there(recorded, tmp_path):
+    pytest.importorskip("matplotlib")
+    assert {"ratio.png", "roofline.png", "matmul.png"} <= set(report.charts(recorded, tmp_path))
+    assert (tmp_path / "roofline.png").stat().st_size > 1000
+
+
+def test_readme_section_is_regenerated_between_markers(recorded, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{report.README_START}\nstale\n{report.README_END}\noutro\n")
+    report.update_readme(readme, recorded)
+    text = readme.read_text()
+    assert "stale" not in text and text.startswith("intro\n") and text.endswith("outro\n")
+    assert "| matmul | square 4096 | matmul tiled |" in text
+    readme.write_text("no markers")
+    with pytest.raises(ValueError, match="no benchmark markers"):
+        report.update_readme(readme, recorded)
+
+
+def test_compare_finds_what_changed(recorded):
+    rows, only_old, only_new = compare.compare(recorded, recorded)
+    assert rows and all(r[-1] == "unchanged" for r in rows) and not only_old and not only_new
+    faster = copy.deepcopy(recorded)
+    for r in faster["families"]["loss"]:
+        r["ms"] /= 2
+    del faster["families"]["optim"]
+    rows, only_old, _ = compare.compare(recorded, faster)
+    verdicts = {(r[0], r[1]): r[-1] for r in rows}
+    assert verdicts[("loss", "cross_entropy 65536x1000")] == "faster"
+    assert verdicts[("matmul", "square 4096")] == "unchanged"
+    assert {key[0] for key in only_old} == {"optim"}
+    other = copy.deepcopy(recorded)
+    other["info"]["device"] = "NVIDIA H100 80GB HBM3"
+    with pytest.raises(ValueError, match="different cards"):
+        compare.compare(recorded, other)
+
+
+def test_compare_cli_prints_a_table(capsys):
+    assert compare.main([str(RECORDED / "results.json"), str(RECORDED / "results.json")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("| family | case | op |") and "0 faster, 0 slower" in out
+
+
+def test_recorded_results_say_where_they_came_from():
+    content = json.loads((RECORDED / "results.json").read_text())
+    assert {"device", "driver", "cupy", "date"} <= content["info"].keys()
+    assert all(r.get("correct") is not False for rows in content["families"].values() for r in rows)
