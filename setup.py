@@ -163,7 +163,7 @@ setup(
     install_requires=requirements(),
     entry_points={"console_scripts": ["pyfast-train = pyfast.train:main"]},
     extras_require={
-        "test": ["pytest>=7", "scikit-learn"],  # the trainer tests use the bundled digits
+        "test": ["pytest>=7", "hypothesis", "scikit-learn"],  # scikit-learn: the bundled digits
         "bench": ["torch", "matplotlib"],
         "train": ["matplotlib", "tqdm"],
         "data": ["scikit-learn"],

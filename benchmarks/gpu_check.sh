@@ -2,6 +2,8 @@
 # The one command for a GPU machine with no package index (run from anywhere):
 #   bash benchmarks/gpu_check.sh          build, whole test suite, memcheck, benchmarks
 #   bash benchmarks/gpu_check.sh quick    the same without the slow tests and with fewer shapes
+#   bash benchmarks/gpu_check.sh sanitize build, then the GPU tests under compute-sanitizer memcheck,
+#                                         racecheck, initcheck and synccheck, with a summary
 # 1. builds pyfast in place (pip --no-build-isolation --no-deps; PYFAST_CUDA_ARCHS, default 90),
 # 2. runs the whole pytest suite, GPU tests included,
 # 3. runs the GPU kernel tests under compute-sanitizer memcheck with CuPy's pool disabled
@@ -13,7 +15,7 @@
 # table last. Exits non-zero if any step failed. Per-step limits: STEP_TIMEOUT (seconds, 600).
 set -u
 mode=${1:-full}
-case "$mode" in full|quick) ;; *) echo "usage: $0 [full|quick]" >&2; exit 2 ;; esac
+case "$mode" in full|quick|sanitize) ;; *) echo "usage: $0 [full|quick|sanitize]" >&2; exit 2 ;; esac
 cd "$(dirname "$0")/.." || exit 2
 PYTHON=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
@@ -53,19 +55,38 @@ fi
 
 step build "$limit" env PYFAST_CUDA_ARCHS="${PYFAST_CUDA_ARCHS:-90}" \
     "$PYTHON" -m pip install --no-build-isolation --no-deps -v -e .
-step tests "$limit" "$PYTHON" -m pytest -q -ra "${not_slow[@]}" tests
-if command -v compute-sanitizer > /dev/null; then
-    # Slow shapes and the PyTorch interop test (whose start-up alone is minutes under the
-    # sanitizer) are left out; every kernel and edge case is still exercised.
-    step memcheck "$limit" env PYFAST_TEST_NO_POOL=1 compute-sanitizer --tool memcheck --error-exitcode 99 \
-        --print-limit 50 "$PYTHON" -m pytest -q -m "gpu and not slow" -k "not pytorch and not torch" \
-        tests/test_matmul.py tests/test_elementwise.py tests/test_loss.py tests/test_optim.py tests/test_conv.py \
-        tests/test_pool.py tests/test_train.py
-else
-    echo "compute-sanitizer not found" > "$logs/memcheck.log"
-    printf '%-10s %-6s %8s  %s\n' memcheck FAIL 0 "memcheck.log (compute-sanitizer not found)" >> "$summary"
-    failed=1
+GPU_TESTS=(tests/test_matmul.py tests/test_elementwise.py tests/test_loss.py tests/test_optim.py tests/test_conv.py
+           tests/test_pool.py tests/test_train.py tests/test_bad_inputs.py tests/test_properties.py
+           tests/test_reliability.py)
+# sanitize TOOL: the GPU tests under one compute-sanitizer tool. CuPy's pool is disabled (an
+# overrun inside a larger pooled block would go unseen); slow shapes and the PyTorch interop
+# tests (whose start-up alone takes minutes under the sanitizer) are left out; property tests
+# draw 5 examples each.
+sanitize() {
+    local tool=$1
+    if ! command -v compute-sanitizer > /dev/null; then
+        echo "compute-sanitizer not found" > "$logs/$tool.log"
+        printf '%-10s %-6s %8s  %s\n' "$tool" FAIL 0 "$tool.log (compute-sanitizer not found)" >> "$summary"
+        failed=1
+        return
+    fi
+    step "$tool" "$limit" env PYFAST_TEST_NO_POOL=1 PYFAST_HYPOTHESIS_EXAMPLES=5 compute-sanitizer --tool "$tool" \
+        --error-exitcode 99 --print-limit 50 "$PYTHON" -m pytest -q -p no:cacheprovider -m "gpu and not slow" \
+        -k "not pytorch and not torch and not out_of_memory" "${GPU_TESTS[@]}"
+}
+
+if [ "$mode" = sanitize ]; then
+    for tool in memcheck racecheck initcheck synccheck; do sanitize "$tool"; done
+    echo "=== summary (sanitize) on $(nvidia-smi --query-gpu=name --format=csv,noheader 2> /dev/null | head -1)"
+    for tool in memcheck racecheck initcheck synccheck; do
+        printf '%-10s ' "$tool"; grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|passed|failed' "$logs/$tool.log" | tail -2 | tr '\n' ' '; echo
+    done
+    cat "$summary"
+    exit $failed
 fi
+
+step tests "$limit" "$PYTHON" -m pytest -q -ra "${not_slow[@]}" tests
+sanitize memcheck
 # Every family runs even if one fails (benchmarks.run exits non-zero then); results.json,
 # results.csv, report.md and the charts travel as one archive (results.tar).
 step bench "$limit" "$PYTHON" -m benchmarks.run ${bench_args[*]} --out "$logs/results"

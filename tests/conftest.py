@@ -3,8 +3,17 @@ import zlib
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 import pyfast
+
+# Property tests: derandomized under CI (the same examples every run), no per-example deadline
+# (the first GPU call compiles nothing but can be slow); PYFAST_HYPOTHESIS_EXAMPLES raises the
+# count for a long fuzzing run on a GPU machine.
+_examples = int(os.environ.get("PYFAST_HYPOTHESIS_EXAMPLES", "30"))
+settings.register_profile("ci", derandomize=True, deadline=None, max_examples=_examples, print_blob=True)
+settings.register_profile("dev", deadline=None, max_examples=_examples, print_blob=True)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 def pytest_report_header(config):
