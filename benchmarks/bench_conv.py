@@ -7,7 +7,6 @@ Each result is checked against PyTorch's float64 convolution before it is timed.
 is cuDNN time / pyfast time (above 1: faster than cuDNN).
 """
 
-import argparse
 import sys
 
 import cupy
@@ -27,10 +26,7 @@ def cases(quick):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out")
-    args = parser.parse_args(argv)
+    args = harness.parse_args(__doc__, argv)
     info = harness.device_info()
     torch = harness.torch_or_none()
     if torch is None:
@@ -72,30 +68,22 @@ def main(argv=None):
             for version in ops.CONV2D_VERSIONS:
                 row = dict(case=label, x=list(x_shape), w=list(w_shape), op=pass_name, version=version)
                 if expected:
-                    try:
+                    def check():
                         assert_close(run(version), cupy.from_dlpack(expected[pass_name].contiguous()),
                                      atol=reduction_atol(reduction), name=f"{label} {pass_name} {version}")
-                    except AssertionError as error:
-                        print(f"WRONG RESULT: {error}", file=sys.stderr)
+
+                    if not harness.check_first(rows, row, check):
                         failures += 1
-                        rows.append(dict(row, correct=False))
                         continue
                 t = harness.time_gpu(lambda: run(version), [()])
                 rows.append(dict(row, correct=bool(expected), ms=t.median_ms, p10_ms=t.p10_ms, p90_ms=t.p90_ms,
                                  tflops=harness.tflops(flop, t.median_ms), cudnn_ms=base_ms,
                                  cudnn_tflops=harness.tflops(flop, base_ms) if base_ms else None,
                                  ratio=base_ms / t.median_ms if base_ms else None))
-        del x, w, dy, y_buf, dx_buf, dw_buf, expected
-        cupy.get_default_memory_pool().free_all_blocks()
-    harness.print_table(rows, [("case", "case", "{}"), ("pass", "op", "{}"), ("version", "version", "{}"),
-                               ("ms", "ms", "{:.4f}"), ("TFLOP/s", "tflops", "{:.2f}"), ("cuDNN ms", "cudnn_ms", "{:.4f}"),
-                               ("cuDNN TFLOP/s", "cudnn_tflops", "{:.2f}"), ("vs cuDNN", "ratio", "{:.3f}")])
-    path = harness.write_results("conv", info, rows, args.out)
-    print(f"# results: {path}")
-    if failures:
-        print(f"# {failures} wrong results: run refused", file=sys.stderr)
-        return 1
-    return 0
+    columns = [("case", "case", "{}"), ("pass", "op", "{}"), ("version", "version", "{}"), ("ms", "ms", "{:.4f}"),
+               ("TFLOP/s", "tflops", "{:.2f}"), ("cuDNN ms", "cudnn_ms", "{:.4f}"),
+               ("cuDNN TFLOP/s", "cudnn_tflops", "{:.2f}"), ("vs cuDNN", "ratio", "{:.3f}")]
+    return harness.finish("conv", info, rows, columns, args.out, failures)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ reductions, in GB/s (bytes each op must move at least: inputs read once, output 
     python -m benchmarks.bench_elementwise [--quick] [--out DIR]
 """
 
-import argparse
 import sys
 
 import cupy
@@ -23,10 +22,7 @@ def cases(quick):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out")
-    args = parser.parse_args(argv)
+    args = harness.parse_args(__doc__, argv)
     info = harness.device_info()
     print(f"# element-wise ops on {info['device']}")
     rows, failures = [], 0
@@ -59,27 +55,21 @@ def main(argv=None):
             ]
         for name, inputs, ours, baseline, moved, reference, atol in benches:
             row = dict(case=label, op=name, shape=list(shape), bytes=moved)
-            try:
+            def check():
                 assert_close(ours(*inputs[0]), reference(*inputs[0]), atol=atol, rtol=1e-6, name=f"{label} {name}")
-            except AssertionError as error:
-                print(f"WRONG RESULT: {error}", file=sys.stderr)
+
+            if not harness.check_first(rows, row, check):
                 failures += 1
-                rows.append(dict(row, correct=False))
                 continue
             base = harness.time_gpu(baseline, inputs)
             t = harness.time_gpu(ours, inputs)
             rows.append(dict(row, correct=True, ms=t.median_ms, p10_ms=t.p10_ms, p90_ms=t.p90_ms,
                              gbps=harness.gbps(moved, t.median_ms), cupy_ms=base.median_ms,
                              cupy_gbps=harness.gbps(moved, base.median_ms), ratio=base.median_ms / t.median_ms))
-    harness.print_table(rows, [("case", "case", "{}"), ("op", "op", "{}"), ("ms", "ms", "{:.4f}"),
-                               ("GB/s", "gbps", "{:.0f}"), ("CuPy ms", "cupy_ms", "{:.4f}"),
-                               ("CuPy GB/s", "cupy_gbps", "{:.0f}"), ("vs CuPy", "ratio", "{:.2f}")])
-    path = harness.write_results("elementwise", info, rows, args.out)
-    print(f"# results: {path}")
-    if failures:
-        print(f"# {failures} wrong results: run refused", file=sys.stderr)
-        return 1
-    return 0
+    columns = [("case", "case", "{}"), ("op", "op", "{}"), ("ms", "ms", "{:.4f}"), ("GB/s", "gbps", "{:.0f}"),
+               ("CuPy ms", "cupy_ms", "{:.4f}"), ("CuPy GB/s", "cupy_gbps", "{:.0f}"),
+               ("vs CuPy", "ratio", "{:.2f}")]
+    return harness.finish("elementwise", info, rows, columns, args.out, failures)
 
 
 if __name__ == "__main__":

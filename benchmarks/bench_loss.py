@@ -6,7 +6,6 @@ fraction of the card's device-to-device copy bandwidth measured in the same run.
 Bytes counted are the minimum: inputs read once, the gradient written once.
 """
 
-import argparse
 import sys
 
 import cupy
@@ -30,10 +29,7 @@ def cases(quick):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out")
-    args = parser.parse_args(argv)
+    args = harness.parse_args(__doc__, argv)
     info = harness.device_info()
     torch = harness.torch_or_none()
     copy = harness.copy_bandwidth_gbps()
@@ -63,7 +59,7 @@ def main(argv=None):
                 g = cupy.exp(log_p)
                 g[cupy.arange(n), y0] -= 1
                 expected = (-log_p[cupy.arange(n), y0].mean(), g / n)
-                del x64, log_p
+                x64 = log_p = None  # free their GPU memory now
             grad_atol, loss_atol = 1e-6 / n, 1e-4
         else:
             (n,) = shape
@@ -78,19 +74,18 @@ def main(argv=None):
             p0, t0 = inputs[0]
             d = p0.astype(cupy.float64) - t0
             expected = ((d * d).mean(), 2 * d / n)
-            del d
+            d = None  # free their GPU memory now
             grad_atol, loss_atol = 0.0, 1e-5
         row = dict(op=name, shape=list(shape), bytes=nbytes)
-        try:
+        def check():
             loss, g = ours(*inputs[0])
             assert_close(g, expected[1], atol=grad_atol, rtol=1e-5, name=f"{name} {shape} grad")
             assert_close(loss, expected[0], atol=loss_atol, rtol=1e-5, name=f"{name} {shape} loss")
-        except AssertionError as error:
-            print(f"WRONG RESULT: {error}", file=sys.stderr)
+
+        if not harness.check_first(rows, row, check):
             failures += 1
-            rows.append(dict(row, correct=False))
             continue
-        del expected
+        expected = None  # free their GPU memory now
         t = harness.time_gpu(ours, inputs)
         row.update(correct=True, ms=t.median_ms, p10_ms=t.p10_ms, p90_ms=t.p90_ms,
                    gbps=harness.gbps(nbytes, t.median_ms), of_copy=harness.gbps(nbytes, t.median_ms) / copy)
@@ -110,19 +105,14 @@ def main(argv=None):
             row.update(torch_ms=base.median_ms, torch_gbps=harness.gbps(nbytes, base.median_ms),
                        ratio=base.median_ms / t.median_ms)
         rows.append(row)
-        del inputs
+        inputs = None  # free their GPU memory now
         cupy.get_default_memory_pool().free_all_blocks()
     for r in rows:
         r["case"] = f"{r['op']} {'x'.join(map(str, r['shape']))}"
-    harness.print_table(rows, [("case", "case", "{}"), ("ms", "ms", "{:.4f}"), ("GB/s", "gbps", "{:.0f}"),
-                               ("of copy", "of_copy", "{:.0%}"), ("torch ms", "torch_ms", "{:.4f}"),
-                               ("torch GB/s", "torch_gbps", "{:.0f}"), ("vs torch", "ratio", "{:.2f}")])
-    path = harness.write_results("loss", info, rows, args.out)
-    print(f"# results: {path}")
-    if failures:
-        print(f"# {failures} wrong results: run refused", file=sys.stderr)
-        return 1
-    return 0
+    columns = [("case", "case", "{}"), ("ms", "ms", "{:.4f}"), ("GB/s", "gbps", "{:.0f}"),
+               ("of copy", "of_copy", "{:.0%}"), ("torch ms", "torch_ms", "{:.4f}"),
+               ("torch GB/s", "torch_gbps", "{:.0f}"), ("vs torch", "ratio", "{:.2f}")]
+    return harness.finish("loss", info, rows, columns, args.out, failures)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ before it is timed. Prints a table (time, TFLOP/s, ratio = cuBLAS time / pyfast 
 above 1 is faster than cuBLAS) and writes JSON under benchmarks/results/.
 """
 
-import argparse
 import os
 import sys
 
@@ -41,10 +40,7 @@ def make_inputs(m, n, k, trans_a, trans_b, sets, seed):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer shapes")
-    parser.add_argument("--out", help="directory for the JSON (default benchmarks/results/)")
-    args = parser.parse_args(argv)
+    args = harness.parse_args(__doc__, argv)
 
     info = harness.device_info()
     print(f"# matmul on {info['device']} (driver CUDA {info['driver_cuda_version']}, CuPy {info['cupy']}, "
@@ -79,18 +75,17 @@ def main(argv=None):
                 return ops.matmul(a, b, trans_a=trans_a, trans_b=trans_b, out=out, version=version)
 
             row = dict(case=label, m=m, n=n, k=k, trans_a=trans_a, trans_b=trans_b, version=version)
-            try:
+            def check():
                 assert_close(ours(a0, b0), expected, atol=reduction_atol(k), name=f"{label} {version}")
-            except AssertionError as error:
-                print(f"WRONG RESULT: {error}", file=sys.stderr)
+
+            if not harness.check_first(rows, row, check):
                 failures += 1
-                rows.append(dict(row, correct=False))
                 continue
             t = harness.time_gpu(ours, inputs)
             rows.append(dict(row, ms=t.median_ms, p10_ms=t.p10_ms, p90_ms=t.p90_ms, repeats=t.repeats,
                              tflops=harness.tflops(flop, t.median_ms), ratio=base.median_ms / t.median_ms,
                              correct=True))
-        del inputs, expected
+        inputs = expected = None  # free their GPU memory now
         cupy.get_default_memory_pool().free_all_blocks()
 
     # Progress against the on-GPU oracle: tiled speed-up over simple per case.
@@ -98,16 +93,11 @@ def main(argv=None):
     for r in rows:
         if r["version"] != "simple" and r.get("ms") and r["case"] in simple:
             r["vs_simple"] = simple[r["case"]] / r["ms"]
-    harness.print_table(rows, [("case", "case", "{}"), ("M", "m", "{}"), ("N", "n", "{}"), ("K", "k", "{}"),
-                               ("version", "version", "{}"), ("ms", "ms", "{:.4f}"), ("p10 ms", "p10_ms", "{:.4f}"), ("p90 ms", "p90_ms", "{:.4f}"),
-                               ("TFLOP/s", "tflops", "{:.2f}"), ("vs cuBLAS", "ratio", "{:.3f}"),
-                               ("vs simple", "vs_simple", "{:.1f}x")])
-    path = harness.write_results("matmul", info, rows, args.out)
-    print(f"# results: {path}")
-    if failures:
-        print(f"# {failures} wrong results: run refused", file=sys.stderr)
-        return 1
-    return 0
+    columns = [("case", "case", "{}"), ("M", "m", "{}"), ("N", "n", "{}"), ("K", "k", "{}"),
+               ("version", "version", "{}"), ("ms", "ms", "{:.4f}"), ("p10 ms", "p10_ms", "{:.4f}"),
+               ("p90 ms", "p90_ms", "{:.4f}"), ("TFLOP/s", "tflops", "{:.2f}"), ("vs cuBLAS", "ratio", "{:.3f}"),
+               ("vs simple", "vs_simple", "{:.1f}x")]
+    return harness.finish("matmul", info, rows, columns, args.out, failures)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ moments written); SGD with momentum 20. Times are per step with steps issued bac
 their Python overhead, which is then what is compared; for 10^8 parameters, by memory.
 """
 
-import argparse
 import sys
 
 import numpy as np
@@ -43,21 +42,15 @@ def check_adam(shapes):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out")
-    args = parser.parse_args(argv)
+    args = harness.parse_args(__doc__, argv)
     info = harness.device_info()
     torch = harness.torch_or_none()
     copy = harness.copy_bandwidth_gbps()
     info["copy_gbps"] = copy
     print(f"# optimizers on {info['device']}; device-to-device copy {copy:.0f} GB/s (read + write)")
-    rows, failures = [], 0
-    try:
-        check_adam(CNN_SHAPES)
-    except AssertionError as error:
-        print(f"WRONG RESULT: {error}", file=sys.stderr)
-        failures += 1
+    rows = []
+    failures = 0 if harness.check_first(rows, dict(case="adam step vs reference", op="adamw"),
+                                        lambda: check_adam(CNN_SHAPES)) else 1
     for label, shapes in (("cnn 422k x 8", CNN_SHAPES), ("1e8 x 4", LARGE_SHAPES)):
         count = int(sum(np.prod(s) for s in shapes))
         params, grads, m, v = make_state(shapes, seed=1)
@@ -89,21 +82,15 @@ def main(argv=None):
                     base = harness.time_back_to_back(opt.step, [()])
                     row[f"torch_{variant}_ms"] = base.median_ms
                     row[f"vs_{variant}"] = base.median_ms / t.median_ms
-                del tensors, opt
+                tensors = opt = None  # free their GPU memory now
             rows.append(row)
-        del params, grads, m, v, velocity
+        params = grads = m = v = velocity = None  # free their GPU memory now
         cupy.get_default_memory_pool().free_all_blocks()
-    harness.print_table(rows, [("case", "case", "{}"), ("op", "op", "{}"), ("ms", "ms", "{:.4f}"),
-                               ("GB/s", "gbps", "{:.0f}"), ("of copy", "of_copy", "{:.0%}"),
-                               ("torch fused ms", "torch_fused_ms", "{:.4f}"), ("vs fused", "vs_fused", "{:.2f}"),
-                               ("torch foreach ms", "torch_foreach_ms", "{:.4f}"),
-                               ("vs foreach", "vs_foreach", "{:.2f}")])
-    path = harness.write_results("optim", info, rows, args.out)
-    print(f"# results: {path}")
-    if failures:
-        print(f"# {failures} wrong results: run refused", file=sys.stderr)
-        return 1
-    return 0
+    columns = [("case", "case", "{}"), ("op", "op", "{}"), ("ms", "ms", "{:.4f}"), ("GB/s", "gbps", "{:.0f}"),
+               ("of copy", "of_copy", "{:.0%}"), ("torch fused ms", "torch_fused_ms", "{:.4f}"),
+               ("vs fused", "vs_fused", "{:.2f}"), ("torch foreach ms", "torch_foreach_ms", "{:.4f}"),
+               ("vs foreach", "vs_foreach", "{:.2f}")]
+    return harness.finish("optim", info, rows, columns, args.out, failures)
 
 
 if __name__ == "__main__":

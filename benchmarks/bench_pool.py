@@ -6,7 +6,6 @@ Bytes: input read once, output (and max-pool indices, 8 bytes each) written once
 dy (and indices) read, dx written. Each result is checked against PyTorch before timing.
 """
 
-import argparse
 import sys
 
 import cupy
@@ -24,10 +23,7 @@ def cases(quick):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out")
-    args = parser.parse_args(argv)
+    args = harness.parse_args(__doc__, argv)
     info = harness.device_info()
     torch = harness.torch_or_none()
     print(f"# pooling on {info['device']}")
@@ -67,28 +63,22 @@ def main(argv=None):
             if expected:
                 result = run()
                 result = result[0] if isinstance(result, tuple) else result
-                try:
+                def check():
                     assert_close(result, cupy.from_dlpack(expected[name].contiguous()), atol=1e-5,
                                  name=f"{label} {name}")
-                except AssertionError as error:
-                    print(f"WRONG RESULT: {error}", file=sys.stderr)
+
+                if not harness.check_first(rows, row, check):
                     failures += 1
-                    rows.append(dict(row, correct=False))
                     continue
             t = harness.time_gpu(run, [()])
             base_ms = harness.time_gpu(baselines[name], [()]).median_ms if baselines else None
             rows.append(dict(row, correct=bool(expected), ms=t.median_ms, gbps=harness.gbps(nbytes, t.median_ms),
                              torch_ms=base_ms, torch_gbps=harness.gbps(nbytes, base_ms) if base_ms else None,
                              ratio=base_ms / t.median_ms if base_ms else None))
-    harness.print_table(rows, [("case", "case", "{}"), ("op", "op", "{}"), ("ms", "ms", "{:.4f}"),
-                               ("GB/s", "gbps", "{:.0f}"), ("torch ms", "torch_ms", "{:.4f}"),
-                               ("torch GB/s", "torch_gbps", "{:.0f}"), ("vs torch", "ratio", "{:.2f}")])
-    path = harness.write_results("pool", info, rows, args.out)
-    print(f"# results: {path}")
-    if failures:
-        print(f"# {failures} wrong results: run refused", file=sys.stderr)
-        return 1
-    return 0
+    columns = [("case", "case", "{}"), ("op", "op", "{}"), ("ms", "ms", "{:.4f}"), ("GB/s", "gbps", "{:.0f}"),
+               ("torch ms", "torch_ms", "{:.4f}"), ("torch GB/s", "torch_gbps", "{:.0f}"),
+               ("vs torch", "ratio", "{:.2f}")]
+    return harness.finish("pool", info, rows, columns, args.out, failures)
 
 
 if __name__ == "__main__":

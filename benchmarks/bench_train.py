@@ -9,7 +9,6 @@ cnn: one training step (forward, cross-entropy, backward, Adam) of the CLI's net
 batch 64 / 256 / 1024, images per second, PyTorch eager with cuDNN as the baseline.
 """
 
-import argparse
 import sys
 import time
 
@@ -74,10 +73,7 @@ def torch_cnn(torch, model):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out")
-    args = parser.parse_args(argv)
+    args = harness.parse_args(__doc__, argv)
     info = harness.device_info()
     torch = harness.torch_or_none()
     print(f"# training on {info['device']}")
@@ -132,15 +128,10 @@ def main(argv=None):
         if "torch_ms" in row:
             row["ratio"] = row["torch_ms"] / t.median_ms
         rows.append(row)
-    harness.print_table(rows, [("case", "case", "{}"), ("ms", "ms", "{:.3f}"), ("images/s", "images_per_s", "{:.0f}"),
-                               ("torch ms", "torch_ms", "{:.3f}"), ("torch images/s", "torch_images_per_s", "{:.0f}"),
-                               ("vs torch", "ratio", "{:.2f}"), ("same loss", "correct", "{}")])
-    path = harness.write_results("train", info, rows, args.out)
-    print(f"# results: {path}")
-    if failures:
-        print(f"# {failures} results differ from PyTorch: run refused", file=sys.stderr)
-        return 1
-    return 0
+    columns = [("case", "case", "{}"), ("ms", "ms", "{:.3f}"), ("images/s", "images_per_s", "{:.0f}"),
+               ("torch ms", "torch_ms", "{:.3f}"), ("torch images/s", "torch_images_per_s", "{:.0f}"),
+               ("vs torch", "ratio", "{:.2f}"), ("same loss", "correct", "{}")]
+    return harness.finish("train", info, rows, columns, args.out, failures)
 
 
 if __name__ == "__main__":

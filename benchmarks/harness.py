@@ -11,6 +11,7 @@
   as a ratio to the baseline (cuBLAS / cuDNN / PyTorch) measured in the same run.
 """
 
+import argparse
 import dataclasses
 import datetime
 import json
@@ -18,6 +19,7 @@ import os
 import platform
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -216,3 +218,34 @@ def print_table(rows, columns):
         print("  ".join(c.rjust(w) for c, w in zip(r, widths)))
         if i == 0:
             print("  ".join("-" * w for w in widths))
+
+
+# ----------------------------------------------------------- the shape of every bench_* script
+def parse_args(doc, argv=None):
+    """--quick and --out, the options every family's benchmark takes."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer shapes")
+    parser.add_argument("--out", help="directory for the JSON (default benchmarks/results/)")
+    return parser.parse_args(argv)
+
+
+def check_first(rows, row, check):
+    """Runs check() (an assertion against the reference) before anything is timed. A wrong
+    result is reported and recorded as such; returns whether the result was right."""
+    try:
+        check()
+        return True
+    except AssertionError as error:
+        print(f"WRONG RESULT: {error}", file=sys.stderr)
+        rows.append(dict(row, correct=False))
+        return False
+
+
+def finish(family, info, rows, columns, out_dir, failures):
+    """Prints the table, writes the JSON; the exit status refuses a run with wrong results."""
+    print_table(rows, columns)
+    print(f"# results: {write_results(family, info, rows, out_dir)}")
+    if failures:
+        print(f"# {failures} wrong results: run refused", file=sys.stderr)
+        return 1
+    return 0

@@ -149,7 +149,8 @@ def summary(results):
     """The README's short version: the card, the date and the headline rows of each family."""
     info = results["info"]
     lines = [f"Latest run: {info.get('device', '?')}, {info.get('date', '?')[:10]} (full report with every shape: "
-             f"`benchmarks/results/`).", "", "| family | case | op | vs baseline | rate |", "| --- | --- | --- | --- | --- |"]
+             f"`benchmarks/results/`).", "",
+             "| family | case | op | vs baseline | rate |", "| --- | --- | --- | --- | --- |"]
     for family in FAMILIES:
         for r in headline_rows(family, results["families"].get(family, [])):
             lines.append(f"| {family} | {r['case']} | {r['op']} | {r['ratio']:.2f}x {r['baseline']} | "

@@ -43,6 +43,17 @@ inline unsigned grid_stride_blocks(std::int64_t work_items, int threads_per_bloc
     return static_cast<unsigned>(wanted < cap ? (wanted > 0 ? wanted : 1) : cap);
 }
 
+// Launches kernel<<<grid, kGridStrideThreads>>>(args...) for `items` independent work items
+// with a grid-stride grid; launches nothing when there are none. (tiny-cuda-nn's linear_kernel.)
+constexpr int kGridStrideThreads = 256;
+
+template <typename Kernel, typename... Args>
+cudaError_t launch_grid_stride(Kernel kernel, std::int64_t items, cudaStream_t stream, Args... args) {
+    if (items <= 0) return cudaSuccess;
+    kernel<<<grid_stride_blocks(items, kGridStrideThreads), kGridStrideThreads, 0, stream>>>(args...);
+    return cudaGetLastError();
+}
+
 // Grids are 1-D in x (up to 2^31-1 blocks); y and z stop at 65535, so kernels that
 // tile those dimensions loop with a stride of gridDim.y instead of assuming one block each.
 constexpr int kMaxGridY = 65535;

@@ -13,8 +13,6 @@
 namespace pyfast {
 namespace {
 
-constexpr int kThreads = 256;
-
 __global__ void conv2d_direct_kernel(const float* __restrict__ x, const float* __restrict__ w,
                                      const float* __restrict__ bias, float* __restrict__ y, Conv2dParams g) {
     const std::int64_t total = g.n * g.k * g.p * g.q;
@@ -90,32 +88,24 @@ __global__ void conv2d_backward_weight_direct_kernel(const float* __restrict__ d
     }
 }
 
-template <typename Kernel, typename... Args>
-cudaError_t launch_per_element(Kernel kernel, std::int64_t total, cudaStream_t stream, Args... args) {
-    if (total <= 0) return cudaSuccess;
-    kernel<<<grid_stride_blocks(total, kThreads), kThreads, 0, stream>>>(args...);
-    PYFAST_RETURN_IF_LAUNCH_FAILED();
-    return cudaSuccess;
-}
-
 }  // namespace
 
 cudaError_t conv2d(const float* x, const float* w, const float* bias, float* y, const Conv2dParams& g,
                    Conv2dVersion version, cudaStream_t stream) {
     if (version != Conv2dVersion::kDirect) return cudaErrorInvalidValue;
-    return launch_per_element(conv2d_direct_kernel, g.n * g.k * g.p * g.q, stream, x, w, bias, y, g);
+    return launch_grid_stride(conv2d_direct_kernel, g.n * g.k * g.p * g.q, stream, x, w, bias, y, g);
 }
 
 cudaError_t conv2d_backward_input(const float* dy, const float* w, float* dx, const Conv2dParams& g,
                                   Conv2dVersion version, cudaStream_t stream) {
     if (version != Conv2dVersion::kDirect) return cudaErrorInvalidValue;
-    return launch_per_element(conv2d_backward_input_direct_kernel, g.n * g.c * g.h * g.w, stream, dy, w, dx, g);
+    return launch_grid_stride(conv2d_backward_input_direct_kernel, g.n * g.c * g.h * g.w, stream, dy, w, dx, g);
 }
 
 cudaError_t conv2d_backward_weight(const float* dy, const float* x, float* dw, const Conv2dParams& g,
                                    Conv2dVersion version, cudaStream_t stream) {
     if (version != Conv2dVersion::kDirect) return cudaErrorInvalidValue;
-    return launch_per_element(conv2d_backward_weight_direct_kernel, g.k * g.c * g.r * g.s, stream, dy, x, dw, g);
+    return launch_grid_stride(conv2d_backward_weight_direct_kernel, g.k * g.c * g.r * g.s, stream, dy, x, dw, g);
 }
 
 }  // namespace pyfast

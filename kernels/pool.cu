@@ -16,8 +16,6 @@
 namespace pyfast {
 namespace {
 
-constexpr int kThreads = 256;
-
 __device__ __forceinline__ std::int64_t max64(std::int64_t a, std::int64_t b) { return a > b ? a : b; }
 __device__ __forceinline__ std::int64_t min64(std::int64_t a, std::int64_t b) { return a < b ? a : b; }
 
@@ -117,31 +115,23 @@ __global__ void avg_pool2d_backward_kernel(const float* __restrict__ dy, float* 
     }
 }
 
-template <typename Kernel, typename... Args>
-cudaError_t launch_per_element(Kernel kernel, std::int64_t total, cudaStream_t stream, Args... args) {
-    if (total <= 0) return cudaSuccess;
-    kernel<<<grid_stride_blocks(total, kThreads), kThreads, 0, stream>>>(args...);
-    PYFAST_RETURN_IF_LAUNCH_FAILED();
-    return cudaSuccess;
-}
-
 }  // namespace
 
 cudaError_t max_pool2d(const float* x, float* y, long long* indices, const Pool2dParams& g, cudaStream_t stream) {
-    return launch_per_element(max_pool2d_kernel, g.planes * g.p * g.q, stream, x, y, indices, g);
+    return launch_grid_stride(max_pool2d_kernel, g.planes * g.p * g.q, stream, x, y, indices, g);
 }
 
 cudaError_t max_pool2d_backward(const float* dy, const long long* indices, float* dx, const Pool2dParams& g,
                                 cudaStream_t stream) {
-    return launch_per_element(max_pool2d_backward_kernel, g.planes, stream, dy, indices, dx, g);
+    return launch_grid_stride(max_pool2d_backward_kernel, g.planes, stream, dy, indices, dx, g);
 }
 
 cudaError_t avg_pool2d(const float* x, float* y, const Pool2dParams& g, cudaStream_t stream) {
-    return launch_per_element(avg_pool2d_kernel, g.planes * g.p * g.q, stream, x, y, g);
+    return launch_grid_stride(avg_pool2d_kernel, g.planes * g.p * g.q, stream, x, y, g);
 }
 
 cudaError_t avg_pool2d_backward(const float* dy, float* dx, const Pool2dParams& g, cudaStream_t stream) {
-    return launch_per_element(avg_pool2d_backward_kernel, g.planes * g.h * g.w, stream, dy, dx, g);
+    return launch_grid_stride(avg_pool2d_backward_kernel, g.planes * g.h * g.w, stream, dy, dx, g);
 }
 
 }  // namespace pyfast

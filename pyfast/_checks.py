@@ -201,7 +201,8 @@ def conv2d_dims(x_shape, w_shape, stride, padding, dilation):
     n, c, h, w = x_shape
     k, c_w, r, s = w_shape
     if c != c_w:
-        raise ValueError(f"w: expected {c} input channels to match x.shape={tuple(x_shape)}, got w.shape={tuple(w_shape)}")
+        raise ValueError(f"w: expected {c} input channels to match x.shape={tuple(x_shape)}, "
+                         f"got w.shape={tuple(w_shape)}")
     for dim_name, dim in (("R", r), ("S", s), ("K", k)):
         if dim < 1:
             raise ValueError(f"w: expected a non-empty kernel, got shape {tuple(w_shape)} ({dim_name}={dim})")

@@ -97,7 +97,7 @@ def test_reference_matches_torch(rng, x_shape, w_shape, stride, padding, dilatio
 
 def test_conv_argument_errors():
     x, w = np.zeros((1, 2, 4, 4), np.float32), np.zeros((3, 2, 5, 5), np.float32)
-    with pytest.raises(ValueError, match=r"x: padded input size per channel 4x4 is smaller than the dilated kernel 5x5"):
+    with pytest.raises(ValueError, match=r"x: padded input size per channel 4x4 is smaller than the dilated kernel"):
         reference.conv2d(x, w)
     reference.conv2d(x, w, padding=1)  # 6x6 >= 5x5: fine
     with pytest.raises(ValueError, match=r"dilated kernel 9x9"):
