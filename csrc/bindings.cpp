@@ -288,39 +288,51 @@ PYBIND11_MODULE(_C, m) {
     // -------------------------------------------------------- convolution and pooling
     // geometry: conv (n, c, h, w, k, r, s, p, q, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w);
     //           pool (planes, h, w, p, q, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, count_include_pad).
+    m.def("conv2d_workspace_size",
+          [](const std::vector<std::int64_t>& geometry, int version) {
+              const Conv2dParams g = conv2d_params(geometry);
+              if (version != 0 && !conv2d_gemm_fits(g)) {
+                  throw std::invalid_argument("conv2d: version 'gemm' needs C*R*S, N*P*Q and K below 2^31");
+              }
+              return conv2d_workspace_size(g, static_cast<Conv2dVersion>(version));
+          },
+          py::arg("geometry"), py::arg("version"), "Floats of scratch memory a conv2d version needs (0: none).");
     m.def("conv2d",
-          [](std::uintptr_t x, std::uintptr_t w, std::uintptr_t bias, std::uintptr_t y,
+          [](std::uintptr_t x, std::uintptr_t w, std::uintptr_t bias, std::uintptr_t y, std::uintptr_t workspace,
              const std::vector<std::int64_t>& geometry, int version, int device, std::uintptr_t stream) {
               const Conv2dParams g = conv2d_params(geometry);
               run_op("conv2d", device, stream, [&](cudaStream_t s) {
                   return conv2d(device_ptr<const float>(x), device_ptr<const float>(w), device_ptr<const float>(bias),
-                                device_ptr<float>(y), g, static_cast<Conv2dVersion>(version), s);
+                                device_ptr<float>(y), device_ptr<float>(workspace), g,
+                                static_cast<Conv2dVersion>(version), s);
               });
           },
-          py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("y"), py::arg("geometry"), py::arg("version"),
-          py::arg("device"), py::arg("stream"), "y = conv2d(x, w) (+ bias; 0 for none).");
+          py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("y"), py::arg("workspace"), py::arg("geometry"),
+          py::arg("version"), py::arg("device"), py::arg("stream"), "y = conv2d(x, w) (+ bias; 0 for none).");
     m.def("conv2d_backward_input",
-          [](std::uintptr_t dy, std::uintptr_t w, std::uintptr_t dx, const std::vector<std::int64_t>& geometry,
-             int version, int device, std::uintptr_t stream) {
+          [](std::uintptr_t dy, std::uintptr_t w, std::uintptr_t dx, std::uintptr_t workspace,
+             const std::vector<std::int64_t>& geometry, int version, int device, std::uintptr_t stream) {
               const Conv2dParams g = conv2d_params(geometry);
               run_op("conv2d_backward_input", device, stream, [&](cudaStream_t s) {
                   return conv2d_backward_input(device_ptr<const float>(dy), device_ptr<const float>(w),
-                                               device_ptr<float>(dx), g, static_cast<Conv2dVersion>(version), s);
+                                               device_ptr<float>(dx), device_ptr<float>(workspace), g,
+                                               static_cast<Conv2dVersion>(version), s);
               });
           },
-          py::arg("dy"), py::arg("w"), py::arg("dx"), py::arg("geometry"), py::arg("version"), py::arg("device"),
-          py::arg("stream"), "dx, the gradient of conv2d for its input.");
+          py::arg("dy"), py::arg("w"), py::arg("dx"), py::arg("workspace"), py::arg("geometry"), py::arg("version"),
+          py::arg("device"), py::arg("stream"), "dx, the gradient of conv2d for its input.");
     m.def("conv2d_backward_weight",
-          [](std::uintptr_t dy, std::uintptr_t x, std::uintptr_t dw, const std::vector<std::int64_t>& geometry,
-             int version, int device, std::uintptr_t stream) {
+          [](std::uintptr_t dy, std::uintptr_t x, std::uintptr_t dw, std::uintptr_t workspace,
+             const std::vector<std::int64_t>& geometry, int version, int device, std::uintptr_t stream) {
               const Conv2dParams g = conv2d_params(geometry);
               run_op("conv2d_backward_weight", device, stream, [&](cudaStream_t s) {
                   return conv2d_backward_weight(device_ptr<const float>(dy), device_ptr<const float>(x),
-                                                device_ptr<float>(dw), g, static_cast<Conv2dVersion>(version), s);
+                                                device_ptr<float>(dw), device_ptr<float>(workspace), g,
+                                                static_cast<Conv2dVersion>(version), s);
               });
           },
-          py::arg("dy"), py::arg("x"), py::arg("dw"), py::arg("geometry"), py::arg("version"), py::arg("device"),
-          py::arg("stream"), "dw, the gradient of conv2d for its weight.");
+          py::arg("dy"), py::arg("x"), py::arg("dw"), py::arg("workspace"), py::arg("geometry"), py::arg("version"),
+          py::arg("device"), py::arg("stream"), "dw, the gradient of conv2d for its weight.");
     m.def("max_pool2d",
           [](std::uintptr_t x, std::uintptr_t y, std::uintptr_t indices, const std::vector<std::int64_t>& geometry,
              int device, std::uintptr_t stream) {

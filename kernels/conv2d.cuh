@@ -13,16 +13,22 @@ struct Conv2dParams {
     int stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w;
 };
 
-enum class Conv2dVersion : int { kDirect = 0 };
+// Numbering follows the versions in conv2d.cu's header; the Python layer names them.
+enum class Conv2dVersion : int { kDirect = 0, kGemm = 1 };
+
+// Floats of scratch memory a version needs for these sizes (0: none), the same for every pass.
+std::int64_t conv2d_workspace_size(const Conv2dParams& params, Conv2dVersion version);
+// Whether the gemm version's matrix dimensions fit its 32-bit GEMM (else it returns an error).
+bool conv2d_gemm_fits(const Conv2dParams& params);
 
 // y = conv(x, w) (+ bias[k], bias may be nullptr).
-cudaError_t conv2d(const float* x, const float* w, const float* bias, float* y, const Conv2dParams& params,
-                   Conv2dVersion version, cudaStream_t stream);
+cudaError_t conv2d(const float* x, const float* w, const float* bias, float* y, float* workspace,
+                   const Conv2dParams& params, Conv2dVersion version, cudaStream_t stream);
 // dx = gradient of conv with respect to x, given dy (N x K x P x Q).
-cudaError_t conv2d_backward_input(const float* dy, const float* w, float* dx, const Conv2dParams& params,
-                                  Conv2dVersion version, cudaStream_t stream);
+cudaError_t conv2d_backward_input(const float* dy, const float* w, float* dx, float* workspace,
+                                  const Conv2dParams& params, Conv2dVersion version, cudaStream_t stream);
 // dw = gradient of conv with respect to w, given dy and x.
-cudaError_t conv2d_backward_weight(const float* dy, const float* x, float* dw, const Conv2dParams& params,
-                                   Conv2dVersion version, cudaStream_t stream);
+cudaError_t conv2d_backward_weight(const float* dy, const float* x, float* dw, float* workspace,
+                                   const Conv2dParams& params, Conv2dVersion version, cudaStream_t stream);
 
 }  // namespace pyfast

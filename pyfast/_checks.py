@@ -184,7 +184,8 @@ def pair(name, value, minimum):
     return int(h), int(w)
 
 
-CONV2D_VERSIONS = ("direct",)  # index = the kernel's version number
+CONV2D_VERSIONS = ("direct", "gemm")  # index = the kernel's version number
+# "gemm" (im2col + the tiled matmul) becomes the default once a GPU run has checked it.
 DEFAULT_CONV2D_VERSION = "direct"
 
 

@@ -445,11 +445,19 @@ def _conv_geometry(g):
             *g["dilation"]]
 
 
+def _conv_workspace(g, version_code):
+    """Scratch memory for the convolution version (None when it needs none), from CuPy's pool."""
+    size = _C.conv2d_workspace_size(_conv_geometry(g), version_code)
+    return cupy.empty(size, cupy.float32) if size else None
+
+
 def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, out=None, version=None):
     """2D cross-correlation of NCHW ``x`` with OIHW ``w`` (+ ``bias`` per output channel), as
     torch.nn.functional.conv2d with groups=1. ``stride``, ``padding``, ``dilation``: an int or
     an (h, w) pair; output size (H + 2 pad - dilation (R - 1) - 1) // stride + 1. An input
-    smaller than the dilated kernel is a ValueError. ``version``: one of ``CONV2D_VERSIONS``."""
+    smaller than the dilated kernel is a ValueError. ``version``: one of ``CONV2D_VERSIONS``:
+    "direct" (one thread per output, the on-GPU oracle) or "gemm" (im2col into a workspace of
+    (C*R*S + K) * N*P*Q floats from CuPy's pool, then the tiled matmul)."""
     x_op, w_op = _input("x", x), _input("w", w)
     bias_op = _input("bias", bias, optional=True)
     g = _checks.conv2d_dims(x_op.shape, w_op.shape, stride, padding, dilation)
@@ -461,7 +469,9 @@ def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, out=None, versio
     bias = _on_gpu(bias_op) if bias_op is not None else None
     out = _output(out, (g["n"], g["k"], g["p"], g["q"]), {"x": x, "w": w, "bias": bias})
     if out.size:
-        _C.conv2d(_ptr(x), _ptr(w), _ptr(bias), _ptr(out), _conv_geometry(g), version_code, *_launch_args())
+        workspace = _conv_workspace(g, version_code)  # alive until the launch is queued
+        _C.conv2d(_ptr(x), _ptr(w), _ptr(bias), _ptr(out), _ptr(workspace),
+                  _conv_geometry(g), version_code, *_launch_args())
     return out
 
 
@@ -487,7 +497,9 @@ def conv2d_backward_input(dy, w, x_shape, *, stride=1, padding=0, dilation=1, ou
                                             dilation, version)
     out = _output(out, x_shape, {"dy": dy, "w": w})
     if out.size:
-        _C.conv2d_backward_input(_ptr(dy), _ptr(w), _ptr(out), _conv_geometry(g), version_code, *_launch_args())
+        workspace = _conv_workspace(g, version_code)  # alive until the launch is queued
+        _C.conv2d_backward_input(_ptr(dy), _ptr(w), _ptr(out), _ptr(workspace),
+                                 _conv_geometry(g), version_code, *_launch_args())
     return out
 
 
@@ -499,7 +511,9 @@ def conv2d_backward_weight(dy, x, w_shape, *, stride=1, padding=0, dilation=1, o
                                             dilation, version)
     out = _output(out, w_shape, {"dy": dy, "x": x})
     if out.size:
-        _C.conv2d_backward_weight(_ptr(dy), _ptr(x), _ptr(out), _conv_geometry(g), version_code, *_launch_args())
+        workspace = _conv_workspace(g, version_code)  # alive until the launch is queued
+        _C.conv2d_backward_weight(_ptr(dy), _ptr(x), _ptr(out), _ptr(workspace),
+                                  _conv_geometry(g), version_code, *_launch_args())
     return out
 
 
