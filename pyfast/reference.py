@@ -253,12 +253,14 @@ def conv2d_backward_input(dy, w, x_shape, *, stride=1, padding=0, dilation=1, ou
     x_shape = _checks.image_shape("x_shape", x_shape)
     g = _conv_gradient_dims(dy64, x_shape, w64.shape, stride, padding, dilation)
     (sh, sw), (ph, pw), (dh, dw) = g["stride"], g["padding"], g["dilation"]
+    # Every tap's contribution in one product, (N, P, Q, C, R, S); then each tap's slice is
+    # added where it lands in the padded input.
+    taps = np.tensordot(dy64, w64, axes=([1], [0]))
     dx = np.zeros((g["n"], g["c"], g["h"] + 2 * ph, g["w"] + 2 * pw))
     for r in range(g["r"]):
         for s in range(g["s"]):
-            contribution = np.tensordot(dy64, w64[:, :, r, s], axes=([1], [0])).transpose(0, 3, 1, 2)
             dx[:, :, r * dh: r * dh + sh * (g["p"] - 1) + 1: sh, s * dw: s * dw + sw * (g["q"] - 1) + 1: sw] += \
-                contribution
+                taps[:, :, :, :, r, s].transpose(0, 3, 1, 2)
     return _finish(dx[:, :, ph: ph + g["h"], pw: pw + g["w"]], out)
 
 
@@ -291,7 +293,8 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, out=None, out_indices=
     x64 = _input("x", x)
     g = _checks.pool2d_dims(x64.shape, kernel_size, stride, padding)
     windows = _pool_windows(x64, g, -np.inf)
-    real = _pool_windows(np.ones(x64.shape), g, 0.0) > 0  # False at padded positions
+    real = _pool_windows(np.ones((1, 1, g["h"], g["w"])), g, 0.0) > 0  # False at padded positions
+    real = np.broadcast_to(real, windows.shape)
     nan = np.isnan(windows)
     last_nan = windows.shape[-1] - 1 - np.argmax(nan[..., ::-1], axis=-1)
     first_max = np.argmax(np.where(nan, -np.inf, windows), axis=-1)
