@@ -32,9 +32,7 @@ def main(argv=None):
     args = harness.parse_args(__doc__, argv)
     info = harness.device_info()
     torch = harness.torch_or_none()
-    copy = harness.copy_bandwidth_gbps()
-    info["copy_gbps"] = copy
-    print(f"# losses on {info['device']}; device-to-device copy {copy:.0f} GB/s (read + write)")
+    copy = harness.record_copy_ceiling(info, "losses")
     rows, failures = [], 0
     for index, (name, shape) in enumerate(cases(args.quick)):
         rng = cupy.random.default_rng(index)

@@ -45,9 +45,7 @@ def main(argv=None):
     args = harness.parse_args(__doc__, argv)
     info = harness.device_info()
     torch = harness.torch_or_none()
-    copy = harness.copy_bandwidth_gbps()
-    info["copy_gbps"] = copy
-    print(f"# optimizers on {info['device']}; device-to-device copy {copy:.0f} GB/s (read + write)")
+    copy = harness.record_copy_ceiling(info, "optimizers")
     rows = []
     failures = 0 if harness.check_first(rows, dict(case="adam step vs reference", op="adamw"),
                                         lambda: check_adam(CNN_SHAPES)) else 1

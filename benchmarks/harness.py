@@ -117,6 +117,13 @@ def copy_bandwidth_gbps(nbytes=1 << 30):
     return gbps(2 * nbytes, t.median_ms)
 
 
+def record_copy_ceiling(info, what):
+    """Measures the copy ceiling into `info` and prints the benchmark's header line with it."""
+    info["copy_gbps"] = copy_bandwidth_gbps()
+    print(f"# {what} on {info['device']}; device-to-device copy {info['copy_gbps']:.0f} GB/s (read + write)")
+    return info["copy_gbps"]
+
+
 def torch_or_none():
     """PyTorch with CUDA, FP32 pinned (no TF32 anywhere), or None when it is not usable."""
     try:

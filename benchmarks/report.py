@@ -179,6 +179,13 @@ def charts(results, out_dir):
         return []
     out_dir = Path(out_dir)
     written = []
+
+    def save(fig, name):
+        fig.tight_layout()
+        fig.savefig(out_dir / name, dpi=110)
+        plt.close(fig)
+        written.append(name)
+
     rows = [(family, r) for family in FAMILIES for r in unified_rows(family, results["families"].get(family, []))
             if r.get("ratio")]
     if rows:
@@ -189,10 +196,7 @@ def charts(results, out_dir):
         ax.set_yticks(range(len(rows)), labels, fontsize=6)
         ax.set_xscale("log")
         ax.set_xlabel("speed relative to the baseline (baseline time / pyfast time)")
-        fig.tight_layout()
-        fig.savefig(out_dir / "ratio.png", dpi=110)
-        plt.close(fig)
-        written.append("ratio.png")
+        save(fig, "ratio.png")
     ceilings = results["ceilings"]
     matmul = [r for r in unified_rows("matmul", results["families"].get("matmul", [])) if r.get("rate")]
     if matmul and ceilings.get("copy_gbps") and ceilings.get("cublas_fp32_tflops"):
@@ -205,10 +209,7 @@ def charts(results, out_dir):
             ax.scatter([r["intensity"] for r in points], [r["rate"] for r in points], s=12, label=op)
         ax.set(xscale="log", yscale="log", xlabel="arithmetic intensity (FLOP / byte)", ylabel="TFLOP/s")
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out_dir / "roofline.png", dpi=110)
-        plt.close(fig)
-        written.append("roofline.png")
+        save(fig, "roofline.png")
     squares = [r for r in results["families"].get("matmul", []) if r["case"].startswith("square")]
     if squares:
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -217,10 +218,7 @@ def charts(results, out_dir):
             ax.plot(*zip(*points), marker="o", label="cuBLAS FP32" if version == "cublas" else version)
         ax.set(xscale="log", xlabel="M = N = K", ylabel="TFLOP/s", title="matmul")
         ax.legend()
-        fig.tight_layout()
-        fig.savefig(out_dir / "matmul.png", dpi=110)
-        plt.close(fig)
-        written.append("matmul.png")
+        save(fig, "matmul.png")
     steps = [r for r in results["families"].get("train", []) if r.get("batch")]
     if steps:
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -230,10 +228,7 @@ def charts(results, out_dir):
                     label="PyTorch eager")
         ax.set(xscale="log", xlabel="batch size", ylabel="images / s", title="CNN training step")
         ax.legend()
-        fig.tight_layout()
-        fig.savefig(out_dir / "train.png", dpi=110)
-        plt.close(fig)
-        written.append("train.png")
+        save(fig, "train.png")
     return written
 
 
