@@ -232,3 +232,54 @@ def test_cuda_linreg_matches_numpy(capsys):
     _, cuda_loss = train.run_linreg(train.parser().parse_args(["linreg", "--backend", "cuda"]))
     _, numpy_loss = train.run_linreg(train.parser().parse_args(["linreg", "--backend", "numpy"]))
     assert_close(cuda_loss, numpy_loss, atol=0, rtol=1e-5)
+
+
+# ============================================================== against PyTorch
+def _torch_twin(torch, model, device):
+    """The CLI's CNN in PyTorch with our initial weights (same OIHW / (out, in) layouts)."""
+    features = model.layers[7].in_features
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Flatten(),
+        torch.nn.Linear(features, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10)).to(device)
+    with torch.no_grad():
+        for ours, theirs in zip([model.layers[i] for i in (0, 3, 7, 8)], [net[i] for i in (0, 3, 7, 9)]):
+            theirs.weight.copy_(torch.tensor(model.backend.to_numpy(ours.weight)))
+            theirs.bias.copy_(torch.tensor(model.backend.to_numpy(ours.bias)))
+    return net
+
+
+def _twenty_steps_against_torch(backend_name, device):
+    torch = pytest.importorskip("torch")
+    model = train.cnn_model(backend_name, seed=11, image_size=8)
+    net = _torch_twin(torch, model, device)
+    loss, opt = nn.CrossEntropyLoss(model.backend), optim.Adam(model, lr=1e-3)
+    torch_opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    x, y = datasets.load_digits(8)
+    for xb, yb in list(datasets.batches(x, y, 64, shuffle=True, rng=np.random.default_rng(2)))[:20]:
+        value, grad = loss(model.forward(model.backend.asarray(xb)), model.backend.asarray(yb, dtype=np.int64))
+        model.backward(grad)
+        opt.step()
+        torch_opt.zero_grad()
+        expected = torch.nn.functional.cross_entropy(net(torch.tensor(xb, device=device)),
+                                                     torch.tensor(yb, device=device))
+        expected.backward()
+        torch_opt.step()
+        assert_close(float(value), expected.item(), atol=1e-4, rtol=1e-4)
+    for ours, theirs in zip(model.parameters(), [p for p in net.parameters()]):
+        assert_close(model.backend.to_numpy(ours), theirs.detach().cpu().numpy(), atol=1e-4, rtol=1e-3)
+
+
+def test_numpy_backend_trains_like_pytorch():
+    """20 Adam steps of the CLI's CNN from the same weights and batches: same losses and weights."""
+    _twenty_steps_against_torch("numpy", "cpu")
+
+
+@pytest.mark.gpu
+def test_cuda_backend_trains_like_pytorch():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("PyTorch has no CUDA")
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    _twenty_steps_against_torch("cuda", "cuda")
