@@ -283,3 +283,36 @@ def test_cuda_backend_trains_like_pytorch():
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
     _twenty_steps_against_torch("cuda", "cuda")
+
+
+def test_linreg_matches_the_pytorch_tutorial_from_the_same_weights(capsys):
+    torch = pytest.importorskip("torch")
+    model, _ = train.run_linreg(train.parser().parse_args(["linreg", "--backend", "numpy"]))
+    final = float(capsys.readouterr().out.splitlines()[9].split("=")[1])
+    x, y = (torch.tensor(a) for a in datasets.synthetic_regression(100, 2, seed=0))
+    init = nn.Linear(2, 1, rng=np.random.default_rng(0), backend=NUMPY)
+    net = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor(init.weight))
+        net.bias.copy_(torch.tensor(init.bias))
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    for _ in range(1000):
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(net(x), y)
+        loss.backward()
+        opt.step()
+    assert_close(final, loss.item(), atol=0, rtol=1e-5)
+    assert_close(model.weight, net.weight.detach().numpy(), atol=1e-5)
+
+
+def test_cnn_cli_reads_mnist_files(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (40, 28, 28)), rng.integers(0, 10, 40)
+    for prefix in ("train", "t10k"):
+        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", images)
+        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    train.main(["cnn", "--data", f"mnist:{tmp_path}", "--epochs", "1", "--batch-size", "16", "--backend", "numpy",
+                "--no-progress"])
+    out = capsys.readouterr().out
+    assert f"data: mnist:{tmp_path}, 36 train / 4 validation / 40 test images of 28x28" in out
+    assert "test accuracy" in out
