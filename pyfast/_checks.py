@@ -217,7 +217,8 @@ def conv2d_dims(x_shape, w_shape, stride, padding, dilation):
         )
     p = (padded[0] - kernel[0]) // stride[0] + 1
     q = (padded[1] - kernel[1]) // stride[1] + 1
-    return dict(n=n, c=c, h=h, w=w, k=k, r=r, s=s, p=p, q=q, stride=stride, padding=padding, dilation=dilation)
+    return dict(n=n, c=c, h=h, w=w, k=k, r=r, s=s, p=p, q=q, stride=stride, padding=padding, dilation=dilation,
+                y_shape=(n, k, p, q))
 
 
 def pool2d_dims(x_shape, kernel_size, stride, padding):
@@ -235,7 +236,7 @@ def pool2d_dims(x_shape, kernel_size, stride, padding):
     if p < 1 or q < 1:
         raise ValueError(f"x: input {h}x{w} with padding {padding} is smaller than the window {kernel}: "
                          f"the output would be {p}x{q}")
-    return dict(n=n, c=c, h=h, w=w, kernel=kernel, stride=stride, padding=padding, p=p, q=q)
+    return dict(n=n, c=c, h=h, w=w, kernel=kernel, stride=stride, padding=padding, p=p, q=q, y_shape=(n, c, p, q))
 
 
 def expect_indices(name, dtype):

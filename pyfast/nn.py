@@ -188,8 +188,7 @@ class Conv2d(_ParametrizedLayer):
     def forward(self, x):
         ops = self.backend.ops
         self._x = x
-        g = _checks.conv2d_dims(x.shape, self.weight.shape, **self._geometry())
-        shape = (g["n"], g["k"], g["p"], g["q"])
+        shape = _checks.conv2d_dims(x.shape, self.weight.shape, **self._geometry())["y_shape"]
         return ops.conv2d(x, self.weight, self.bias, out=self._buffer("y", shape), **self._geometry())
 
     def backward(self, dy):
@@ -220,8 +219,7 @@ class MaxPool2d(Module):
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
 
     def forward(self, x):
-        g = _checks.pool2d_dims(x.shape, self.kernel_size, self.stride, self.padding)
-        shape = (g["n"], g["c"], g["p"], g["q"])
+        shape = _checks.pool2d_dims(x.shape, self.kernel_size, self.stride, self.padding)["y_shape"]
         self._x_shape = x.shape
         y, self._indices = self.backend.ops.max_pool2d(x, self.kernel_size, self.stride, self.padding,
                                                        out=self._buffer("y", shape),
@@ -246,9 +244,9 @@ class AvgPool2d(Module):
         return self.kernel_size, self.stride, self.padding, self.count_include_pad
 
     def forward(self, x):
-        g = _checks.pool2d_dims(x.shape, self.kernel_size, self.stride, self.padding)
+        shape = _checks.pool2d_dims(x.shape, self.kernel_size, self.stride, self.padding)["y_shape"]
         self._x_shape = x.shape
-        return self.backend.ops.avg_pool2d(x, *self._args(), out=self._buffer("y", (g["n"], g["c"], g["p"], g["q"])))
+        return self.backend.ops.avg_pool2d(x, *self._args(), out=self._buffer("y", shape))
 
     def backward(self, dy):
         return self.backend.ops.avg_pool2d_backward(dy, self._x_shape, *self._args(),

@@ -467,7 +467,7 @@ def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, out=None, versio
     require_gpu("conv2d")
     x, w = _on_gpu(x_op), _on_gpu(w_op)
     bias = _on_gpu(bias_op) if bias_op is not None else None
-    out = _output(out, (g["n"], g["k"], g["p"], g["q"]), {"x": x, "w": w, "bias": bias})
+    out = _output(out, g["y_shape"], {"x": x, "w": w, "bias": bias})
     if out.size:
         workspace = _conv_workspace(g, version_code)  # alive until the launch is queued
         _C.conv2d(_ptr(x), _ptr(w), _ptr(bias), _ptr(out), _ptr(workspace),
@@ -483,7 +483,7 @@ def _conv_gradient(op_name, dy, other_name, other, x_shape, w_shape, stride, pad
     if w_shape is None:
         w_shape = other_op.shape
     g = _checks.conv2d_dims(x_shape, w_shape, stride, padding, dilation)
-    _checks.expect_shape("dy", dy_op.shape, (g["n"], g["k"], g["p"], g["q"]))
+    _checks.expect_shape("dy", dy_op.shape, g["y_shape"])
     version_code = _checks.conv2d_version_code(version)
     require_gpu(op_name)
     return _on_gpu(dy_op), _on_gpu(other_op), g, version_code
@@ -531,7 +531,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, out=None, out_indices=
     g = _checks.pool2d_dims(x_op.shape, kernel_size, stride, padding)
     require_gpu("max_pool2d")
     x = _on_gpu(x_op)
-    shape = (g["n"], g["c"], g["p"], g["q"])
+    shape = g["y_shape"]
     y = _output(out, shape, {"x": x})
     if out_indices is None:
         indices = cupy.empty(shape, cupy.int64)
@@ -580,7 +580,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True, *
     g = _checks.pool2d_dims(x_op.shape, kernel_size, stride, padding)
     require_gpu("avg_pool2d")
     x = _on_gpu(x_op)
-    y = _output(out, (g["n"], g["c"], g["p"], g["q"]), {"x": x})
+    y = _output(out, g["y_shape"], {"x": x})
     if y.size:
         _C.avg_pool2d(_ptr(x), _ptr(y), _pool_geometry(g, count_include_pad), *_launch_args())
     return y
@@ -592,7 +592,7 @@ def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, count_
     x_shape = _checks.image_shape("x_shape", x_shape)
     _checks.expect_bool("count_include_pad", count_include_pad)
     g = _checks.pool2d_dims(x_shape, kernel_size, stride, padding)
-    _checks.expect_shape("dy", dy_op.shape, (g["n"], g["c"], g["p"], g["q"]))
+    _checks.expect_shape("dy", dy_op.shape, g["y_shape"])
     require_gpu("avg_pool2d_backward")
     dy = _on_gpu(dy_op)
     out = _output(out, x_shape, {"dy": dy})

@@ -242,7 +242,7 @@ def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, out=None, versio
 
 def _conv_gradient_dims(dy, x_shape, w_shape, stride, padding, dilation):
     g = _checks.conv2d_dims(x_shape, w_shape, stride, padding, dilation)
-    _checks.expect_shape("dy", dy.shape, (g["n"], g["k"], g["p"], g["q"]))
+    _checks.expect_shape("dy", dy.shape, g["y_shape"])
     return g
 
 
@@ -363,7 +363,7 @@ def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, count_
     x_shape = _checks.image_shape("x_shape", x_shape)
     _checks.expect_bool("count_include_pad", count_include_pad)
     g = _checks.pool2d_dims(x_shape, kernel_size, stride, padding)
-    _checks.expect_shape("dy", dy64.shape, (g["n"], g["c"], g["p"], g["q"]))
+    _checks.expect_shape("dy", dy64.shape, g["y_shape"])
     (kh, kw), (sh, sw), (ph, pw) = g["kernel"], g["stride"], g["padding"]
     share = dy64 / _avg_divisor(g, count_include_pad)
     dx = np.zeros((g["n"], g["c"], g["h"] + 2 * ph, g["w"] + 2 * pw))
