@@ -157,13 +157,15 @@ setup(
     long_description=(ROOT / "README.md").read_text() if (ROOT / "README.md").exists() else "",
     long_description_content_type="text/markdown",
     packages=["pyfast"],
+    package_data={"pyfast": ["matmul_tuning.json"]},
     python_requires=">=3.9",
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtWithNvcc},
     install_requires=requirements(),
     entry_points={"console_scripts": ["pyfast-train = pyfast.train:main"]},
     extras_require={
-        "test": ["pytest>=7", "hypothesis", "scikit-learn"],  # scikit-learn: the bundled digits
+        # scikit-learn: the bundled digits; ml_dtypes: bfloat16 arrays for matmul's bf16 path
+        "test": ["pytest>=7", "hypothesis", "scikit-learn", "ml_dtypes"],
         "bench": ["torch", "matplotlib"],
         "train": ["matplotlib", "tqdm"],
         "data": ["scikit-learn"],

@@ -4,6 +4,10 @@
 #   bash benchmarks/gpu_check.sh quick    the same without the slow tests and with fewer shapes
 #   bash benchmarks/gpu_check.sh sanitize build, then the GPU tests under compute-sanitizer memcheck,
 #                                         racecheck, initcheck and synccheck, with a summary
+#   bash benchmarks/gpu_check.sh matmul   build, the matmul tests (plain, memcheck, racecheck),
+#                                         bench_matmul --quick and tune_matmul --quick (the tuned
+#                                         table comes back in results.tar; copy it over
+#                                         pyfast/matmul_tuning.json to adopt it)
 # 1. builds pyfast in place (pip --no-build-isolation --no-deps; PYFAST_CUDA_ARCHS, default 90),
 # 2. runs the whole pytest suite, GPU tests included,
 # 3. runs the GPU kernel tests under compute-sanitizer memcheck with CuPy's pool disabled
@@ -15,7 +19,7 @@
 # table last. Exits non-zero if any step failed. Per-step limits: STEP_TIMEOUT (seconds, 600).
 set -u
 mode=${1:-full}
-case "$mode" in full|quick|sanitize) ;; *) echo "usage: $0 [full|quick|sanitize]" >&2; exit 2 ;; esac
+case "$mode" in full|quick|sanitize|matmul) ;; *) echo "usage: $0 [full|quick|sanitize|matmul]" >&2; exit 2 ;; esac
 cd "$(dirname "$0")/.." || exit 2
 PYTHON=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
@@ -55,15 +59,18 @@ fi
 
 step build "$limit" env PYFAST_CUDA_ARCHS="${PYFAST_CUDA_ARCHS:-90}" \
     "$PYTHON" -m pip install --no-build-isolation --no-deps -v -e .
-GPU_TESTS=(tests/test_matmul.py tests/test_elementwise.py tests/test_loss.py tests/test_optim.py tests/test_conv.py
+GPU_TESTS=(tests/test_matmul.py tests/test_matmul_precision.py tests/test_elementwise.py tests/test_loss.py tests/test_optim.py tests/test_conv.py
            tests/test_pool.py tests/test_train.py tests/test_bad_inputs.py tests/test_properties.py
            tests/test_reliability.py)
-# sanitize TOOL: the GPU tests under one compute-sanitizer tool. CuPy's pool is disabled (an
+# sanitize TOOL [TEST FILES]: the GPU tests (default GPU_TESTS) under one compute-sanitizer tool. CuPy's pool is disabled (an
 # overrun inside a larger pooled block would go unseen); slow shapes and the PyTorch interop
 # tests (whose start-up alone takes minutes under the sanitizer) are left out; property tests
 # draw 5 examples each.
 sanitize() {
     local tool=$1
+    shift
+    local files=("$@")
+    [ ${#files[@]} -gt 0 ] || files=("${GPU_TESTS[@]}")
     if ! command -v compute-sanitizer > /dev/null; then
         echo "compute-sanitizer not found" > "$logs/$tool.log"
         printf '%-10s %-6s %8s  %s\n' "$tool" FAIL 0 "$tool.log (compute-sanitizer not found)" >> "$summary"
@@ -72,7 +79,7 @@ sanitize() {
     fi
     step "$tool" "$limit" env PYFAST_TEST_NO_POOL=1 PYFAST_HYPOTHESIS_EXAMPLES=5 compute-sanitizer --tool "$tool" \
         --error-exitcode 99 --print-limit 50 "$PYTHON" -m pytest -q -p no:cacheprovider -m "gpu and not slow" \
-        -k "not pytorch and not torch and not out_of_memory" "${GPU_TESTS[@]}"
+        -k "not pytorch and not torch and not out_of_memory" "${files[@]}"
 }
 
 if [ "$mode" = sanitize ]; then
@@ -81,6 +88,25 @@ if [ "$mode" = sanitize ]; then
     for tool in memcheck racecheck initcheck synccheck; do
         printf '%-10s ' "$tool"; grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|passed|failed' "$logs/$tool.log" | tail -2 | tr '\n' ' '; echo
     done
+    cat "$summary"
+    exit $failed
+fi
+
+if [ "$mode" = matmul ]; then
+    matmul_tests=(tests/test_matmul.py tests/test_matmul_precision.py)
+    step tests "$limit" "$PYTHON" -m pytest -q -ra "${matmul_tests[@]}"
+    sanitize memcheck "${matmul_tests[@]}"
+    sanitize racecheck "${matmul_tests[@]}"
+    mkdir -p "$logs/results"
+    step bench "$limit" "$PYTHON" -m benchmarks.bench_matmul --quick --out "$logs/results"
+    cp pyfast/matmul_tuning.json "$logs/results/matmul_tuning.json"
+    step tune "$limit" "$PYTHON" -m benchmarks.tune_matmul --quick --table "$logs/results/matmul_tuning.json"
+    mv "$logs/tune.log" "$logs/results/tune.log"
+    tar -cf "$logs/results.tar" -C "$logs" results && rm -r "$logs/results"
+    echo "=== summary (matmul) on $(nvidia-smi --query-gpu=name --format=csv,noheader 2> /dev/null | head -1)"
+    grep -E 'passed|failed|error' "$logs/tests.log" | tail -1
+    grep -hE 'ERROR SUMMARY|RACECHECK SUMMARY' "$logs/memcheck.log" "$logs/racecheck.log" | tail -4
+    grep -E '^ *(case|square|fc1 fwd b64 )' "$logs/bench.log" | head -60 || true
     cat "$summary"
     exit $failed
 fi

@@ -228,12 +228,16 @@ def print_table(rows, columns):
 
 
 # ----------------------------------------------------------- the shape of every bench_* script
-def parse_args(doc, argv=None):
-    """--quick and --out, the options every family's benchmark takes."""
+def argument_parser(doc):
+    """--quick and --out, the options every family's benchmark takes (add more, then parse)."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer shapes")
     parser.add_argument("--out", help="directory for the JSON (default benchmarks/results/)")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(doc, argv=None):
+    return argument_parser(doc).parse_args(argv)
 
 
 def check_first(rows, row, check):

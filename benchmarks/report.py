@@ -22,6 +22,9 @@ README_END = "<!-- benchmarks:end -->"
 
 
 # ------------------------------------------------------------------------------ loading
+# matmul rows whose version is one of these are cuBLAS baselines (the others name theirs).
+MATMUL_BASELINES = {"cublas": "cuBLAS FP32", "cublas tf32": "cuBLAS TF32", "cublas bf16": "cuBLAS BF16"}
+
 def load_results(paths):
     """One merged results dict ({"info", "ceilings", "families": {name: rows}}) from a merged
     results.json or from per-family files (their infos must name the same card)."""
@@ -58,14 +61,17 @@ def unified_rows(family, rows):
     (baseline time / pyfast time: above 1 is faster), rate, unit, correct."""
     out = []
     if family == "matmul":
-        base = {r["case"]: r for r in rows if r.get("version") == "cublas"}
+        # Baseline rows are cuBLAS in each precision; older files have only "cublas" (FP32).
+        names = MATMUL_BASELINES
+        base = {(r["case"], r["version"]): r for r in rows if r.get("version") in names}
         for r in rows:
-            if r.get("version") == "cublas":
+            if r.get("version") in names:
                 continue
-            b = base.get(r["case"], {})
-            out.append(dict(case=r["case"], op=f"matmul {r['version']}", ms=r.get("ms"), baseline="cuBLAS FP32",
+            baseline = r.get("baseline", "cublas")
+            b = base.get((r["case"], baseline), {})
+            out.append(dict(case=r["case"], op=f"matmul {r['version']}", ms=r.get("ms"), baseline=names[baseline],
                             baseline_ms=b.get("ms"), ratio=r.get("ratio"), rate=r.get("tflops"), unit="TFLOP/s",
-                            correct=r.get("correct"),
+                            correct=r.get("correct"), fp32=baseline == "cublas",
                             intensity=2 * r["m"] * r["n"] * r["k"] / (4 * (r["m"] * r["k"] + r["k"] * r["n"] +
                                                                         r["m"] * r["n"]))))
         return out
@@ -94,7 +100,7 @@ def percent_of_ceiling(row, ceilings):
         return None
     if row["unit"] == "GB/s" and ceilings.get("copy_gbps"):
         return row["rate"] / ceilings["copy_gbps"]
-    if row["unit"] == "TFLOP/s" and ceilings.get("cublas_fp32_tflops"):
+    if row["unit"] == "TFLOP/s" and row.get("fp32", True) and ceilings.get("cublas_fp32_tflops"):
         return row["rate"] / ceilings["cublas_fp32_tflops"]
     return None
 
@@ -198,7 +204,8 @@ def charts(results, out_dir):
         ax.set_xlabel("speed relative to the baseline (baseline time / pyfast time)")
         save(fig, "ratio.png")
     ceilings = results["ceilings"]
-    matmul = [r for r in unified_rows("matmul", results["families"].get("matmul", [])) if r.get("rate")]
+    matmul = [r for r in unified_rows("matmul", results["families"].get("matmul", []))
+              if r.get("rate") and r.get("fp32")]
     if matmul and ceilings.get("copy_gbps") and ceilings.get("cublas_fp32_tflops"):
         fig, ax = plt.subplots(figsize=(6, 4.5))
         xs = [10 ** (x / 20) for x in range(-40, 81)]  # 0.01 .. 10^4 FLOP/byte
@@ -215,8 +222,10 @@ def charts(results, out_dir):
         fig, ax = plt.subplots(figsize=(6, 4))
         for version in sorted({r["version"] for r in squares}):
             points = sorted((r["m"], r["tflops"]) for r in squares if r["version"] == version and r.get("tflops"))
-            ax.plot(*zip(*points), marker="o", label="cuBLAS FP32" if version == "cublas" else version)
-        ax.set(xscale="log", xlabel="M = N = K", ylabel="TFLOP/s", title="matmul")
+            if points:
+                ax.plot(*zip(*points), marker="o", linestyle="--" if version.startswith("cublas") else "-",
+                        label=MATMUL_BASELINES.get(version, version))
+        ax.set(xscale="log", yscale="log", xlabel="M = N = K", ylabel="TFLOP/s", title="matmul")
         ax.legend()
         save(fig, "matmul.png")
     steps = [r for r in results["families"].get("train", []) if r.get("batch")]

@@ -131,20 +131,36 @@ PYBIND11_MODULE(_C, m) {
 
     m.def("matmul",
           [](std::uintptr_t a, std::uintptr_t b, std::uintptr_t bias, std::uintptr_t c, int rows, int cols,
-             int inner, bool trans_a, bool trans_b, int activation, int version, int device,
-             std::uintptr_t stream) {
-              MatmulParams params{device_ptr<const float>(a), device_ptr<const float>(b),
+             int inner, bool trans_a, bool trans_b, int activation, int version, int precision, int input_type,
+             int config, int splits, std::uintptr_t workspace, int device, std::uintptr_t stream) {
+              MatmulParams params{device_ptr<const void>(a), device_ptr<const void>(b),
                                   device_ptr<const float>(bias), device_ptr<float>(c), rows, cols, inner,
-                                  trans_a, trans_b, static_cast<Activation>(activation)};
+                                  trans_a, trans_b, static_cast<Activation>(activation),
+                                  static_cast<ElementType>(input_type)};
               run_op("matmul", device, stream, [&](cudaStream_t s) {
-                  return matmul(params, static_cast<MatmulVersion>(version), s);
+                  return matmul(params, static_cast<MatmulVersion>(version), static_cast<MatmulPrecision>(precision),
+                                MatmulPlan{config, splits}, device_ptr<float>(workspace), s);
               });
           },
           py::arg("a"), py::arg("b"), py::arg("bias"), py::arg("c"), py::arg("m"), py::arg("n"), py::arg("k"),
-          py::arg("trans_a"), py::arg("trans_b"), py::arg("activation"), py::arg("version"),
-          py::arg("device"), py::arg("stream"),
-          "C (m x n) = act(op(A) @ op(B) + bias). Pointers are device addresses; bias may be 0. "
-          "activation: 0 none, 1 relu. version: 0 simple, 1 tiled.");
+          py::arg("trans_a"), py::arg("trans_b"), py::arg("activation"), py::arg("version"), py::arg("precision"),
+          py::arg("input_type"), py::arg("config"), py::arg("splits"), py::arg("workspace"), py::arg("device"),
+          py::arg("stream"),
+          "C (m x n, float32) = act(op(A) @ op(B) + bias). Pointers are device addresses; bias and workspace "
+          "may be 0. activation: 0 none, 1 relu. version: 0 simple, 1 tiled, 2 tensor core. precision: 0 fp32 "
+          "(versions 0, 1), 1 tf32, 2 bf16 (version 2). input_type: 0 float32, 1 bfloat16 (bf16 only). "
+          "config: -1 (by shape) or 0 .. matmul_config_count(version) - 1; splits: 1 .. 64 K slices, whose "
+          "partial sums need matmul_workspace_size(m, n, k, splits) bytes of workspace.");
+
+    m.def("matmul_workspace_size",
+          [](int rows, int cols, int inner, int splits) {
+              return matmul_workspace_bytes(rows, cols, inner, MatmulPlan{-1, splits});
+          },
+          py::arg("m"), py::arg("n"), py::arg("k"), py::arg("splits"),
+          "Bytes of workspace a matmul with `splits` K slices needs (0 when it does not split).");
+
+    m.def("matmul_config_count", [](int version) { return matmul_config_count(static_cast<MatmulVersion>(version)); },
+          py::arg("version"), "Tile configurations of a matmul version (plans index them from 0).");
 
     m.def("relu",
           [](std::uintptr_t x, std::uintptr_t y, std::int64_t n, int device, std::uintptr_t stream) {

@@ -12,6 +12,11 @@
 //                       thread when the large tiles would leave SMs idle.
 // References: S. Boehm, "How to optimize a CUDA matmul kernel for cuBLAS-like performance"
 //             (SGEMM_CUDA); CUTLASS's threadblock/warp/thread tiling hierarchy.
+//           v2 tensor core (matmul_tc.cu) - mma.sync on TF32 or BF16 operands, float32 accumulation.
+// Split-K (any version but simple, chosen by a MatmulPlan): K is cut into slices, one per
+// blockIdx.z; each writes its partial product to a workspace and a second kernel sums the
+// slices in order and applies the epilogue, so results do not depend on timing. It fills the
+// GPU when M x N has few tiles but K is long (a batch of 64 against 3136 x 128 weights).
 // Every edge is guarded: any M, N, K >= 1 (and K = 0) is computed exactly; out-of-range
 // loads read as zero, out-of-range stores are skipped.
 
@@ -31,28 +36,32 @@ __device__ __forceinline__ float apply_epilogue(float v, const float* __restrict
 
 // ---------------------------------------------------------------- v0: simple
 __global__ void matmul_simple_kernel(MatmulParams p) {
+    const float* __restrict__ a = static_cast<const float*>(p.a);
+    const float* __restrict__ b = static_cast<const float*>(p.b);
     const int col = blockIdx.x * blockDim.x + threadIdx.x;
     if (col >= p.n) return;
     for (int row = blockIdx.y * blockDim.y + threadIdx.y; row < p.m; row += gridDim.y * blockDim.y) {
         float acc = 0.0f;
         for (int k = 0; k < p.k; ++k) {
-            const float a = p.trans_a ? p.a[(int64_t)k * p.m + row] : p.a[(int64_t)row * p.k + k];
-            const float b = p.trans_b ? p.b[(int64_t)col * p.k + k] : p.b[(int64_t)k * p.n + col];
-            acc = fmaf(a, b, acc);
+            const float x = p.trans_a ? a[(int64_t)k * p.m + row] : a[(int64_t)row * p.k + k];
+            const float y = p.trans_b ? b[(int64_t)col * p.k + k] : b[(int64_t)k * p.n + col];
+            acc = fmaf(x, y, acc);
         }
         p.c[(int64_t)row * p.n + col] = apply_epilogue(acc, p.bias, col, p.activation);
     }
 }
 
 // ---------------------------------------------------------------- v1: tiled
-// Four consecutive elements of row `row` of a rows x cols row-major matrix, starting at
-// column `col` (a multiple of 4); zeros where out of range. One 16-byte load when the
-// caller established that the matrix base is 16-byte aligned and cols % 4 == 0.
-__device__ __forceinline__ float4 load_chunk(const float* __restrict__ matrix, int rows, int cols,
+// Four consecutive elements of row `row` of a row-major matrix with `ld` floats per row,
+// starting at column `col` (a multiple of 4); zeros where row >= rows or col >= cols (the
+// bounds may stop short of the stored matrix: a split-K slice ends inside it). One 16-byte
+// load when the caller established that the base is 16-byte aligned and ld % 4 == 0 (cols
+// is then ld or a multiple of 4, so the chunk is whole).
+__device__ __forceinline__ float4 load_chunk(const float* __restrict__ matrix, int ld, int rows, int cols,
                                              int row, int col, bool vector_ok) {
     float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     if (row >= rows || col >= cols) return v;
-    const float* p = matrix + (int64_t)row * cols + col;
+    const float* p = matrix + (int64_t)row * ld + col;
     if (vector_ok) return *reinterpret_cast<const float4*>(p);
     v.x = p[0];
     if (col + 1 < cols) v.y = p[1];
@@ -64,10 +73,12 @@ __device__ __forceinline__ float4 load_chunk(const float* __restrict__ matrix, i
 // MIN_BLOCKS caps registers so that several blocks can share an SM (their warps cover each
 // other's barrier waits). The 8x8 thread tile needs about 150 registers: capped at 128
 // (two blocks per SM) ptxas spills ~200 bytes, so that configuration asks for one block.
+// SPLIT: this launch is one slice of a split K (a separate instantiation, so the unsplit
+// kernel carries no slice bookkeeping in its registers).
 template <int BLOCK_M, int BLOCK_N, int BLOCK_K, int THREAD_M, int THREAD_N, int MIN_BLOCKS, bool TRANS_A,
-          bool TRANS_B>
+          bool TRANS_B, bool SPLIT>
 __global__ void __launch_bounds__((BLOCK_M / THREAD_M) * (BLOCK_N / THREAD_N), MIN_BLOCKS)
-matmul_tiled_kernel(MatmulParams p, bool vector_a, bool vector_b, bool vector_c) {
+matmul_tiled_kernel(MatmulParams p, SplitK split, bool vector_a, bool vector_b, bool vector_c) {
     constexpr int THREADS_M = BLOCK_M / THREAD_M;
     constexpr int THREADS_N = BLOCK_N / THREAD_N;
     constexpr int THREADS = THREADS_M * THREADS_N;
@@ -85,11 +96,17 @@ matmul_tiled_kernel(MatmulParams p, bool vector_a, bool vector_b, bool vector_c)
     __shared__ __align__(16) float As[2][BLOCK_K][BLOCK_M + PAD];
     __shared__ __align__(16) float Bs[2][BLOCK_K][BLOCK_N + PAD];
 
+    const float* a = static_cast<const float*>(p.a);
+    const float* b = static_cast<const float*>(p.b);
     const int tid = threadIdx.x;
     const int tx = tid % THREADS_N;
     const int ty = tid / THREADS_N;
     const int tiles_m = ceil_div(p.m, BLOCK_M);
-    const int k_tiles = ceil_div(p.k, BLOCK_K);
+    // This block's K slice [k_lo, k_hi); the whole of K unless split.
+    const int k_lo = SPLIT ? blockIdx.z * split.k_chunk : 0;
+    const int k_hi = SPLIT ? min(p.k, k_lo + split.k_chunk) : p.k;
+    const int k_tiles = k_hi > k_lo ? ceil_div(k_hi - k_lo, BLOCK_K) : 0;
+    float* __restrict__ partial = SPLIT ? split.partial + (int64_t)blockIdx.z * p.m * p.n : nullptr;
     const int n0 = blockIdx.x * BLOCK_N;
 
     // A thread's outputs are runs of 4 rows (columns) spaced 4*THREADS_M (4*THREADS_N) apart,
@@ -102,18 +119,18 @@ matmul_tiled_kernel(MatmulParams p, bool vector_a, bool vector_b, bool vector_c)
         float4 a_stage[A_CHUNKS];
         float4 b_stage[B_CHUNKS];
 
-        // Global -> registers for the k-tile starting at k0, each chunk along the stored
-        // matrix's contiguous dimension.
+        // Global -> registers for the k-tile starting at k0 (absolute), each chunk along the
+        // stored matrix's contiguous dimension.
         auto fetch = [&](int k0) {
 #pragma unroll
             for (int i = 0; i < A_CHUNKS; ++i) {
                 const int chunk = tid + i * THREADS;
                 if (TRANS_A) {  // stored K x M
                     const int kk = chunk / (BLOCK_M / 4), mm = chunk % (BLOCK_M / 4) * 4;
-                    a_stage[i] = load_chunk(p.a, p.k, p.m, k0 + kk, m0 + mm, vector_a);
+                    a_stage[i] = load_chunk(a, p.m, k_hi, p.m, k0 + kk, m0 + mm, vector_a);
                 } else {  // stored M x K
                     const int mm = chunk / (BLOCK_K / 4), kk = chunk % (BLOCK_K / 4) * 4;
-                    a_stage[i] = load_chunk(p.a, p.m, p.k, m0 + mm, k0 + kk, vector_a);
+                    a_stage[i] = load_chunk(a, p.k, p.m, k_hi, m0 + mm, k0 + kk, vector_a);
                 }
             }
 #pragma unroll
@@ -121,10 +138,10 @@ matmul_tiled_kernel(MatmulParams p, bool vector_a, bool vector_b, bool vector_c)
                 const int chunk = tid + i * THREADS;
                 if (TRANS_B) {  // stored N x K
                     const int nn = chunk / (BLOCK_K / 4), kk = chunk % (BLOCK_K / 4) * 4;
-                    b_stage[i] = load_chunk(p.b, p.n, p.k, n0 + nn, k0 + kk, vector_b);
+                    b_stage[i] = load_chunk(b, p.k, p.n, k_hi, n0 + nn, k0 + kk, vector_b);
                 } else {  // stored K x N
                     const int kk = chunk / (BLOCK_N / 4), nn = chunk % (BLOCK_N / 4) * 4;
-                    b_stage[i] = load_chunk(p.b, p.k, p.n, k0 + kk, n0 + nn, vector_b);
+                    b_stage[i] = load_chunk(b, p.n, k_hi, p.n, k0 + kk, n0 + nn, vector_b);
                 }
             }
         };
@@ -169,7 +186,7 @@ matmul_tiled_kernel(MatmulParams p, bool vector_a, bool vector_b, bool vector_c)
             for (int j = 0; j < THREAD_N; ++j) acc[i][j] = 0.0f;
 
         if (k_tiles > 0) {
-            fetch(0);
+            fetch(k_lo);
             stash(0);
         }
         __syncthreads();
@@ -177,7 +194,7 @@ matmul_tiled_kernel(MatmulParams p, bool vector_a, bool vector_b, bool vector_c)
         for (int t = 0; t < k_tiles; ++t) {
             const int buf = t & 1;
             // Issue the next tile's global loads first; their latency hides behind the FMAs.
-            if (t + 1 < k_tiles) fetch((t + 1) * BLOCK_K);
+            if (t + 1 < k_tiles) fetch(k_lo + (t + 1) * BLOCK_K);
 #pragma unroll
             for (int kk = 0; kk < BLOCK_K; ++kk) {
                 float a_frag[THREAD_M];
@@ -208,12 +225,13 @@ matmul_tiled_kernel(MatmulParams p, bool vector_a, bool vector_b, bool vector_c)
             __syncthreads();
         }
 
-        // Epilogue: bias, activation, guarded (vectorized where possible) stores.
+        // Epilogue: bias, activation, guarded (vectorized where possible) stores; a split-K
+        // slice stores its raw sums and leaves the epilogue to the reduction.
 #pragma unroll
         for (int i = 0; i < THREAD_M; ++i) {
             const int row = m0 + tile_row(i) + ty * 4;
             if (row >= p.m) continue;
-            float* c_row = p.c + (int64_t)row * p.n;
+            float* c_row = (partial ? partial : p.c) + (int64_t)row * p.n;
 #pragma unroll
             for (int j = 0; j < THREAD_N; j += 4) {
                 const int col = n0 + tile_col(j) + tx * 4;
@@ -221,7 +239,11 @@ matmul_tiled_kernel(MatmulParams p, bool vector_a, bool vector_b, bool vector_c)
                 float v[4];
 #pragma unroll
                 for (int q = 0; q < 4; ++q) {
-                    v[q] = col + q < p.n ? apply_epilogue(acc[i][j + q], p.bias, col + q, p.activation) : 0.0f;
+                    if constexpr (SPLIT) {
+                        v[q] = col + q < p.n ? acc[i][j + q] : 0.0f;
+                    } else {
+                        v[q] = col + q < p.n ? apply_epilogue(acc[i][j + q], p.bias, col + q, p.activation) : 0.0f;
+                    }
                 }
                 if (vector_c && col + 3 < p.n) {
                     *reinterpret_cast<float4*>(c_row + col) = make_float4(v[0], v[1], v[2], v[3]);
@@ -236,34 +258,104 @@ matmul_tiled_kernel(MatmulParams p, bool vector_a, bool vector_b, bool vector_c)
 }
 
 template <int BLOCK_M, int BLOCK_N, int BLOCK_K, int THREAD_M, int THREAD_N, int MIN_BLOCKS>
-cudaError_t launch_tiled(const MatmulParams& p, cudaStream_t stream) {
+cudaError_t launch_tiled(const MatmulParams& p, const SplitK& split, cudaStream_t stream) {
     constexpr int threads = (BLOCK_M / THREAD_M) * (BLOCK_N / THREAD_N);
     const int tiles_m = ceil_div(p.m, BLOCK_M);
-    const dim3 grid(ceil_div(p.n, BLOCK_N), tiles_m < kMaxGridY ? tiles_m : kMaxGridY);
+    const dim3 grid(ceil_div(p.n, BLOCK_N), tiles_m < kMaxGridY ? tiles_m : kMaxGridY, split.slices);
     // 16-byte loads need an aligned base and rows whose length is a multiple of 4 floats.
     const bool vector_a = is_aligned16(p.a) && (p.trans_a ? p.m : p.k) % 4 == 0;
     const bool vector_b = is_aligned16(p.b) && (p.trans_b ? p.k : p.n) % 4 == 0;
-    const bool vector_c = is_aligned16(p.c) && p.n % 4 == 0;
-#define PYFAST_LAUNCH_TILED(TA, TB)                                                          \
-    matmul_tiled_kernel<BLOCK_M, BLOCK_N, BLOCK_K, THREAD_M, THREAD_N, MIN_BLOCKS, TA, TB>               \
-        <<<grid, threads, 0, stream>>>(p, vector_a, vector_b, vector_c)
-    if (p.trans_a) {
-        if (p.trans_b) PYFAST_LAUNCH_TILED(true, true);
-        else PYFAST_LAUNCH_TILED(true, false);
+    const bool vector_c = is_aligned16(split.partial ? split.partial : p.c) && p.n % 4 == 0;
+#define PYFAST_LAUNCH_TILED(TA, TB)                                                                     \
+    if (split.slices > 1)                                                                               \
+        matmul_tiled_kernel<BLOCK_M, BLOCK_N, BLOCK_K, THREAD_M, THREAD_N, MIN_BLOCKS, TA, TB, true>    \
+            <<<grid, threads, 0, stream>>>(p, split, vector_a, vector_b, vector_c);                     \
+    else                                                                                                \
+        matmul_tiled_kernel<BLOCK_M, BLOCK_N, BLOCK_K, THREAD_M, THREAD_N, MIN_BLOCKS, TA, TB, false>   \
+            <<<grid, threads, 0, stream>>>(p, split, vector_a, vector_b, vector_c)
+    if (p.trans_a && p.trans_b) {
+        PYFAST_LAUNCH_TILED(true, true);
+    } else if (p.trans_a) {
+        PYFAST_LAUNCH_TILED(true, false);
+    } else if (p.trans_b) {
+        PYFAST_LAUNCH_TILED(false, true);
     } else {
-        if (p.trans_b) PYFAST_LAUNCH_TILED(false, true);
-        else PYFAST_LAUNCH_TILED(false, false);
+        PYFAST_LAUNCH_TILED(false, false);
     }
 #undef PYFAST_LAUNCH_TILED
     PYFAST_RETURN_IF_LAUNCH_FAILED();
     return cudaSuccess;
 }
 
+// C = act(sum over slices z, in order, of partial[z] + bias): the second half of split-K.
+__global__ void splitk_reduce_kernel(const float* __restrict__ partial, int slices, std::int64_t mn, int n,
+                                     const float* __restrict__ bias, Activation activation, float* __restrict__ c) {
+    for (std::int64_t i = blockIdx.x * (std::int64_t)blockDim.x + threadIdx.x; i < mn;
+         i += (std::int64_t)gridDim.x * blockDim.x) {
+        float v = partial[i];
+        for (int z = 1; z < slices; ++z) v += partial[z * mn + i];
+        c[i] = apply_epilogue(v, bias, static_cast<int>(i % n), activation);
+    }
+}
+
+// Tiled configurations, indexed by MatmulPlan::config.
+constexpr int kTiledConfigs = 2;  // 0: 128x128x8, 8x8 per thread; 1: 64x64x16, 4x4 per thread
+
+int tiled_default_config(const MatmulParams& p) {
+    // Large tiles reuse each loaded element 8x more per thread, but only pay off when
+    // there are enough of them to occupy every SM.
+    const long long large_tiles = (long long)ceil_div(p.m, 128) * ceil_div(p.n, 128);
+    return large_tiles >= sm_count() ? 0 : 1;
+}
+
+cudaError_t launch_tiled_config(const MatmulParams& p, int config, const SplitK& split, cudaStream_t stream) {
+    switch (config) {
+        case 0: return launch_tiled<128, 128, 8, 8, 8, 1>(p, split, stream);
+        case 1: return launch_tiled<64, 64, 16, 4, 4, 4>(p, split, stream);
+        default: return cudaErrorInvalidValue;
+    }
+}
+
+constexpr int kMaxSplits = 64;
+
+// The K slicing of a plan: slices of whole kSplitKAlign multiples, none empty.
+SplitK split_k(int k, int splits, float* workspace) {
+    if (splits <= 1 || k <= kSplitKAlign) return SplitK{k > 0 ? k : 1, 1, nullptr};
+    const int k_chunk = ceil_div(ceil_div(k, splits), kSplitKAlign) * kSplitKAlign;
+    const int slices = ceil_div(k, k_chunk);
+    if (slices <= 1) return SplitK{k, 1, nullptr};
+    return SplitK{k_chunk, slices, workspace};
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------- launcher
-cudaError_t matmul(const MatmulParams& p, MatmulVersion version, cudaStream_t stream) {
+int matmul_config_count(MatmulVersion version) {
+    switch (version) {
+        case MatmulVersion::kSimple: return 1;
+        case MatmulVersion::kTiled: return kTiledConfigs;
+        case MatmulVersion::kTensorCore: return matmul_tensor_core_config_count();
+    }
+    return 0;
+}
+
+std::size_t matmul_workspace_bytes(int m, int n, int k, const MatmulPlan& plan) {
+    if (m <= 0 || n <= 0) return 0;
+    const SplitK split = split_k(k, plan.splits, nullptr);
+    return split.slices > 1 ? sizeof(float) * (std::size_t)split.slices * m * n : 0;
+}
+
+cudaError_t matmul(const MatmulParams& p, MatmulVersion version, MatmulPrecision precision, const MatmulPlan& plan,
+                   float* workspace, cudaStream_t stream) {
+    if (plan.splits < 1 || plan.splits > kMaxSplits) return cudaErrorInvalidValue;
+    if (plan.config < -1 || plan.config >= matmul_config_count(version)) return cudaErrorInvalidValue;
+    // FP32 kernels read float32 only; the tensor cores need a reduced precision.
+    const bool tensor_core = version == MatmulVersion::kTensorCore;
+    if (tensor_core == (precision == MatmulPrecision::kFp32)) return cudaErrorInvalidValue;
+    if (!tensor_core && p.input != ElementType::kFloat32) return cudaErrorInvalidValue;
+    if (precision == MatmulPrecision::kTf32 && p.input != ElementType::kFloat32) return cudaErrorInvalidValue;
     if (p.m <= 0 || p.n <= 0) return cudaSuccess;  // empty C: nothing to write
+
     if (version == MatmulVersion::kSimple) {
         const dim3 block(32, 8);
         const int blocks_m = ceil_div(p.m, 8);
@@ -272,12 +364,21 @@ cudaError_t matmul(const MatmulParams& p, MatmulVersion version, cudaStream_t st
         PYFAST_RETURN_IF_LAUNCH_FAILED();
         return cudaSuccess;
     }
-    if (version != MatmulVersion::kTiled) return cudaErrorInvalidValue;
-    // Large tiles reuse each loaded element 8x more per thread, but only pay off when
-    // there are enough of them to occupy every SM.
-    const long long large_tiles = (long long)ceil_div(p.m, 128) * ceil_div(p.n, 128);
-    if (large_tiles >= sm_count()) return launch_tiled<128, 128, 8, 8, 8, 1>(p, stream);
-    return launch_tiled<64, 64, 16, 4, 4, 4>(p, stream);
+
+    const SplitK split = split_k(p.k, plan.splits, workspace);
+    if (split.slices > 1 && workspace == nullptr) return cudaErrorInvalidValue;
+    cudaError_t status;
+    if (tensor_core) {
+        const int config = plan.config >= 0 ? plan.config : matmul_tensor_core_default_config(p);
+        status = matmul_tensor_core(p, precision, config, split, stream);
+    } else {
+        const int config = plan.config >= 0 ? plan.config : tiled_default_config(p);
+        status = launch_tiled_config(p, config, split, stream);
+    }
+    if (status != cudaSuccess || split.slices == 1) return status;
+    const std::int64_t mn = (std::int64_t)p.m * p.n;
+    return launch_grid_stride(splitk_reduce_kernel, mn, stream, static_cast<const float*>(split.partial),
+                              split.slices, mn, p.n, p.bias, p.activation, p.c);
 }
 
 }  // namespace pyfast

@@ -7,8 +7,11 @@ expected and actual shape for a wrong shape.
 
 import numpy as np
 
-MATMUL_VERSIONS = ("simple", "tiled")  # index = the kernel's version number
+MATMUL_VERSIONS = ("simple", "tiled")  # FP32 on the CUDA cores; index = the kernel's version number
 DEFAULT_MATMUL_VERSION = "tiled"
+TENSOR_CORE_VERSION = "tensor_core"  # kernel version 2: the reduced precisions below
+MATMUL_PRECISIONS = ("fp32", "tf32", "bf16")  # index = the kernel's precision number
+MAX_SPLIT_K = 64
 ACTIVATIONS = {None: 0, "relu": 1}
 INT32_MAX = 2**31 - 1
 
@@ -16,6 +19,11 @@ INT32_MAX = 2**31 - 1
 def expect_float32(name, dtype):
     if np.dtype(dtype) != np.float32:
         raise TypeError(f"{name}: expected dtype float32, got {np.dtype(dtype)}; convert with {name}.astype('float32')")
+
+
+def is_bfloat16(dtype):
+    """True for ml_dtypes' bfloat16 (what CuPy and PyTorch-through-DLPack arrays carry)."""
+    return getattr(dtype, "name", None) == "bfloat16"
 
 
 def expect_shape(name, shape, expected):
@@ -69,6 +77,49 @@ def version_code(version, versions, default):
 
 def matmul_version_code(version):
     return version_code(version, MATMUL_VERSIONS, DEFAULT_MATMUL_VERSION)
+
+
+def matmul_kernel(version, precision, a_dtype, b_dtype):
+    """(version number, precision number, bf16 storage) of a matmul call, after its checks.
+
+    precision "fp32" (default) runs `version` from MATMUL_VERSIONS on float32 operands;
+    "tf32" and "bf16" run the tensor-core version on operands rounded to that format, with
+    float32 sums; "bf16" also takes bfloat16 operands (both a and b).
+    """
+    if precision is None:
+        precision = "fp32"
+    if precision not in MATMUL_PRECISIONS:
+        raise ValueError(f"precision: expected one of {list(MATMUL_PRECISIONS)} or None, got {precision!r}")
+    bf16_storage = is_bfloat16(a_dtype) or is_bfloat16(b_dtype)
+    if bf16_storage:
+        if precision != "bf16":
+            raise TypeError(f"matmul: bfloat16 operands need precision='bf16', got precision={precision!r}")
+        if not (is_bfloat16(a_dtype) and is_bfloat16(b_dtype)):
+            other, dtype = ("b", b_dtype) if is_bfloat16(a_dtype) else ("a", a_dtype)
+            raise TypeError(f"{other}: expected dtype bfloat16 like the other operand, got {np.dtype(dtype)}")
+    else:
+        expect_float32("a", a_dtype)
+        expect_float32("b", b_dtype)
+    if precision == "fp32":
+        if version == TENSOR_CORE_VERSION:
+            raise ValueError("version: 'tensor_core' computes in precision 'tf32' or 'bf16'; pass precision= too")
+        return matmul_version_code(version), 0, False
+    if version not in (None, TENSOR_CORE_VERSION):
+        raise ValueError(f"version: precision={precision!r} runs on version {TENSOR_CORE_VERSION!r}, got {version!r}")
+    return len(MATMUL_VERSIONS), MATMUL_PRECISIONS.index(precision), bf16_storage
+
+
+def matmul_plan(plan):
+    """(config, splits) from a user's plan: None (the launcher chooses) or a pair of ints."""
+    if plan is None:
+        return -1, 1
+    try:
+        config, splits = (int(v) for v in plan)
+    except (TypeError, ValueError):
+        raise TypeError(f"plan: expected None or (config, splits), got {plan!r}") from None
+    if config < -1 or not 1 <= splits <= MAX_SPLIT_K:
+        raise ValueError(f"plan: expected config >= -1 and 1 <= splits <= {MAX_SPLIT_K}, got {plan!r}")
+    return config, splits
 
 
 def channel_view(name, shape):

@@ -14,9 +14,15 @@ Conventions (see ARCHITECTURE.md):
 
 import numpy as np
 
-from pyfast import _checks
+from pyfast import _checks, _tuning
 from pyfast._checks import (  # noqa: F401  (public)
-    CONV2D_VERSIONS, DEFAULT_CONV2D_VERSION, DEFAULT_MATMUL_VERSION, MATMUL_VERSIONS)
+    CONV2D_VERSIONS,
+    DEFAULT_CONV2D_VERSION,
+    DEFAULT_MATMUL_VERSION,
+    MATMUL_PRECISIONS,
+    MATMUL_VERSIONS,
+    TENSOR_CORE_VERSION,
+)
 from pyfast._device import is_available, require_gpu
 
 try:
@@ -99,12 +105,14 @@ def _operand(name, x):
     raise TypeError(f"{name}: expected a CuPy array or a CUDA array, got {type(x).__module__}.{type(x).__name__}")
 
 
-def _input(name, x, *, optional=False):
-    """An input's metadata after the dtype and contiguity checks."""
+def _input(name, x, *, optional=False, check_dtype=True):
+    """An input's metadata after the dtype (float32 unless the caller checks it) and
+    contiguity checks."""
     if x is None and optional:
         return None
     op = _operand(name, x)
-    _checks.expect_float32(name, op.dtype)
+    if check_dtype:
+        _checks.expect_float32(name, op.dtype)
     if not op.contiguous:
         raise ValueError(
             f"{name}: expected a C-contiguous array (shape {op.shape}); copy it with cupy.ascontiguousarray({name})"
@@ -171,32 +179,73 @@ def _ptr(x):
 
 
 # ------------------------------------------------------------------------------- matmul
-def matmul(a, b, *, trans_a=False, trans_b=False, bias=None, activation=None, out=None, version=None):
+def matmul(a, b, *, trans_a=False, trans_b=False, bias=None, activation=None, out=None, version=None,
+           precision=None, plan=None):
     """C = op(a) @ op(b) (+ bias on every row) (then ReLU if activation="relu"), fused.
 
     op(x) is x, or x.T when trans_x: the stored matrix is read transposed, never copied, so
     the gradients of ``y = x @ w`` are ``matmul(dy, w, trans_b=True)`` and
     ``matmul(x, dy, trans_a=True)``. ``bias`` has N elements. K = 0 gives bias (or zeros).
-    ``version``: one of ``MATMUL_VERSIONS`` (default ``DEFAULT_MATMUL_VERSION``); "simple" is
-    one thread per output, the on-GPU oracle; "tiled" is shared-memory tiled and register-blocked.
-    Accumulates in float32; summation order differs between versions.
+    C is float32 and sums are float32 in every mode; summation order differs between versions.
+
+    ``precision``: "fp32" (default) multiplies float32 operands exactly on the CUDA cores with
+    ``version`` one of ``MATMUL_VERSIONS`` (default ``DEFAULT_MATMUL_VERSION``; "simple" is one
+    thread per output, the on-GPU oracle; "tiled" is shared-memory tiled and register-blocked).
+    "tf32" and "bf16" are opt-in tensor-core modes (version ``TENSOR_CORE_VERSION``, sm_80+):
+    operands are rounded to TF32 (10-bit mantissa) or BF16 (7-bit) before they are multiplied,
+    like PyTorch with ``allow_tf32`` / bfloat16 inputs; expect relative errors near 1e-3 / 1e-2
+    of the result's scale. "bf16" also takes bfloat16 ``a`` and ``b`` (CuPy arrays with
+    ml_dtypes' bfloat16, PyTorch bfloat16 tensors through DLPack).
+
+    ``plan``: None lets pyfast choose the tile configuration and K splits (from the measured
+    table in ``pyfast/matmul_tuning.json``, else by shape); benchmarks and the tuner pass
+    ``(config, splits)`` to force one. Split K sums its slices in a fixed order, so results
+    repeat bit for bit.
     """
-    a_op, b_op = _input("a", a), _input("b", b)
+    a_op, b_op = _input("a", a, check_dtype=False), _input("b", b, check_dtype=False)
     bias_op = _input("bias", bias, optional=True)
+    version_code, precision_code, bf16_storage = _checks.matmul_kernel(version, precision, a_op.dtype, b_op.dtype)
     m, n, k = _checks.matmul_dims(a_op.shape, b_op.shape, trans_a, trans_b)
     if bias_op is not None:
         _checks.expect_shape("bias", bias_op.shape, (n,))
     activation_code = _checks.activation_code(activation)
-    version_code = _checks.matmul_version_code(version)
+    config, splits = _checks.matmul_plan(plan)
     require_gpu("matmul")
+    if config >= _C.matmul_config_count(version_code):
+        raise ValueError(f"plan: config {config} does not exist for this version "
+                         f"({_C.matmul_config_count(version_code)} configurations)")
     a, b = _on_gpu(a_op), _on_gpu(b_op)
     bias = _on_gpu(bias_op) if bias_op is not None else None
     out = _output(out, (m, n), {"a": a, "b": b, "bias": bias})
     if out.size == 0:
         return out
-    _C.matmul(_ptr(a), _ptr(b), _ptr(bias), _ptr(out), m, n, k, bool(trans_a), bool(trans_b),
-              activation_code, version_code, *_launch_args())
+    device, stream = _launch_args()
+    if plan is None:
+        measured = _tuning.lookup(_device_name(device), version_code, precision_code, bool(trans_a), bool(trans_b),
+                                  m, n, k)
+        if measured is not None:
+            config, splits = measured
+    if version_code == 0:  # simple has no split path
+        splits = 1
+    # Split K's partial products live in scratch from CuPy's pool (stream-ordered).
+    workspace_bytes = _C.matmul_workspace_size(m, n, k, splits)
+    workspace = cupy.empty(workspace_bytes // 4, cupy.float32) if workspace_bytes else None
+    _C.matmul(_ptr(a), _ptr(b), _ptr(bias), _ptr(out), m, n, k, bool(trans_a), bool(trans_b), activation_code,
+              version_code, precision_code, int(bf16_storage), config, splits, _ptr(workspace), device, stream)
     return out
+
+
+_DEVICE_NAMES = {}
+
+
+def _device_name(device):
+    """The CUDA device's name ("NVIDIA H200"), the tuning table's card key."""
+    name = _DEVICE_NAMES.get(device)
+    if name is None:
+        name = cupy.cuda.runtime.getDeviceProperties(device)["name"]
+        name = name.decode() if isinstance(name, bytes) else str(name)
+        _DEVICE_NAMES[device] = name
+    return name
 
 
 # ------------------------------------------------------------------------ element-wise
@@ -604,4 +653,5 @@ def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, count_
 __all__ = ["matmul", "relu", "relu_backward", "add_bias", "bias_grad", "mse_loss", "softmax_cross_entropy",
            "softmax", "log_softmax", "accuracy", "sgd_step", "adam_step", "conv2d", "conv2d_backward_input",
            "conv2d_backward_weight", "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
-           "MATMUL_VERSIONS", "DEFAULT_MATMUL_VERSION", "CONV2D_VERSIONS", "DEFAULT_CONV2D_VERSION"]
+           "MATMUL_VERSIONS", "DEFAULT_MATMUL_VERSION", "MATMUL_PRECISIONS", "TENSOR_CORE_VERSION",
+           "CONV2D_VERSIONS", "DEFAULT_CONV2D_VERSION"]

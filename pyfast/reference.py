@@ -10,12 +10,13 @@ import numpy as np
 from pyfast import _checks
 
 
-def _input(name, x, *, optional=False):
+def _input(name, x, *, optional=False, check_dtype=True):
     if x is None and optional:
         return None
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{name}: expected a NumPy array, got {type(x).__module__}.{type(x).__name__}")
-    _checks.expect_float32(name, x.dtype)
+    if check_dtype:
+        _checks.expect_float32(name, x.dtype)
     return x.astype(np.float64)
 
 
@@ -36,16 +37,57 @@ def _relu(x):
 
 
 # ------------------------------------------------------------------------------- matmul
-def matmul(a, b, *, trans_a=False, trans_b=False, bias=None, activation=None, out=None, version=None):
-    """op(a) @ op(b) (+ bias) (then ReLU). ``version`` is checked and otherwise ignored
-    (there is one NumPy implementation)."""
-    a64, b64 = _input("a", a), _input("b", b)
+def _array_module(x):
+    """NumPy, or CuPy for a CuPy array (the benchmarks round operands on the GPU)."""
+    if type(x).__module__.startswith("cupy"):
+        import cupy
+
+        return cupy
+    return np
+
+
+def round_tf32(x):
+    """float32 values rounded to TF32 as the tensor-core kernel does (cvt.rna.tf32.f32: keep 10
+    mantissa bits, nearest, ties away from zero); NaN and infinities pass unchanged."""
+    xp = _array_module(x)
+    x = xp.asarray(x, dtype=xp.float32)
+    bits = x.view(xp.uint32)
+    rounded = ((bits + xp.uint32(0x1000)) & xp.uint32(0xFFFFE000)).view(xp.float32)
+    return xp.where(xp.isfinite(x), rounded, x)
+
+
+def round_bf16(x):
+    """float32 values rounded to bfloat16 (7 mantissa bits, nearest even), kept as float32;
+    NaN and infinities pass unchanged."""
+    xp = _array_module(x)
+    x = xp.asarray(x, dtype=xp.float32)
+    bits = x.view(xp.uint32)
+    bias = xp.uint32(0x7FFF) + ((bits >> xp.uint32(16)) & xp.uint32(1))
+    rounded = ((bits + bias) & xp.uint32(0xFFFF0000)).view(xp.float32)
+    return xp.where(xp.isfinite(x), rounded, x)
+
+
+_ROUNDING = {0: None, 1: round_tf32, 2: round_bf16}
+
+
+def matmul(a, b, *, trans_a=False, trans_b=False, bias=None, activation=None, out=None, version=None,
+           precision=None, plan=None):
+    """op(a) @ op(b) (+ bias) (then ReLU). With precision "tf32" / "bf16" the operands are
+    rounded to that format first (what the tensor-core kernel multiplies), then multiplied in
+    float64. ``version`` and ``plan`` are checked and otherwise ignored (one NumPy product)."""
+    for name, x in (("a", a), ("b", b)):
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"{name}: expected a NumPy array, got {type(x).__module__}.{type(x).__name__}")
+    _, precision_code, bf16_storage = _checks.matmul_kernel(version, precision, a.dtype, b.dtype)
+    _checks.matmul_plan(plan)
+    rounding = None if bf16_storage else _ROUNDING[precision_code]  # bfloat16 storage is already rounded
+    a64 = _input("a", a if rounding is None else rounding(a), check_dtype=False)
+    b64 = _input("b", b if rounding is None else rounding(b), check_dtype=False)
     bias64 = _input("bias", bias, optional=True)
     m, n, _ = _checks.matmul_dims(a64.shape, b64.shape, trans_a, trans_b)
     if bias64 is not None:
         _checks.expect_shape("bias", bias64.shape, (n,))
     activation_code = _checks.activation_code(activation)
-    _checks.matmul_version_code(version)
     c = (a64.T if trans_a else a64) @ (b64.T if trans_b else b64)
     if bias64 is not None:
         c = c + bias64

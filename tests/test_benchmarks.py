@@ -84,3 +84,19 @@ def test_recorded_results_say_where_they_came_from():
     content = json.loads((RECORDED / "results.json").read_text())
     assert {"device", "driver", "cupy", "date"} <= content["info"].keys()
     assert all(r.get("correct") is not False for rows in content["families"].values() for r in rows)
+
+
+def test_tensor_core_rows_are_held_against_cublas_in_their_precision():
+    shape = dict(case="square 4096", m=4096, n=4096, k=4096, trans_a=False, trans_b=False, correct=True)
+    rows = [dict(shape, version="cublas", ms=2.0, tflops=68.7, ratio=1.0),
+            dict(shape, version="tiled", baseline="cublas", ms=2.5, tflops=55.0, ratio=0.8),
+            dict(shape, version="cublas tf32", ms=0.4, tflops=343.6, ratio=1.0),
+            dict(shape, version="tensor_core tf32", baseline="cublas tf32", ms=0.8, tflops=171.8, ratio=0.5)]
+    unified = {r["op"]: r for r in report.unified_rows("matmul", rows)}
+    assert set(unified) == {"matmul tiled", "matmul tensor_core tf32"}  # baselines are not rows of their own
+    tc = unified["matmul tensor_core tf32"]
+    assert (tc["baseline"], tc["baseline_ms"], tc["ratio"], tc["fp32"]) == ("cuBLAS TF32", 0.4, 0.5, False)
+    assert unified["matmul tiled"]["baseline"] == "cuBLAS FP32" and unified["matmul tiled"]["baseline_ms"] == 2.0
+    ceilings = {"cublas_fp32_tflops": 68.7}
+    assert report.percent_of_ceiling(tc, ceilings) is None  # a TF32 rate is not a share of the FP32 peak
+    assert report.percent_of_ceiling(unified["matmul tiled"], ceilings) == pytest.approx(0.8, abs=0.01)

@@ -1,0 +1,124 @@
+"""Offline matmul tuner: on this GPU, time every plan (tile configuration x K splits) of the
+tiled FP32 kernel and of the tensor-core kernel (TF32, BF16) on a representative shape of each
+class, and write the fastest per class into the table pyfast's launcher reads.
+
+    python -m benchmarks.tune_matmul [--quick] [--table PATH] [--dry-run]
+
+The table (default pyfast/matmul_tuning.json) keeps other cards' entries and this card's
+entries for classes not measured now. Every candidate's result is checked against a float64
+product first; a wrong candidate is reported and never chosen. Splits are tried only where
+the unsplit grid leaves SMs idle (at most 4 waves after splitting).
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("CUPY_TF32", "0")
+
+import cupy  # noqa: E402
+
+from benchmarks import harness  # noqa: E402
+from pyfast import _C, _tuning, ops, reference  # noqa: E402
+from pyfast.testing import assert_close, reduction_atol  # noqa: E402
+
+SPLITS = (1, 2, 4, 8, 16, 32)
+TILE = {0: 128, 1: 64}  # output tile edge per configuration (both kernels number them alike)
+MODES = (("tiled", None), ("tensor_core", "tf32"), ("tensor_core", "bf16"))
+
+
+def shapes(quick):
+    """(m, n, k, trans_a, trans_b): squares and the CNN's fully connected layers."""
+    for size in [256, 1024, 4096] if quick else [256, 512, 1024, 2048, 4096, 8192]:
+        yield size, size, size, False, False
+    for batch in [64, 1024] if quick else [64, 256, 1024]:
+        yield batch, 128, 3136, False, False  # fc1 forward
+        yield batch, 3136, 128, False, True   # fc1 dx = dy @ w^T
+        yield 3136, 128, batch, True, False   # fc1 dw = x^T @ dy
+        yield batch, 10, 128, False, False    # fc2 forward
+
+
+def candidates(version_code, m, n, k, sms):
+    for config in range(_C.matmul_config_count(version_code)):
+        tiles = math.ceil(m / TILE[config]) * math.ceil(n / TILE[config])
+        for splits in SPLITS:
+            if splits == 1 or (tiles * splits <= 4 * sms and k // splits >= 64):
+                yield config, splits
+
+
+def tune_shape(m, n, k, trans_a, trans_b, sms, budget_ms):
+    """{class key: entry} for one shape, every mode."""
+    rng = cupy.random.default_rng(m * 7 + n * 13 + k)
+    a = rng.standard_normal((k, m) if trans_a else (m, k), dtype=cupy.float32)
+    b = rng.standard_normal((n, k) if trans_b else (k, n), dtype=cupy.float32)
+    out = cupy.empty((m, n), cupy.float32)
+    entries = {}
+    for version, precision in MODES:
+        rounding = {"tf32": reference.round_tf32, "bf16": reference.round_bf16}.get(precision, lambda x: x)
+        ea, eb = (rounding(x).astype(cupy.float64) for x in (a, b))
+        expected = cupy.matmul(ea.T if trans_a else ea, eb.T if trans_b else eb)
+        atol = reduction_atol(k, factor=8.0 if precision else 4.0)
+        version_code = len(ops.MATMUL_VERSIONS) if precision else ops.MATMUL_VERSIONS.index(version)
+        timings = {}
+        for plan in [(-1, 1), *candidates(version_code, m, n, k, sms)]:
+            def run(a, b, plan=plan, version=version, precision=precision):
+                return ops.matmul(a, b, trans_a=trans_a, trans_b=trans_b, version=version, precision=precision,
+                                  plan=plan, out=out)
+
+            out.fill(cupy.nan)
+            try:
+                assert_close(run(a, b), expected, atol=atol, name=f"{m}x{n}x{k} {precision or 'fp32'} plan {plan}")
+            except AssertionError as error:
+                print(f"WRONG RESULT, candidate skipped: {error}", file=sys.stderr)
+                continue
+            timings[plan] = harness.time_gpu(run, [(a, b)], budget_ms=budget_ms).median_ms
+        measured = {plan: ms for plan, ms in timings.items() if plan[0] >= 0}
+        if not measured:
+            continue
+        best = min(measured, key=measured.get)
+        key = _tuning.class_key(version_code, ops.MATMUL_PRECISIONS.index(precision or "fp32"), trans_a, trans_b,
+                                m, n, k)
+        entries[key] = {"plan": list(best), "ms": round(measured[best], 5),
+                        "launcher_default_ms": round(timings.get((-1, 1), float("nan")), 5), "shape": [m, n, k]}
+        print(f"{key:32s} best {best} {measured[best]:.4f} ms (launcher's own choice "
+              f"{timings.get((-1, 1), float('nan')):.4f} ms)")
+    return entries
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer shapes")
+    parser.add_argument("--table", default=str(_tuning.TABLE_PATH), help="the table to update")
+    parser.add_argument("--budget-ms", type=float, default=150.0, help="timing budget per candidate")
+    parser.add_argument("--dry-run", action="store_true", help="print, do not write the table")
+    args = parser.parse_args(argv)
+
+    info = harness.device_info()
+    card = info["device"]
+    print(f"# tuning matmul on {card} ({info['multiprocessors']} SMs)")
+    entries = {}
+    for shape in shapes(args.quick):
+        entries.update(tune_shape(*shape, sms=info["multiprocessors"], budget_ms=args.budget_ms))
+    path = Path(args.table)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        data = {}
+    if data.get("format") != _tuning.FORMAT:
+        data = {"format": _tuning.FORMAT, "about": "Measured matmul plans (pyfast/_tuning.py).", "cards": {}}
+    data["cards"].setdefault(card, {}).update(entries)
+    data.setdefault("measured", {})[card] = {key: info[key] for key in ("date", "driver_cuda_version", "git_commit")}
+    if args.dry_run:
+        print(json.dumps(entries, indent=1))
+    else:
+        path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+        _tuning.clear_cache()
+        print(f"# wrote {len(entries)} classes for {card} to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
