@@ -4,7 +4,9 @@
 
 linreg: the tutorial exactly (X (100, 2), y (100, 1), Linear(2, 1), MSE, SGD lr 0.01, 1000
 epochs) from the same initial weights; wall time of the whole loop (synchronized at the
-end) and the final losses, which must agree to 1e-5 relative.
+end) and the final losses, which must agree to 1e-5 relative. Two pyfast rows: "fused" (the
+CLI's default on a GPU: the whole run in one launch, ops.linear_mse_sgd_fit) and "eager"
+(one launch per op per step, the layer loop).
 cnn: one training step (forward, cross-entropy, backward, Adam) of the CLI's network at
 batch 64 / 256 / 1024, images per second, PyTorch eager with cuDNN as the baseline.
 """
@@ -18,10 +20,10 @@ import cupy
 
 from benchmarks import harness
 from pyfast import data as datasets
-from pyfast import nn, optim, train
+from pyfast import nn, ops, optim, train
 
 
-def linreg_pyfast(x, y, weight, bias, epochs=1000, lr=0.01):
+def linreg_pyfast(x, y, weight, bias, epochs=1000, lr=0.01, fused=True):
     backend = nn.get_backend("cuda")
     model = nn.Linear(x.shape[1], 1, backend=backend)
     model.weight[...] = backend.asarray(weight)
@@ -30,11 +32,15 @@ def linreg_pyfast(x, y, weight, bias, epochs=1000, lr=0.01):
     xd, yd = backend.asarray(x), backend.asarray(y)
     cupy.cuda.get_current_stream().synchronize()
     start = time.perf_counter()
-    for _ in range(epochs):
-        value, grad = loss(model.forward(xd), yd)
-        model.backward(grad)
-        opt.step()
-    final = float(value)
+    if fused:
+        losses = ops.linear_mse_sgd_fit(xd, yd, model.weight, model.bias, lr=lr, epochs=epochs)
+        final = float(losses[-1])
+    else:
+        for _ in range(epochs):
+            value, grad = loss(model.forward(xd), yd)
+            model.backward(grad)
+            opt.step()
+        final = float(value)
     return time.perf_counter() - start, final
 
 
@@ -81,16 +87,20 @@ def main(argv=None):
 
     x, y = datasets.synthetic_regression(100, 2, seed=0)
     init = nn.Linear(2, 1, rng=np.random.default_rng(0), backend="numpy")
-    linreg_pyfast(x, y, init.weight, init.bias, epochs=10)  # warm-up
-    ours_s, ours_loss = min(linreg_pyfast(x, y, init.weight, init.bias) for _ in range(3))
-    row = dict(case="linreg 1000 epochs", ms=ours_s * 1e3, final_loss=ours_loss)
+    torch_s = torch_loss = None
     if torch is not None:
         linreg_torch(torch, x, y, init.weight, init.bias, epochs=10)
         torch_s, torch_loss = min(linreg_torch(torch, x, y, init.weight, init.bias) for _ in range(3))
-        same = abs(ours_loss - torch_loss) <= 1e-5 * abs(torch_loss)
-        failures += not same
-        row.update(torch_ms=torch_s * 1e3, torch_final_loss=torch_loss, ratio=torch_s / ours_s, correct=same)
-    rows.append(row)
+    for mode in ("fused", "eager"):
+        fused = mode == "fused"
+        linreg_pyfast(x, y, init.weight, init.bias, epochs=10, fused=fused)  # warm-up
+        ours_s, ours_loss = min(linreg_pyfast(x, y, init.weight, init.bias, fused=fused) for _ in range(3))
+        row = dict(case=f"linreg 1000 epochs ({mode})", ms=ours_s * 1e3, final_loss=ours_loss)
+        if torch is not None:
+            same = abs(ours_loss - torch_loss) <= 1e-5 * abs(torch_loss)
+            failures += not same
+            row.update(torch_ms=torch_s * 1e3, torch_final_loss=torch_loss, ratio=torch_s / ours_s, correct=same)
+        rows.append(row)
 
     for batch in ([64, 1024] if args.quick else [64, 256, 1024]):
         backend = nn.get_backend("cuda")

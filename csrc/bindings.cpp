@@ -17,6 +17,7 @@
 #include "cuda_error.h"
 #include "conv2d.cuh"
 #include "elementwise.cuh"
+#include "fused.cuh"
 #include "loss.cuh"
 #include "matmul.cuh"
 #include "optim.cuh"
@@ -161,6 +162,20 @@ PYBIND11_MODULE(_C, m) {
 
     m.def("matmul_config_count", [](int version) { return matmul_config_count(static_cast<MatmulVersion>(version)); },
           py::arg("version"), "Tile configurations of a matmul version (plans index them from 0).");
+
+    m.def("linear_mse_sgd_fit",
+          [](std::uintptr_t x, std::uintptr_t y, std::uintptr_t weight, std::uintptr_t bias, std::uintptr_t losses,
+             int n, int f, int o, int epochs, float lr, int device, std::uintptr_t stream) {
+              const LinearFitParams params{device_ptr<const float>(x), device_ptr<const float>(y),
+                                           device_ptr<float>(weight), device_ptr<float>(bias),
+                                           device_ptr<float>(losses), n, f, o, epochs, lr};
+              run_op("linear_mse_sgd_fit", device, stream,
+                     [&](cudaStream_t s) { return linear_mse_sgd_fit(params, s); });
+          },
+          py::arg("x"), py::arg("y"), py::arg("weight"), py::arg("bias"), py::arg("losses"), py::arg("n"),
+          py::arg("f"), py::arg("o"), py::arg("epochs"), py::arg("lr"), py::arg("device"), py::arg("stream"),
+          "`epochs` full-batch SGD steps of linear regression (MSE) in one launch; weight (o x f) and bias (o) "
+          "updated in place, the loss before each step into losses (may be 0). n*o + o*(f+1) <= 12000.");
 
     m.def("relu",
           [](std::uintptr_t x, std::uintptr_t y, std::int64_t n, int device, std::uintptr_t stream) {

@@ -201,6 +201,34 @@ def adam_hyperparameters(step, lr, betas, eps, weight_decay, decoupled):
     return beta1, beta2, step_size, float(np.sqrt(1.0 - beta2**step))
 
 
+LINEAR_FIT_MAX_FLOATS = 12000  # kernels/fused.cuh: one block's shared memory
+
+
+def linear_fit_dims(x_shape, y_shape, weight_shape, bias_shape, epochs, lr):
+    """(n, f, o) of a fused linear-regression run; raises for shapes, epochs and lr."""
+    expect_ndim("x", x_shape, 2, " (samples x features)")
+    expect_ndim("y", y_shape, 2, " (samples x outputs)")
+    n, f = x_shape
+    o = y_shape[1]
+    expect_shape("y", y_shape, (n, o))
+    expect_shape("weight", weight_shape, (o, f))
+    expect_shape("bias", bias_shape, (o,))
+    if n < 1 or f < 1 or o < 1:
+        raise ValueError(f"x, y: expected at least one sample, feature and output, got x {tuple(x_shape)}, "
+                         f"y {tuple(y_shape)}")
+    floats = n * o + o * (f + 1)
+    if floats > LINEAR_FIT_MAX_FLOATS:
+        raise ValueError(f"x: {n} samples x {o} outputs (+ {o * (f + 1)} parameters) = {floats} floats exceed the "
+                         f"fused fit's {LINEAR_FIT_MAX_FLOATS} (one block's shared memory); train with the "
+                         f"layer-by-layer loop instead")
+    if isinstance(epochs, (bool, np.bool_)) or not isinstance(epochs, (int, np.integer)) or not 0 <= epochs < 2**31:
+        raise ValueError(f"epochs: expected an int >= 0, got {epochs!r}")
+    expect_nonnegative("lr", lr)
+    if not np.isfinite(lr):
+        raise ValueError(f"lr: expected a finite value, got {lr!r}")
+    return n, f, o
+
+
 def param_lists(**lists):
     """Checks parallel lists of tensors (None entries skipped); returns their common length."""
     length = None

@@ -488,6 +488,28 @@ def adam_step(params, grads, exp_avg, exp_avg_sq, *, step, lr=1e-3, betas=(0.9, 
                      *_launch_args())
 
 
+# ------------------------------------------------------------------------ fused runs
+def linear_mse_sgd_fit(x, y, weight, bias, *, lr, epochs, out_losses=None):
+    """A whole full-batch linear-regression run in one launch: ``epochs`` steps of plain SGD
+    on the mean squared error of ``x @ weight.T + bias`` against ``y``, the same float32 math
+    as the layer-by-layer step (Linear, MSELoss, SGD). ``weight`` (O, F) and ``bias`` (O,) are
+    CuPy arrays updated in place; returns the loss before each step (``epochs`` floats, into
+    ``out_losses`` when given). For small problems: n * O + O * (F + 1) <= 12000 floats."""
+    x_op, y_op = _input("x", x), _input("y", y)
+    w_op, b_op = _input("weight", weight), _input("bias", bias)
+    n, f, o = _checks.linear_fit_dims(x_op.shape, y_op.shape, w_op.shape, b_op.shape, epochs, lr)
+    require_gpu("linear_mse_sgd_fit")
+    x, y = _on_gpu(x_op), _on_gpu(y_op)
+    params = {}
+    for name, array in (("weight", weight), ("bias", bias)):
+        # Updated in place: must be a CuPy array, separate from the data and each other.
+        params[name] = _output(array, array.shape, {"x": x, "y": y, **params}, name=name)
+    losses = _output(out_losses, (epochs,), {"x": x, "y": y, **params}, name="out_losses")
+    _C.linear_mse_sgd_fit(_ptr(x), _ptr(y), _ptr(params["weight"]), _ptr(params["bias"]), _ptr(losses), n, f, o,
+                          epochs, lr, *_launch_args())
+    return losses
+
+
 # --------------------------------------------------------------- convolution and pooling
 def _conv_geometry(g):
     return [g["n"], g["c"], g["h"], g["w"], g["k"], g["r"], g["s"], g["p"], g["q"], *g["stride"], *g["padding"],
@@ -650,7 +672,8 @@ def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, count_
     return out
 
 
-__all__ = ["matmul", "relu", "relu_backward", "add_bias", "bias_grad", "mse_loss", "softmax_cross_entropy",
+__all__ = ["linear_mse_sgd_fit", "matmul", "relu", "relu_backward", "add_bias", "bias_grad", "mse_loss",
+           "softmax_cross_entropy",
            "softmax", "log_softmax", "accuracy", "sgd_step", "adam_step", "conv2d", "conv2d_backward_input",
            "conv2d_backward_weight", "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
            "MATMUL_VERSIONS", "DEFAULT_MATMUL_VERSION", "MATMUL_PRECISIONS", "TENSOR_CORE_VERSION",

@@ -224,6 +224,28 @@ def sgd_step(params, grads, *, lr, momentum=0.0, weight_decay=0.0, nesterov=Fals
         p[...] = p64 - lr * d
 
 
+def linear_mse_sgd_fit(x, y, weight, bias, *, lr, epochs, out_losses=None):
+    """The fused linear-regression run of pyfast.ops: ``epochs`` full-batch SGD steps on the
+    mean squared error, in float64 throughout; ``weight`` and ``bias`` (float32) are updated
+    in place at the end; returns the loss before each step."""
+    x64, y64 = _input("x", x), _input("y", y)
+    for name, array in (("weight", weight), ("bias", bias)):
+        if not isinstance(array, np.ndarray):
+            raise TypeError(f"{name}: expected a NumPy array (updated in place), got {type(array).__name__}")
+        _checks.expect_float32(name, array.dtype)
+    n, _, o = _checks.linear_fit_dims(x64.shape, y64.shape, weight.shape, bias.shape, epochs, lr)
+    w, b = weight.astype(np.float64), bias.astype(np.float64)
+    losses = np.empty(epochs)
+    for epoch in range(epochs):
+        residual = x64 @ w.T + b - y64
+        losses[epoch] = np.mean(residual**2)
+        d = residual * (2.0 / (n * o))
+        w -= lr * (d.T @ x64)
+        b -= lr * d.sum(axis=0)
+    weight[...], bias[...] = w, b
+    return _finish(losses, out_losses)
+
+
 def adam_step(params, grads, exp_avg, exp_avg_sq, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
               weight_decay=0.0, decoupled=True):
     """In-place Adam (decoupled=False) or AdamW (decoupled=True) as torch.optim.Adam / AdamW,
@@ -416,6 +438,7 @@ def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, count_
 
 
 # Keep the two backends in step: every public op of one exists in the other.
-__all__ = ["matmul", "relu", "relu_backward", "add_bias", "bias_grad", "mse_loss", "softmax_cross_entropy",
+__all__ = ["linear_mse_sgd_fit", "matmul", "relu", "relu_backward", "add_bias", "bias_grad", "mse_loss",
+           "softmax_cross_entropy",
            "softmax", "log_softmax", "accuracy", "sgd_step", "adam_step", "conv2d", "conv2d_backward_input",
            "conv2d_backward_weight", "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward"]
