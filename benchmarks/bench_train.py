@@ -8,19 +8,19 @@ end) and the final losses, which must agree to 1e-5 relative. Two pyfast rows: "
 CLI's default on a GPU: the whole run in one launch, ops.linear_mse_sgd_fit) and "eager"
 (one launch per op per step, the layer loop).
 cnn: one training step (forward, cross-entropy, backward, Adam) of the CLI's network at
-batch 64 / 256 / 1024, images per second, PyTorch eager with cuDNN as the baseline.
+batch 64 / 256 / 1024, images per second, PyTorch eager with cuDNN as the baseline; launched
+op by op, and replayed as a CUDA graph (the trainer's default on a GPU, pyfast.graph).
 """
 
 import sys
 import time
 
-import numpy as np
-
 import cupy
+import numpy as np
 
 from benchmarks import harness
 from pyfast import data as datasets
-from pyfast import nn, ops, optim, train
+from pyfast import graph, nn, ops, optim, train
 
 
 def linreg_pyfast(x, y, weight, bias, epochs=1000, lr=0.01, fused=True):
@@ -76,6 +76,45 @@ def torch_cnn(torch, model):
             b.weight.copy_(torch.from_dlpack(a.weight))
             b.bias.copy_(torch.from_dlpack(a.bias))
     return net
+
+
+def graph_row(rows, eager_row, batch, xb, yb):
+    """The same step replayed as a CUDA graph (what fit() does on the GPU). Checked first: the
+    replayed second step's loss must equal the eager second step's bit for bit. Returns 1 for
+    a wrong result."""
+    losses = []
+    for use_graph in (False, True):
+        model = train.cnn_model("cuda", seed=0)
+        loss, opt = nn.CrossEntropyLoss("cuda"), optim.Adam(model, capturable=True)
+        stream = cupy.cuda.Stream(non_blocking=True)
+        with stream:
+            xs, ys = xb.copy(), yb.copy()
+
+            def step(model=model, loss=loss, opt=opt, xs=xs, ys=ys):
+                value, grad = loss(model.forward(xs), ys)
+                model.backward(grad)
+                opt.step()
+                return value
+
+            step()  # the eager first step of this shape (buffers, label check)
+            if not use_graph:
+                losses.append(float(step()))
+                continue
+            captured = graph.CapturedStep(step, stream)
+            captured.replay()
+            losses.append(float(captured.result))
+            row = dict(case=f"cnn step b{batch} (graph)", batch=batch, first_loss=losses[-1])
+            if losses[0] != losses[1]:
+                print(f"WRONG RESULT: graph replay loss {losses[1]!r} != eager {losses[0]!r}", file=sys.stderr)
+                rows.append(dict(row, correct=False))
+                return 1
+            t = harness.time_back_to_back(captured.replay, [()])
+    row.update(ms=t.median_ms, images_per_s=batch / (t.median_ms * 1e-3), correct=True)
+    if eager_row.get("torch_ms"):
+        row.update(torch_ms=eager_row["torch_ms"], torch_images_per_s=eager_row["torch_images_per_s"],
+                   ratio=eager_row["torch_ms"] / t.median_ms)
+    rows.append(row)
+    return 0
 
 
 def main(argv=None):
@@ -138,6 +177,7 @@ def main(argv=None):
         if "torch_ms" in row:
             row["ratio"] = row["torch_ms"] / t.median_ms
         rows.append(row)
+        failures += graph_row(rows, row, batch, xb, yb)
     columns = [("case", "case", "{}"), ("ms", "ms", "{:.3f}"), ("images/s", "images_per_s", "{:.0f}"),
                ("torch ms", "torch_ms", "{:.3f}"), ("torch images/s", "torch_images_per_s", "{:.0f}"),
                ("vs torch", "ratio", "{:.2f}"), ("same loss", "correct", "{}")]

@@ -304,17 +304,30 @@ PYBIND11_MODULE(_C, m) {
     m.def("adam_step",
           [](const Addresses& params, const Addresses& grads, const Addresses& exp_avg, const Addresses& exp_avg_sq,
              const std::vector<std::int64_t>& sizes, float lr, float beta1, float beta2, float eps,
-             float weight_decay, bool decoupled, float step_size, float bias_correction2_sqrt, int device,
-             std::uintptr_t stream) {
+             float weight_decay, bool decoupled, float step_size, float bias_correction2_sqrt,
+             std::uintptr_t schedule, int device, std::uintptr_t stream) {
               const auto slots = param_slots(params, grads, exp_avg, exp_avg_sq, sizes);
               const AdamParams hyper{lr, beta1, beta2, eps, weight_decay, decoupled, step_size,
-                                     bias_correction2_sqrt};
+                                     bias_correction2_sqrt, device_ptr<const float>(schedule)};
               run_op("adam_step", device, stream, [&](cudaStream_t s) { return adam_step(slots, hyper, s); });
           },
           py::arg("params"), py::arg("grads"), py::arg("exp_avg"), py::arg("exp_avg_sq"), py::arg("sizes"),
           py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"),
-          py::arg("decoupled"), py::arg("step_size"), py::arg("bias_correction2_sqrt"), py::arg("device"),
-          py::arg("stream"), "In-place Adam / AdamW over parallel lists of tensor addresses.");
+          py::arg("decoupled"), py::arg("step_size"), py::arg("bias_correction2_sqrt"), py::arg("schedule"),
+          py::arg("device"), py::arg("stream"),
+          "In-place Adam / AdamW over parallel lists of tensor addresses. schedule: 0, or the address of two "
+          "floats {step_size, bias_correction2_sqrt} on the device that replace the scalar ones.");
+
+    m.def("adam_schedule",
+          [](std::uintptr_t step, double lr, double beta1, double beta2, std::uintptr_t schedule, int device,
+             std::uintptr_t stream) {
+              run_op("adam_schedule", device, stream, [&](cudaStream_t s) {
+                  return adam_schedule(device_ptr<long long>(step), lr, beta1, beta2, device_ptr<float>(schedule), s);
+              });
+          },
+          py::arg("step"), py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("schedule"), py::arg("device"),
+          py::arg("stream"),
+          "Advance a device step counter (int64) and write Adam's {step_size, sqrt(1 - beta2^step)} for it.");
 
     // -------------------------------------------------------- convolution and pooling
     // geometry: conv (n, c, h, w, k, r, s, p, q, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w);

@@ -5,6 +5,8 @@
 //   Adam: AdamW: p = p - lr * wd * p   |  Adam: g = grad + wd * p
 //         m = beta1 * m + (1 - beta1) * g;  v = beta2 * v + (1 - beta2) * g * g
 //         p = p - step_size * m / (sqrt(v) / sqrt(1 - beta2^t) + eps),  step_size = lr / (1 - beta1^t)
+//         (step_size and the bias correction come from the host, or for a capturable Adam from a
+//         device array that adam_schedule_kernel advances each step: CUDA graphs can replay it)
 // Versions: v0 multi-tensor apply: up to kGroupTensors tensors per launch, described in the
 //           kernel's parameter block (no host-to-device copy, no synchronization); each tensor is
 //           cut into kChunk-element chunks and blocks stride over the chunks of the whole group,
@@ -54,10 +56,12 @@ struct AdamUpdate {
                 g = g + h.weight_decay * p;
             }
         }
+        const float step_size = h.schedule != nullptr ? h.schedule[0] : h.step_size;
+        const float bias_correction2_sqrt = h.schedule != nullptr ? h.schedule[1] : h.bias_correction2_sqrt;
         m = h.beta1 * m + (1.0f - h.beta1) * g;
         v = h.beta2 * v + (1.0f - h.beta2) * g * g;
-        const float denom = sqrtf(v) / h.bias_correction2_sqrt + h.eps;
-        p = p - h.step_size * m / denom;
+        const float denom = sqrtf(v) / bias_correction2_sqrt + h.eps;
+        p = p - step_size * m / denom;
     }
 };
 
@@ -128,6 +132,13 @@ __global__ void __launch_bounds__(kThreads) multi_tensor_kernel(TensorGroup grou
     }
 }
 
+__global__ void adam_schedule_kernel(long long* step, double lr, double beta1, double beta2, float* schedule) {
+    const long long t = *step + 1;
+    *step = t;
+    schedule[0] = static_cast<float>(lr / (1.0 - pow(beta1, static_cast<double>(t))));
+    schedule[1] = static_cast<float>(sqrt(1.0 - pow(beta2, static_cast<double>(t))));
+}
+
 // Launches the update over the slots, kGroupTensors non-empty tensors per launch.
 template <typename Update>
 cudaError_t multi_tensor_apply(const std::vector<ParamSlot>& slots, const Update& update, cudaStream_t stream) {
@@ -167,6 +178,13 @@ cudaError_t sgd_step(const std::vector<ParamSlot>& slots, const SgdParams& param
 
 cudaError_t adam_step(const std::vector<ParamSlot>& slots, const AdamParams& params, cudaStream_t stream) {
     return multi_tensor_apply(slots, AdamUpdate{params}, stream);
+}
+
+cudaError_t adam_schedule(long long* step, double lr, double beta1, double beta2, float* schedule,
+                          cudaStream_t stream) {
+    adam_schedule_kernel<<<1, 1, 0, stream>>>(step, lr, beta1, beta2, schedule);
+    PYFAST_RETURN_IF_LAUNCH_FAILED();
+    return cudaSuccess;
 }
 
 }  // namespace pyfast

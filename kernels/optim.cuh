@@ -31,9 +31,17 @@ struct AdamParams {
     bool decoupled;           // AdamW: param *= 1 - lr * weight_decay; else grad += weight_decay * param
     float step_size;          // lr / (1 - beta1^step), computed in double on the host
     float bias_correction2_sqrt;  // sqrt(1 - beta2^step)
+    // When set, {step_size, bias_correction2_sqrt} are read from this device array instead
+    // (written by adam_schedule on the same stream), so the update can replay in a CUDA graph.
+    const float* schedule = nullptr;
 };
 
 // PyTorch's torch.optim.Adam / AdamW update, in the same float32 order as its fused kernel.
 cudaError_t adam_step(const std::vector<ParamSlot>& slots, const AdamParams& params, cudaStream_t stream);
+
+// The device-side step count of a capturable Adam: ++*step, then schedule[0] = lr / (1 -
+// beta1^step) and schedule[1] = sqrt(1 - beta2^step), in double as the host computes them.
+cudaError_t adam_schedule(long long* step, double lr, double beta1, double beta2, float* schedule,
+                          cudaStream_t stream);
 
 }  // namespace pyfast

@@ -109,11 +109,14 @@ class Module:
         return self.train(False)
 
     def _buffer(self, name, shape, dtype=np.float32):
-        """A scratch array kept across calls while its shape stays the same."""
-        array = self._buffers.get(name)
-        if array is None or array.shape != tuple(shape) or array.dtype != dtype:
+        """A scratch array per name and shape, kept for the module's life: alternating batch
+        shapes (training, the last partial batch, evaluation) reuse theirs instead of
+        reallocating, and a CUDA graph captured on one shape keeps valid memory."""
+        key = (name, tuple(shape), np.dtype(dtype).str)
+        array = self._buffers.get(key)
+        if array is None:
             array = self.backend.xp.empty(shape, dtype=dtype)
-            self._buffers[name] = array
+            self._buffers[key] = array
         return array
 
     def config(self):
@@ -333,12 +336,17 @@ class MSELoss:
 
     def __init__(self, backend=None):
         self.backend = get_backend(backend)
-        self._grad = None
+        self._grads = {}
+
+    def _grad(self, shape):
+        """The gradient buffer for one prediction shape (kept, as the layers' buffers are)."""
+        grad = self._grads.get(tuple(shape))
+        if grad is None:
+            grad = self._grads[tuple(shape)] = self.backend.xp.empty(shape, np.float32)
+        return grad
 
     def __call__(self, pred, target):
-        if self._grad is None or self._grad.shape != pred.shape:
-            self._grad = self.backend.xp.empty(pred.shape, np.float32)
-        return self.backend.ops.mse_loss(pred, target, out_grad=self._grad)
+        return self.backend.ops.mse_loss(pred, target, out_grad=self._grad(pred.shape))
 
 
 class CrossEntropyLoss:
@@ -348,13 +356,13 @@ class CrossEntropyLoss:
 
     def __init__(self, backend=None):
         self.backend = get_backend(backend)
-        self._grad = None
+        self._grads = {}
         self._validated = False
 
+    _grad = MSELoss._grad
+
     def __call__(self, logits, labels):
-        if self._grad is None or self._grad.shape != logits.shape:
-            self._grad = self.backend.xp.empty(logits.shape, np.float32)
-        result = self.backend.ops.softmax_cross_entropy(logits, labels, out_grad=self._grad,
+        result = self.backend.ops.softmax_cross_entropy(logits, labels, out_grad=self._grad(logits.shape),
                                                         validate=not self._validated)
         self._validated = True
         return result

@@ -143,11 +143,24 @@ def _byte_range(x):
     return x.data.ptr, x.data.ptr + x.nbytes
 
 
+# While pyfast.graph captures a CUDA graph this is a list, and every array an op allocates
+# (outputs, workspaces, scalars) is appended to it: the graph owns that memory from then on,
+# so CuPy's pool cannot hand it to anyone else while the graph may replay.
+_capture_keepalive = None
+
+
+def _empty(shape, dtype=np.float32):
+    x = cupy.empty(shape, dtype=dtype)
+    if _capture_keepalive is not None:
+        _capture_keepalive.append(x)
+    return x
+
+
 def _output(out, shape, inputs, *, in_place_ok=(), name="out"):
     """`out` checked against the result's shape, or a new array. `out` may be exactly
     one of `in_place_ok` (same memory, same shape) but must not overlap any other input."""
     if out is None:
-        return cupy.empty(shape, dtype=cupy.float32)
+        return _empty(shape, cupy.float32)
     if not isinstance(out, cupy.ndarray):
         raise TypeError(f"{name}: expected a CuPy array, got {type(out).__module__}.{type(out).__name__}")
     _checks.expect_float32(name, out.dtype)
@@ -229,7 +242,7 @@ def matmul(a, b, *, trans_a=False, trans_b=False, bias=None, activation=None, ou
         splits = 1
     # Split K's partial products live in scratch from CuPy's pool (stream-ordered).
     workspace_bytes = _C.matmul_workspace_size(m, n, k, splits)
-    workspace = cupy.empty(workspace_bytes // 4, cupy.float32) if workspace_bytes else None
+    workspace = _empty(workspace_bytes // 4, cupy.float32) if workspace_bytes else None
     _C.matmul(_ptr(a), _ptr(b), _ptr(bias), _ptr(out), m, n, k, bool(trans_a), bool(trans_b), activation_code,
               version_code, precision_code, int(bf16_storage), config, splits, _ptr(workspace), device, stream)
     return out
@@ -299,7 +312,7 @@ def bias_grad(dy, *, out=None):
         device, stream = _launch_args()
         # Scratch for the per-slice partial sums (from CuPy's pool, stream-ordered).
         workspace_size = _C.bias_grad_workspace_size(outer, channels, inner, device)
-        workspace = cupy.empty(workspace_size, cupy.float32) if workspace_size else None
+        workspace = _empty(workspace_size, cupy.float32) if workspace_size else None
         _C.bias_grad(_ptr(dy), _ptr(out), _ptr(workspace), outer, channels, inner, device, stream)
     return out
 
@@ -325,9 +338,9 @@ def mse_loss(pred, target, *, reduction="mean", out_grad=None):
     require_gpu("mse_loss")
     pred, target = _on_gpu(pred_op), _on_gpu(target_op)
     grad = _output(out_grad, pred.shape, {"pred": pred, "target": target}, name="out_grad")
-    loss = cupy.empty((), cupy.float32)
+    loss = _empty((), cupy.float32)
     device, stream = _launch_args()
-    workspace = cupy.empty(_C.mse_loss_workspace_size(pred.size), cupy.float32)
+    workspace = _empty(_C.mse_loss_workspace_size(pred.size), cupy.float32)
     _C.mse_loss(_ptr(pred), _ptr(target), _ptr(grad), _ptr(loss), _ptr(workspace), pred.size, loss_scale,
                 grad_scale, device, stream)
     return loss, grad
@@ -352,9 +365,9 @@ def softmax_cross_entropy(logits, labels, *, reduction="mean", out_grad=None, va
     require_gpu("softmax_cross_entropy")
     logits, labels = _on_gpu(logits_op), _on_gpu(labels_op)
     grad = _output(out_grad, logits.shape, {"logits": logits, "labels": labels}, name="out_grad")
-    loss = cupy.empty((), cupy.float32)
-    invalid = cupy.empty((), cupy.int64)
-    row_loss = cupy.empty(rows, cupy.float32)
+    loss = _empty((), cupy.float32)
+    invalid = _empty((), cupy.int64)
+    row_loss = _empty(rows, cupy.float32)
     _C.softmax_cross_entropy(_ptr(logits), _ptr(labels), labels.dtype == cupy.int64, _ptr(grad), _ptr(loss),
                              _ptr(invalid), _ptr(row_loss), rows, classes, loss_scale, grad_scale,
                              *_launch_args())
@@ -393,7 +406,7 @@ def accuracy(logits, labels):
     rows, classes = _checks.classifier_dims(logits_op.shape, labels_op.shape)
     require_gpu("accuracy")
     logits, labels = _on_gpu(logits_op), _on_gpu(labels_op)
-    correct = cupy.empty((), cupy.uint64)
+    correct = _empty((), cupy.uint64)
     _C.accuracy(_ptr(logits), _ptr(labels), labels.dtype == cupy.int64, rows, classes, _ptr(correct),
                 *_launch_args())
     return correct.view(cupy.int64)
@@ -476,16 +489,31 @@ def adam_step(params, grads, exp_avg, exp_avg_sq, *, step, lr=1e-3, betas=(0.9, 
               weight_decay=0.0, decoupled=True):
     """In-place Adam (``decoupled=False``) or AdamW (``decoupled=True``) over a list of
     parameters in one launch per 48 tensors, with PyTorch's bias correction and float32
-    update order. ``step`` is the 1-based count of this update; ``exp_avg`` / ``exp_avg_sq``
-    start as zeros and are updated in place."""
-    beta1, beta2, step_size, bias_correction2_sqrt = _checks.adam_hyperparameters(
-        step, lr, betas, eps, weight_decay, decoupled)
+    update order. ``exp_avg`` / ``exp_avg_sq`` start as zeros and are updated in place.
+
+    ``step``: the 1-based count of this update (an int), or a 0-d int64 CuPy array holding the
+    count of updates done so far, which this call increments on the device before using it
+    (PyTorch's ``capturable=True``): nothing then changes between calls on the host side, so
+    the update can be captured once in a CUDA graph and replayed."""
+    device_step = isinstance(step, cupy.ndarray) if cupy is not None else False
+    if device_step:
+        if step.shape != () or step.dtype != np.int64:
+            raise ValueError(f"step: a device step counter must be a 0-d int64 array, got {step.dtype} {step.shape}")
+        beta1, beta2, step_size, bias_correction2_sqrt = _checks.adam_hyperparameters(
+            1, lr, betas, eps, weight_decay, decoupled)
+    else:
+        beta1, beta2, step_size, bias_correction2_sqrt = _checks.adam_hyperparameters(
+            step, lr, betas, eps, weight_decay, decoupled)
     addresses, sizes = _optimizer_pointers("adam_step", params=params, grads=grads, exp_avg=exp_avg,
                                            exp_avg_sq=exp_avg_sq)
+    schedule = None
+    if device_step:
+        schedule = _empty(2, cupy.float32)  # {step_size, sqrt(1 - beta2^step)} for this step
+        _C.adam_schedule(step.data.ptr, float(lr), beta1, beta2, schedule.data.ptr, *_launch_args())
     if sizes:
         _C.adam_step(addresses["params"], addresses["grads"], addresses["exp_avg"], addresses["exp_avg_sq"], sizes,
                      lr, beta1, beta2, eps, weight_decay, decoupled, step_size, bias_correction2_sqrt,
-                     *_launch_args())
+                     _ptr(schedule), *_launch_args())
 
 
 # ------------------------------------------------------------------------ fused runs
@@ -519,7 +547,7 @@ def _conv_geometry(g):
 def _conv_workspace(g, version_code):
     """Scratch memory for the convolution version (None when it needs none), from CuPy's pool."""
     size = _C.conv2d_workspace_size(_conv_geometry(g), version_code)
-    return cupy.empty(size, cupy.float32) if size else None
+    return _empty(size, cupy.float32) if size else None
 
 
 def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, out=None, version=None):
@@ -605,7 +633,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, out=None, out_indices=
     shape = g["y_shape"]
     y = _output(out, shape, {"x": x})
     if out_indices is None:
-        indices = cupy.empty(shape, cupy.int64)
+        indices = _empty(shape, cupy.int64)
     else:
         if not isinstance(out_indices, cupy.ndarray):
             raise TypeError(f"out_indices: expected a CuPy array, got {type(out_indices).__name__}")

@@ -2,6 +2,8 @@
 adam_step on the GPU, their NumPy twins on the CPU backend). Gradients are read from
 ``model.gradients()``, which every backward overwrites, so there is no zero_grad()."""
 
+import numpy as np
+
 from pyfast.nn import get_backend
 
 
@@ -30,20 +32,31 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """torch.optim.Adam (L2 weight decay added to the gradient), bias-corrected."""
+    """torch.optim.Adam (L2 weight decay added to the gradient), bias-corrected.
+
+    ``capturable=True`` keeps the step count on the device (PyTorch's option of that name):
+    each step() then launches the same work with the same arguments, so a training step can
+    be captured in a CUDA graph and replayed (pyfast.graph); ``steps`` reads the count back."""
 
     decoupled = False
 
-    def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, capturable=False):
         super().__init__(model)
         self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
         self.exp_avg, self.exp_avg_sq = self._zeros_like_params(), self._zeros_like_params()
-        self.steps = 0
+        self.capturable = capturable
+        self._steps = self.backend.xp.zeros((), np.int64) if capturable else 0
+
+    @property
+    def steps(self):
+        """Updates done so far (a device read when capturable)."""
+        return int(self._steps)
 
     def step(self):
-        self.steps += 1
-        self.backend.ops.adam_step(self.params, self.grads, self.exp_avg, self.exp_avg_sq, step=self.steps, lr=self.lr,
-                                   betas=self.betas, eps=self.eps, weight_decay=self.weight_decay,
+        if not self.capturable:
+            self._steps += 1
+        self.backend.ops.adam_step(self.params, self.grads, self.exp_avg, self.exp_avg_sq, step=self._steps,
+                                   lr=self.lr, betas=self.betas, eps=self.eps, weight_decay=self.weight_decay,
                                    decoupled=self.decoupled)
 
 
@@ -52,5 +65,5 @@ class AdamW(Adam):
 
     decoupled = True
 
-    def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
-        super().__init__(model, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, capturable=False):
+        super().__init__(model, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, capturable=capturable)

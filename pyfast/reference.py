@@ -249,8 +249,15 @@ def linear_mse_sgd_fit(x, y, weight, bias, *, lr, epochs, out_losses=None):
 def adam_step(params, grads, exp_avg, exp_avg_sq, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
               weight_decay=0.0, decoupled=True):
     """In-place Adam (decoupled=False) or AdamW (decoupled=True) as torch.optim.Adam / AdamW,
-    with bias correction; ``step`` counts updates from 1. States are updated in place."""
+    with bias correction; ``step`` counts updates from 1, or is a 0-d int64 array of the
+    updates done so far that this call increments first (pyfast.ops' device counter). States
+    are updated in place."""
     _checks.param_lists(params=params, grads=grads, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq)
+    if isinstance(step, np.ndarray):
+        if step.shape != () or step.dtype != np.int64:
+            raise ValueError(f"step: a step counter must be a 0-d int64 array, got {step.dtype} {step.shape}")
+        step[...] += 1
+        step = int(step)
     beta1, beta2, step_size, bias_correction2_sqrt = _checks.adam_hyperparameters(
         step, lr, betas, eps, weight_decay, decoupled)
     for name, arrays in (("params", params), ("grads", grads), ("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)):

@@ -2,13 +2,14 @@
 
     python -m pyfast.train linreg [--samples 100 --features 2 --epochs 1000 --lr 0.01 --seed 0]
     python -m pyfast.train cnn [--data digits|synthetic|mnist:PATH] [--epochs 10] [--batch-size 64]
-                               [--save model.npz] [--plot curves.png] [--backend cuda|numpy]
+                               [--save model.npz] [--plot curves.png] [--backend cuda|numpy] [--no-graph]
 
 Both backends (``cuda``: pyfast.ops on the GPU, ``numpy``: pyfast.reference) share all of
 this code; without a usable GPU the NumPy backend is used and one line says so.
 """
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -16,7 +17,7 @@ import time
 import numpy as np
 
 from pyfast import data as datasets
-from pyfast import nn
+from pyfast import graph, nn
 from pyfast.optim import SGD, Adam
 
 
@@ -40,43 +41,150 @@ def _progress(iterable, total, enabled, description):
     return iterable
 
 
+class _Steps:
+    """Runs training steps and sums the epoch's loss (and correct predictions) on the device.
+
+    Eagerly, or on the cuda backend with graphs: the first batch of each shape runs eagerly
+    (buffers get allocated, labels checked), the second is captured into a CUDA graph
+    (pyfast.graph), and every later batch of that shape is copied into the graph's input
+    buffers and replayed. Both ways run the same kernels on the same buffers, so they give
+    the same numbers."""
+
+    def __init__(self, model, loss, optimizer, classifier, use_graph, log):
+        self.model, self.loss, self.optimizer, self.classifier = model, loss, optimizer, classifier
+        self.backend = model.backend
+        self.use_graph, self.log = use_graph, log
+        self.graphs, self.inputs, self.seen = {}, {}, set()
+        self.stream = None
+        if use_graph:
+            import cupy
+
+            cupy.cuda.get_current_stream().synchronize()  # order the caller's work before ours
+            self.stream = cupy.cuda.Stream(non_blocking=True)
+        self.reset()
+
+    def reset(self):
+        xp = self.backend.xp
+        self.loss_sum = xp.zeros((), np.float64)
+        self.correct = xp.zeros((), np.int64)
+
+    def _accumulate(self, value, n, correct):
+        if self.backend.name == "numpy":
+            self.loss_sum += float(value) * n
+            if correct is not None:
+                self.correct += int(correct)
+            return
+        _accumulate_kernels()[0](value, float(n), self.loss_sum)  # in place: nothing allocated
+        if correct is not None:
+            _accumulate_kernels()[1](correct, self.correct)
+
+    def _step(self, xb, yb):
+        output = self.model.forward(xb)
+        value, grad = self.loss(output, yb)
+        self.model.backward(grad)
+        self.optimizer.step()
+        self._accumulate(value, len(xb), self.backend.ops.accuracy(output, yb) if self.classifier else None)
+
+    def __call__(self, xb, yb):
+        """One step on host batch (xb, yb)."""
+        if not self.use_graph:
+            self._step(*_to_backend(self.backend, xb, yb, self.classifier))
+            return
+        with self.stream:
+            key = (xb.shape, yb.shape)
+            if key not in self.inputs:
+                self.inputs[key] = _to_backend(self.backend, xb, yb, self.classifier)
+            xs, ys = self.inputs[key]
+            xs.set(np.ascontiguousarray(xb, dtype=np.float32), stream=self.stream)
+            ys.set(np.ascontiguousarray(yb, dtype=ys.dtype), stream=self.stream)
+            if key in self.graphs:
+                self.graphs[key].replay()
+            elif key in self.seen:
+                try:
+                    self.graphs[key] = graph.CapturedStep(lambda: self._step(xs, ys), self.stream)
+                except Exception as error:  # noqa: BLE001 - fall back to eager steps, say why
+                    if self.log:
+                        self.log(f"CUDA graph capture failed ({type(error).__name__}: {error}); running eagerly")
+                    self.use_graph = False
+                    self._step(xs, ys)
+                    return
+                self.graphs[key].replay()
+            else:
+                self._step(xs, ys)
+                self.seen.add(key)
+
+    def finish(self):
+        if self.stream is not None:
+            self.stream.synchronize()
+
+
+_ACCUMULATE = []
+
+
+def _accumulate_kernels():
+    """CuPy kernels that add a step's loss * batch size and its correct count into device
+    accumulators in place (no temporaries: safe inside a captured graph)."""
+    if not _ACCUMULATE:
+        import cupy
+
+        _ACCUMULATE.append(cupy.ElementwiseKernel("float32 value, float64 n", "float64 total",
+                                                  "total += (double)value * n", "pyfast_accumulate_loss"))
+        _ACCUMULATE.append(cupy.ElementwiseKernel("int64 count", "int64 total", "total += count",
+                                                  "pyfast_accumulate_count"))
+    return _ACCUMULATE
+
+
+def _graph_usable(backend, optimizer, graph_requested, log):
+    if backend.name != "cuda" or graph_requested is False:
+        return False
+    from pyfast import _C
+
+    if _C.get_sync():
+        if graph_requested and log:
+            log("CUDA graphs are off while PYFAST_SYNC=1 (each op synchronizes); running eagerly")
+        return False
+    if isinstance(optimizer, Adam) and not optimizer.capturable:
+        if graph_requested and log:
+            log("CUDA graphs need Adam(capturable=True) (the step count on the device); running eagerly")
+        return False
+    return True
+
+
 def fit(model, loss, optimizer, train, val=None, *, epochs, batch_size, shuffle=True, seed=0, augment=0,
-        progress=True, log=print):
+        progress=True, log=print, graph=None):
     """Trains `model` on train = (x, y) host arrays for `epochs`, in batches (the last partial
     batch kept), shuffled with a seeded generator. Returns the history: per-epoch loss,
     accuracy (classifiers), validation loss / accuracy (when `val` is given) and samples/s.
-    The device is synchronized once per epoch, to read the metrics."""
+    The device is synchronized once per epoch, to read the metrics.
+
+    ``graph``: on the cuda backend, replay each batch shape's step as a CUDA graph (see
+    pyfast.graph); None (default) uses graphs when they can work (Adam must be capturable,
+    PYFAST_SYNC off), False never does, True also says why when they cannot."""
     backend = model.backend
     classifier = _is_classifier(loss)
     rng = np.random.default_rng(seed)
     history = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": [], "samples_per_s": []}
     x, y = train
     steps = -(-len(x) // batch_size)
+    runner = _Steps(model, loss, optimizer, classifier, _graph_usable(backend, optimizer, graph, log), log)
     for epoch in range(1, epochs + 1):
         model.train()
         start = time.perf_counter()
-        losses, sizes, correct = [], [], []
+        runner.reset()
         for xb, yb in _progress(datasets.batches(x, y, batch_size, shuffle=shuffle, rng=rng, augment=augment), steps,
                                 progress, f"epoch {epoch}/{epochs}"):
-            xb, yb = _to_backend(backend, xb, yb, classifier)
-            output = model.forward(xb)
-            value, grad = loss(output, yb)
-            model.backward(grad)
-            optimizer.step()
-            losses.append(value)
-            sizes.append(len(xb))
-            if classifier:
-                correct.append(backend.ops.accuracy(output, yb))
-        xp = backend.xp
-        epoch_loss = float(xp.sum(xp.stack(losses) * xp.asarray(sizes, dtype=np.float32))) / len(x)
+            runner(xb, yb)
+        runner.finish()
+        epoch_loss = float(runner.loss_sum) / len(x)
         history["loss"].append(epoch_loss)
-        history["accuracy"].append(float(xp.sum(xp.stack(correct))) / len(x) if classifier else None)
+        history["accuracy"].append(int(runner.correct) / len(x) if classifier else None)
         history["samples_per_s"].append(len(x) / (time.perf_counter() - start))
         line = f"epoch {epoch}/{epochs}: loss {epoch_loss:.4f}"
         if classifier:
             line += f", accuracy {history['accuracy'][-1]:.4f}"
         if val is not None:
-            metrics = evaluate(model, loss, val, batch_size=batch_size)
+            with runner.stream if runner.stream is not None else contextlib.nullcontext():
+                metrics = evaluate(model, loss, val, batch_size=batch_size)
             history["val_loss"].append(metrics["loss"])
             history["val_accuracy"].append(metrics.get("accuracy"))
             line += f", val loss {metrics['loss']:.4f}"
@@ -85,6 +193,7 @@ def fit(model, loss, optimizer, train, val=None, *, epochs, batch_size, shuffle=
         line += f", {history['samples_per_s'][-1]:.0f} samples/s"
         if log:
             log(line)
+    history["graphs"] = len(runner.graphs)
     return history
 
 
@@ -255,10 +364,10 @@ def run_cnn(args, out=None):
           f"{train[0].shape[2]}x{train[0].shape[3]}; backend {backend.name}", file=out)
     model = cnn_model(backend, seed=args.seed, image_size=train[0].shape[2])
     loss = nn.CrossEntropyLoss(backend)
-    optimizer = Adam(model, lr=args.lr)
+    optimizer = Adam(model, lr=args.lr, capturable=backend.name == "cuda" and not args.no_graph)
     history = fit(model, loss, optimizer, train, val, epochs=args.epochs, batch_size=args.batch_size,
                   seed=args.seed, augment=args.augment, progress=not args.no_progress,
-                  log=lambda line: print(line, file=out))
+                  log=lambda line: print(line, file=out), graph=False if args.no_graph else None)
     metrics = evaluate(model, loss, test, batch_size=args.batch_size)
     print(f"test accuracy {metrics['accuracy']:.4f} (loss {metrics['loss']:.4f})", file=out)
     if args.save:
@@ -296,6 +405,8 @@ def parser():
     cnn.add_argument("--plot", help="write the loss / accuracy curves (.png) here")
     cnn.add_argument("--backend", choices=["cuda", "numpy"], help="default: cuda when a GPU is usable")
     cnn.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cnn.add_argument("--no-graph", action="store_true",
+                     help="on the GPU, launch every op of every step instead of replaying a CUDA graph")
     return root
 
 

@@ -5,8 +5,8 @@ loop it replaces, and the linreg CLI's two GPU paths against each other."""
 
 import numpy as np
 import pytest
-
 from conftest import fake, randn
+
 from pyfast import data as datasets
 from pyfast import nn, ops, reference, train
 from pyfast.optim import SGD
