@@ -61,12 +61,15 @@ class _Steps:
 
             cupy.cuda.get_current_stream().synchronize()  # order the caller's work before ours
             self.stream = cupy.cuda.Stream(non_blocking=True)
-        self.reset()
+        # Allocated once: captured graphs add into these very arrays on every replay.
+        self.loss_sum = self.backend.xp.zeros((), np.float64)
+        self.correct = self.backend.xp.zeros((), np.int64)
 
     def reset(self):
-        xp = self.backend.xp
-        self.loss_sum = xp.zeros((), np.float64)
-        self.correct = xp.zeros((), np.int64)
+        """Zeroes the epoch's sums in place (on the steps' stream, ordered before them)."""
+        with self.stream if self.stream is not None else contextlib.nullcontext():
+            self.loss_sum[...] = 0
+            self.correct[...] = 0
 
     def _accumulate(self, value, n, correct):
         if self.backend.name == "numpy":

@@ -147,8 +147,11 @@ def test_cnn_cli_with_and_without_graphs(capsys):
     _, with_graph, metrics = train.run_cnn(train.parser().parse_args(common))
     _, without, metrics_eager = train.run_cnn(train.parser().parse_args([*common, "--no-graph"]))
     assert with_graph["graphs"] >= 1 and without["graphs"] == 0
-    assert with_graph["loss"] == without["loss"]
-    assert metrics == metrics_eager
+    # --no-graph also takes Adam's step count from the host, whose float rounding of the bias
+    # correction may differ in the last bit from the device's: close, not bitwise.
+    np.testing.assert_allclose(with_graph["loss"], without["loss"], rtol=1e-5)
+    assert metrics["loss"] == pytest.approx(metrics_eager["loss"], rel=1e-4)
+    assert abs(metrics["accuracy"] - metrics_eager["accuracy"]) <= 0.02
 
 
 @gpu
