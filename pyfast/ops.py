@@ -88,20 +88,31 @@ def _operand(name, x):
             f"{name}: expected a CuPy array or a CUDA array, got a NumPy array; "
             f"move it to the GPU with cupy.asarray({name}), or use pyfast.reference on the CPU"
         )
+    has_dlpack = hasattr(x, "__dlpack__") and hasattr(x, "__dlpack_device__")
     try:
         interface = x.__cuda_array_interface__
     except AttributeError:
         interface = None
-    except Exception as error:  # e.g. a PyTorch tensor that requires grad
-        raise TypeError(f"{name}: cannot read its __cuda_array_interface__: {error}") from None
+    except Exception as error:  # a PyTorch tensor that requires grad, or of a dtype CAI lacks (bfloat16)
+        if not has_dlpack:
+            raise TypeError(f"{name}: cannot read its __cuda_array_interface__: {error}") from None
+        interface_error = error
+    else:
+        interface_error = None
     if interface is not None:
         return _from_interface(name, x, interface)
-    if hasattr(x, "__dlpack__") and hasattr(x, "__dlpack_device__"):
+    if has_dlpack:
         device_type = x.__dlpack_device__()[0]
         if int(device_type) != _DLPACK_CUDA:
             raise TypeError(f"{name}: expected an array on a CUDA device, got one on DLPack device type {device_type}")
         require_gpu("(DLPack input)")
-        return _operand(name, cupy.from_dlpack(x))
+        try:
+            array = cupy.from_dlpack(x)
+        except Exception as error:  # noqa: BLE001 - reported as the argument's type problem
+            detail = f"__cuda_array_interface__: {interface_error}; " if interface_error else ""
+            raise TypeError(f"{name}: cannot read its __cuda_array_interface__ or DLPack ({detail}DLPack: {error})") \
+                from None
+        return _operand(name, array)
     raise TypeError(f"{name}: expected a CuPy array or a CUDA array, got {type(x).__module__}.{type(x).__name__}")
 
 

@@ -101,6 +101,24 @@ def test_interface_that_raises_is_a_type_error():
         ops.relu(RequiresGrad())
 
 
+def test_interface_that_raises_falls_back_to_dlpack():
+    # PyTorch bfloat16 tensors have no __cuda_array_interface__ but do export DLPack: the
+    # DLPack path is taken (here it reports the fake's CPU device).
+    class Bfloat16Like:
+        @property
+        def __cuda_array_interface__(self):
+            raise TypeError("dtype bfloat16 is not supported by __cuda_array_interface__")
+
+        def __dlpack__(self, stream=None):
+            raise AssertionError("not reached: the device is checked first")
+
+        def __dlpack_device__(self):
+            return (1, 0)  # kDLCPU
+
+    with pytest.raises(TypeError, match="a: expected an array on a CUDA device"):
+        ops.matmul(Bfloat16Like(), GOOD_B, precision="bf16")
+
+
 def test_cpu_dlpack_array_is_rejected():
     class CpuDLPack:
         def __dlpack__(self, stream=None):

@@ -230,9 +230,12 @@ def test_tensor_core_every_config(rng, precision, config, trans_a, trans_b):
 
 
 @gpu
-@pytest.mark.parametrize("precision,rtol", [("tf32", 2e-3), ("bf16", 2e-2)])
+@pytest.mark.parametrize("precision,rtol", [("tf32", 5e-3), ("bf16", 4e-2)])
 def test_tensor_core_against_exact_product(rng, precision, rtol):
     # The precision's own tolerance against float64 of the unrounded operands (what users see).
+    # Rounding each operand to p mantissa bits makes each product's error about 2^-p with random
+    # sign: sqrt(k) * 2^-p * 0.8 is one standard deviation of an entry; rtol * sqrt(k) is about
+    # ten of them for TF32 (p = 11) and BF16 (p = 8), while a lost k-tile costs about 1.
     m, n, k = 512, 384, 1024
     a, b = randn(rng, m, k), randn(rng, k, n)
     got = ops.matmul(cupy.asarray(a), cupy.asarray(b), precision=precision)
