@@ -89,6 +89,7 @@ def _operand(name, x):
             f"move it to the GPU with cupy.asarray({name}), or use pyfast.reference on the CPU"
         )
     has_dlpack = hasattr(x, "__dlpack__") and hasattr(x, "__dlpack_device__")
+    interface = None
     try:
         interface = x.__cuda_array_interface__
     except AttributeError:
