@@ -1,0 +1,65 @@
+"""Every call into pyfast._C from the Python package passes as many arguments as the binding
+takes, by name where it names them. The GPU path of an op is the only place such a call runs,
+so without this a changed binding would first fail on a GPU machine. Needs the built module
+(not a GPU)."""
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+C = pytest.importorskip("pyfast._C")
+PACKAGE = Path(__file__).resolve().parent.parent / "pyfast"
+STARRED = {"_launch_args": 2}  # helpers splatted into calls, and how many values they give
+
+
+def binding_parameters(name):
+    """Parameter names of a binding, from pybind11's signature line."""
+    signature = getattr(C, name).__doc__.splitlines()[0]
+    inside = signature[signature.index("(") + 1: signature.rindex(")")]
+    depth, current, parts = 0, "", []
+    for ch in inside:
+        depth += ch in "[("
+        depth -= ch in "])"
+        if ch == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    if current.strip():
+        parts.append(current)
+    return [re.match(r"\s*(\w+)", p).group(1) for p in parts]
+
+
+def calls_into_c():
+    for path in sorted(PACKAGE.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "_C"):
+                yield pytest.param(node, id=f"{path.name}:{node.lineno}:{node.func.attr}")
+
+
+@pytest.mark.parametrize("call", list(calls_into_c()))
+def test_call_matches_the_binding(call):
+    name = call.func.attr
+    assert hasattr(C, name), f"pyfast._C has no {name}"
+    params = binding_parameters(name)
+    count = 0
+    for arg in call.args:
+        if isinstance(arg, ast.Starred):
+            helper = arg.value.func.id if isinstance(arg.value, ast.Call) and isinstance(arg.value.func, ast.Name) \
+                else None
+            if helper not in STARRED:
+                pytest.skip(f"{name}: a starred argument of unknown length")
+            count += STARRED[helper]
+        else:
+            count += 1
+    keywords = [k.arg for k in call.keywords]
+    assert count + len(keywords) == len(params), f"{name}: {count} positional + {keywords} for {params}"
+    assert set(keywords) <= set(params[count:]), f"{name}: keywords {keywords} not among {params[count:]}"
+
+
+def test_the_check_sees_the_calls():
+    names = {p.values[0].func.attr for p in calls_into_c()}
+    assert {"matmul", "adam_step", "adam_schedule", "linear_mse_sgd_fit", "conv2d", "mse_loss"} <= names
