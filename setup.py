@@ -110,11 +110,14 @@ class BuildExtWithNvcc(build_ext):
         obj_dir = Path(self.build_temp) / "kernels"
         obj_dir.mkdir(parents=True, exist_ok=True)
         headers = list((ROOT / "kernels").glob("*.cuh"))
+        # Objects built with other flags (another PYFAST_CUDA_ARCHS) are rebuilt.
+        stamp = obj_dir / "nvcc-flags.txt"
+        flags_changed = not stamp.exists() or stamp.read_text() != " ".join(flags)
 
         def compile_one(src):
             obj = obj_dir / (Path(src).stem + ".o")
             newest_input = max(p.stat().st_mtime for p in [ROOT / src, *headers])
-            if self.force or not obj.exists() or obj.stat().st_mtime < newest_input:
+            if self.force or flags_changed or not obj.exists() or obj.stat().st_mtime < newest_input:
                 cmd = [nvcc, "-c", str(ROOT / src), "-o", str(obj), *flags]
                 print(" ".join(cmd), flush=True)
                 result = subprocess.run(cmd, capture_output=True, text=True)
@@ -124,7 +127,13 @@ class BuildExtWithNvcc(build_ext):
             return str(obj)
 
         with ThreadPoolExecutor(max_workers=build_jobs()) as pool:
-            ext.extra_objects = list(pool.map(compile_one, cu_sources)) + list(ext.extra_objects)
+            objects = list(pool.map(compile_one, cu_sources))
+        stamp.write_text(" ".join(flags))
+        ext.extra_objects = objects + list(ext.extra_objects)
+        # setuptools relinks only when a listed input is newer than the module: the kernels'
+        # objects and every header count, not just the C++ sources.
+        ext.depends = [*ext.depends, *objects, *(str(h) for h in headers),
+                       *(str(h) for h in (ROOT / "csrc").glob("*.h"))]
         ext.include_dirs += [str(home / "include"), str(ROOT / "kernels")]
         ext.library_dirs += [str(cuda_lib_dir(home))]
         self.parallel = build_jobs()

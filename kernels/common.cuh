@@ -22,17 +22,24 @@ __host__ __device__ constexpr T ceil_div(T a, T b) {
     return (a + b - 1) / b;
 }
 
-// Multiprocessors of the current device, read once per device.
-inline int sm_count() {
+// An attribute of the current device, read once per device (0 when it cannot be read).
+template <cudaDeviceAttr ATTR>
+int device_attribute() {
     static int cached[64] = {};
     int device = 0;
-    if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= 64) return 1;
+    if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= 64) return 0;
     if (cached[device] == 0) {
-        int count = 0;
-        cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device);
-        cached[device] = count > 0 ? count : 1;
+        int value = 0;
+        cudaDeviceGetAttribute(&value, ATTR, device);
+        cached[device] = value;
     }
     return cached[device];
+}
+
+// Multiprocessors of the current device (at least 1).
+inline int sm_count() {
+    const int count = device_attribute<cudaDevAttrMultiProcessorCount>();
+    return count > 0 ? count : 1;
 }
 
 // Grid-stride kernels get a few blocks per SM: enough to hide latency, few enough

@@ -22,17 +22,12 @@
 
 #include "common.cuh"
 #include "matmul.cuh"
+#include "matmul_common.cuh"
 
 namespace pyfast {
 namespace {
 
-// ReLU keeps NaN (NaN < 0 is false), as torch.relu does.
-__device__ __forceinline__ float apply_epilogue(float v, const float* __restrict__ bias, int col,
-                                                Activation activation) {
-    if (bias != nullptr) v += bias[col];
-    if (activation == Activation::kRelu) v = v < 0.0f ? 0.0f : v;
-    return v;
-}
+using matmul_detail::apply_epilogue;
 
 // ---------------------------------------------------------------- v0: simple
 __global__ void matmul_simple_kernel(MatmulParams p) {
@@ -52,24 +47,6 @@ __global__ void matmul_simple_kernel(MatmulParams p) {
 }
 
 // ---------------------------------------------------------------- v1: tiled
-// Four consecutive elements of row `row` of a row-major matrix with `ld` floats per row,
-// starting at column `col` (a multiple of 4); zeros where row >= rows or col >= cols (the
-// bounds may stop short of the stored matrix: a split-K slice ends inside it). One 16-byte
-// load when the caller established that the base is 16-byte aligned and ld % 4 == 0 (cols
-// is then ld or a multiple of 4, so the chunk is whole).
-__device__ __forceinline__ float4 load_chunk(const float* __restrict__ matrix, int ld, int rows, int cols,
-                                             int row, int col, bool vector_ok) {
-    float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    if (row >= rows || col >= cols) return v;
-    const float* p = matrix + (int64_t)row * ld + col;
-    if (vector_ok) return *reinterpret_cast<const float4*>(p);
-    v.x = p[0];
-    if (col + 1 < cols) v.y = p[1];
-    if (col + 2 < cols) v.z = p[2];
-    if (col + 3 < cols) v.w = p[3];
-    return v;
-}
-
 // MIN_BLOCKS caps registers so that several blocks can share an SM (their warps cover each
 // other's barrier waits). The 8x8 thread tile needs about 150 registers: capped at 128
 // (two blocks per SM) ptxas spills ~200 bytes, so that configuration asks for one block.
@@ -119,31 +96,10 @@ matmul_tiled_kernel(MatmulParams p, SplitK split, bool vector_a, bool vector_b, 
         float4 a_stage[A_CHUNKS];
         float4 b_stage[B_CHUNKS];
 
-        // Global -> registers for the k-tile starting at k0 (absolute), each chunk along the
-        // stored matrix's contiguous dimension.
+        // Global -> registers for the k-tile starting at k0 (absolute).
         auto fetch = [&](int k0) {
-#pragma unroll
-            for (int i = 0; i < A_CHUNKS; ++i) {
-                const int chunk = tid + i * THREADS;
-                if (TRANS_A) {  // stored K x M
-                    const int kk = chunk / (BLOCK_M / 4), mm = chunk % (BLOCK_M / 4) * 4;
-                    a_stage[i] = load_chunk(a, p.m, k_hi, p.m, k0 + kk, m0 + mm, vector_a);
-                } else {  // stored M x K
-                    const int mm = chunk / (BLOCK_K / 4), kk = chunk % (BLOCK_K / 4) * 4;
-                    a_stage[i] = load_chunk(a, p.k, p.m, k_hi, m0 + mm, k0 + kk, vector_a);
-                }
-            }
-#pragma unroll
-            for (int i = 0; i < B_CHUNKS; ++i) {
-                const int chunk = tid + i * THREADS;
-                if (TRANS_B) {  // stored N x K
-                    const int nn = chunk / (BLOCK_K / 4), kk = chunk % (BLOCK_K / 4) * 4;
-                    b_stage[i] = load_chunk(b, p.k, p.n, k_hi, n0 + nn, k0 + kk, vector_b);
-                } else {  // stored K x N
-                    const int kk = chunk / (BLOCK_N / 4), nn = chunk % (BLOCK_N / 4) * 4;
-                    b_stage[i] = load_chunk(b, p.n, k_hi, p.n, k0 + kk, n0 + nn, vector_b);
-                }
-            }
+            matmul_detail::fetch_tiles<TRANS_A, TRANS_B, BLOCK_M, BLOCK_N, BLOCK_K, THREADS>(
+                a, b, p, m0, n0, k0, k_hi, tid, vector_a, vector_b, a_stage, b_stage);
         };
         // Registers -> shared buffer `buf`, transposing chunks that ran along k.
         auto stash = [&](int buf) {
@@ -266,23 +222,11 @@ cudaError_t launch_tiled(const MatmulParams& p, const SplitK& split, cudaStream_
     const bool vector_a = is_aligned16(p.a) && (p.trans_a ? p.m : p.k) % 4 == 0;
     const bool vector_b = is_aligned16(p.b) && (p.trans_b ? p.k : p.n) % 4 == 0;
     const bool vector_c = is_aligned16(split.partial ? split.partial : p.c) && p.n % 4 == 0;
-#define PYFAST_LAUNCH_TILED(TA, TB)                                                                     \
-    if (split.slices > 1)                                                                               \
-        matmul_tiled_kernel<BLOCK_M, BLOCK_N, BLOCK_K, THREAD_M, THREAD_N, MIN_BLOCKS, TA, TB, true>    \
-            <<<grid, threads, 0, stream>>>(p, split, vector_a, vector_b, vector_c);                     \
-    else                                                                                                \
-        matmul_tiled_kernel<BLOCK_M, BLOCK_N, BLOCK_K, THREAD_M, THREAD_N, MIN_BLOCKS, TA, TB, false>   \
-            <<<grid, threads, 0, stream>>>(p, split, vector_a, vector_b, vector_c)
-    if (p.trans_a && p.trans_b) {
-        PYFAST_LAUNCH_TILED(true, true);
-    } else if (p.trans_a) {
-        PYFAST_LAUNCH_TILED(true, false);
-    } else if (p.trans_b) {
-        PYFAST_LAUNCH_TILED(false, true);
-    } else {
-        PYFAST_LAUNCH_TILED(false, false);
-    }
-#undef PYFAST_LAUNCH_TILED
+    matmul_detail::dispatch_layout(p.trans_a, p.trans_b, split.slices > 1, [&](auto ta, auto tb, auto sp) {
+        matmul_tiled_kernel<BLOCK_M, BLOCK_N, BLOCK_K, THREAD_M, THREAD_N, MIN_BLOCKS, decltype(ta)::value,
+                            decltype(tb)::value, decltype(sp)::value>
+            <<<grid, threads, 0, stream>>>(p, split, vector_a, vector_b, vector_c);
+    });
     PYFAST_RETURN_IF_LAUNCH_FAILED();
     return cudaSuccess;
 }

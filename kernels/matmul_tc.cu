@@ -24,6 +24,7 @@
 
 #include "common.cuh"
 #include "matmul.cuh"
+#include "matmul_common.cuh"
 
 namespace pyfast {
 namespace {
@@ -85,46 +86,6 @@ struct MmaTraits<MatmulPrecision::kBf16> {
     }
 };
 
-// Four consecutive elements (as float) of row `row` of a row-major matrix with `ld` elements
-// per row, from column `col` (a multiple of 4); zeros out of range. One vector load (16 bytes
-// of float, 8 of bfloat16) when the caller established the base alignment and ld % 4 == 0.
-__device__ __forceinline__ float4 load4(const float* __restrict__ m, int ld, int rows, int cols, int row, int col,
-                                        bool vector_ok) {
-    float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    if (row >= rows || col >= cols) return v;
-    const float* p = m + (int64_t)row * ld + col;
-    if (vector_ok) return *reinterpret_cast<const float4*>(p);
-    v.x = p[0];
-    if (col + 1 < cols) v.y = p[1];
-    if (col + 2 < cols) v.z = p[2];
-    if (col + 3 < cols) v.w = p[3];
-    return v;
-}
-
-__device__ __forceinline__ float4 load4(const __nv_bfloat16* __restrict__ m, int ld, int rows, int cols, int row,
-                                        int col, bool vector_ok) {
-    float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    if (row >= rows || col >= cols) return v;
-    const __nv_bfloat16* p = m + (int64_t)row * ld + col;
-    if (vector_ok) {
-        const uint2 raw = *reinterpret_cast<const uint2*>(p);
-        const float2 lo = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&raw.x));
-        const float2 hi = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&raw.y));
-        return make_float4(lo.x, lo.y, hi.x, hi.y);
-    }
-    v.x = __bfloat162float(p[0]);
-    if (col + 1 < cols) v.y = __bfloat162float(p[1]);
-    if (col + 2 < cols) v.z = __bfloat162float(p[2]);
-    if (col + 3 < cols) v.w = __bfloat162float(p[3]);
-    return v;
-}
-
-__device__ __forceinline__ float epilogue(float v, const float* __restrict__ bias, int col, Activation activation) {
-    if (bias != nullptr) v += bias[col];
-    if (activation == Activation::kRelu) v = v < 0.0f ? 0.0f : v;  // keeps NaN, as torch.relu
-    return v;
-}
-
 template <MatmulPrecision P, typename InT, int BLOCK_M, int BLOCK_N, int WARPS_M, int WARPS_N, bool TRANS_A,
           bool TRANS_B, bool SPLIT>
 __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N)
@@ -165,30 +126,10 @@ matmul_tc_kernel(MatmulParams p, SplitK split, bool vector_a, bool vector_b) {
         float4 a_stage[A_CHUNKS];
         float4 b_stage[B_CHUNKS];
 
-        // Global -> registers: k-tile from absolute k0, chunks along the stored contiguous dim.
+        // Global -> registers: the k-tile from absolute k0.
         auto fetch = [&](int k0) {
-#pragma unroll
-            for (int i = 0; i < A_CHUNKS; ++i) {
-                const int chunk = tid + i * THREADS;
-                if (TRANS_A) {  // stored K x M
-                    const int kk = chunk / (BLOCK_M / 4), mm = chunk % (BLOCK_M / 4) * 4;
-                    a_stage[i] = load4(a, p.m, k_hi, p.m, k0 + kk, m0 + mm, vector_a);
-                } else {  // stored M x K
-                    const int mm = chunk / (BLOCK_K / 4), kk = chunk % (BLOCK_K / 4) * 4;
-                    a_stage[i] = load4(a, p.k, p.m, k_hi, m0 + mm, k0 + kk, vector_a);
-                }
-            }
-#pragma unroll
-            for (int i = 0; i < B_CHUNKS; ++i) {
-                const int chunk = tid + i * THREADS;
-                if (TRANS_B) {  // stored N x K
-                    const int nn = chunk / (BLOCK_K / 4), kk = chunk % (BLOCK_K / 4) * 4;
-                    b_stage[i] = load4(b, p.k, p.n, k_hi, n0 + nn, k0 + kk, vector_b);
-                } else {  // stored K x N
-                    const int kk = chunk / (BLOCK_N / 4), nn = chunk % (BLOCK_N / 4) * 4;
-                    b_stage[i] = load4(b, p.n, k_hi, p.n, k0 + kk, n0 + nn, vector_b);
-                }
-            }
+            matmul_detail::fetch_tiles<TRANS_A, TRANS_B, BLOCK_M, BLOCK_N, BLOCK_K, THREADS>(
+                a, b, p, m0, n0, k0, k_hi, tid, vector_a, vector_b, a_stage, b_stage);
         };
 
         // Registers -> shared buffer `buf` as rounded words, rows of the tile with K contiguous.
@@ -305,7 +246,8 @@ matmul_tc_kernel(MatmulParams p, SplitK split, bool vector_a, bool vector_b) {
                     for (int q = 0; q < 2; ++q) {
                         if (col + q >= p.n) continue;
                         const float v = acc[i][j][2 * half + q];
-                        out_row[col + q] = partial ? v : epilogue(v, p.bias, col + q, p.activation);
+                        out_row[col + q] =
+                            partial ? v : matmul_detail::apply_epilogue(v, p.bias, col + q, p.activation);
                     }
                 }
             }
@@ -329,23 +271,10 @@ cudaError_t launch(const MatmulParams& p, const SplitK& split, cudaStream_t stre
     };
     const bool vector_a = aligned(p.a) && (p.trans_a ? p.m : p.k) % 4 == 0;
     const bool vector_b = aligned(p.b) && (p.trans_b ? p.k : p.n) % 4 == 0;
-#define PYFAST_LAUNCH_TC(TA, TB)                                                                        \
-    if (split.slices > 1)                                                                               \
-        matmul_tc_kernel<P, InT, BLOCK_M, BLOCK_N, WARPS_M, WARPS_N, TA, TB, true>                      \
-            <<<grid, block, 0, stream>>>(p, split, vector_a, vector_b);                                 \
-    else                                                                                                \
-        matmul_tc_kernel<P, InT, BLOCK_M, BLOCK_N, WARPS_M, WARPS_N, TA, TB, false>                     \
-            <<<grid, block, 0, stream>>>(p, split, vector_a, vector_b)
-    if (p.trans_a && p.trans_b) {
-        PYFAST_LAUNCH_TC(true, true);
-    } else if (p.trans_a) {
-        PYFAST_LAUNCH_TC(true, false);
-    } else if (p.trans_b) {
-        PYFAST_LAUNCH_TC(false, true);
-    } else {
-        PYFAST_LAUNCH_TC(false, false);
-    }
-#undef PYFAST_LAUNCH_TC
+    matmul_detail::dispatch_layout(p.trans_a, p.trans_b, split.slices > 1, [&](auto ta, auto tb, auto sp) {
+        matmul_tc_kernel<P, InT, BLOCK_M, BLOCK_N, WARPS_M, WARPS_N, decltype(ta)::value, decltype(tb)::value,
+                         decltype(sp)::value><<<grid, block, 0, stream>>>(p, split, vector_a, vector_b);
+    });
     PYFAST_RETURN_IF_LAUNCH_FAILED();
     return cudaSuccess;
 }
@@ -359,19 +288,6 @@ cudaError_t launch_config(const MatmulParams& p, int config, const SplitK& split
     }
 }
 
-// Compute capability major of the current device, read once per device.
-int compute_major() {
-    static int cached[64] = {};
-    int device = 0;
-    if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= 64) return 0;
-    if (cached[device] == 0) {
-        int major = 0;
-        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
-        cached[device] = major;
-    }
-    return cached[device];
-}
-
 }  // namespace
 
 int matmul_tensor_core_config_count() { return kConfigs; }
@@ -383,7 +299,7 @@ int matmul_tensor_core_default_config(const MatmulParams& p) {
 
 cudaError_t matmul_tensor_core(const MatmulParams& p, MatmulPrecision precision, int config, const SplitK& split,
                                cudaStream_t stream) {
-    if (compute_major() < 8) return cudaErrorNotSupported;  // mma.sync TF32 / BF16 needs sm_80
+    if (device_attribute<cudaDevAttrComputeCapabilityMajor>() < 8) return cudaErrorNotSupported;  // mma.sync TF32 / BF16 needs sm_80
     if (precision == MatmulPrecision::kTf32) {
         if (p.input != ElementType::kFloat32) return cudaErrorInvalidValue;
         return launch_config<MatmulPrecision::kTf32, float>(p, config, split, stream);
