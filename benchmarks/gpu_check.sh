@@ -99,6 +99,8 @@ if [ "$mode" = matmul ]; then
     sanitize racecheck "${matmul_tests[@]}"
     mkdir -p "$logs/results"
     step bench "$limit" "$PYTHON" -m benchmarks.bench_matmul --quick --out "$logs/results"
+    # report.md, results.csv and the charts (matmul.png: TFLOP/s against size, cuBLAS lines)
+    "$PYTHON" -m benchmarks.report "$logs"/results/matmul-*.json --out "$logs/results" >> "$logs/bench.log" 2>&1 || true
     cp pyfast/matmul_tuning.json "$logs/results/matmul_tuning.json"
     step tune "$limit" "$PYTHON" -m benchmarks.tune_matmul --quick --table "$logs/results/matmul_tuning.json"
     mv "$logs/tune.log" "$logs/results/tune.log"

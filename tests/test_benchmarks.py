@@ -100,3 +100,24 @@ def test_tensor_core_rows_are_held_against_cublas_in_their_precision():
     ceilings = {"cublas_fp32_tflops": 68.7}
     assert report.percent_of_ceiling(tc, ceilings) is None  # a TF32 rate is not a share of the FP32 peak
     assert report.percent_of_ceiling(unified["matmul tiled"], ceilings) == pytest.approx(0.8, abs=0.01)
+
+
+def test_matmul_family_file_with_tensor_core_rows_makes_a_report(tmp_path):
+    pytest.importorskip("matplotlib")
+    rows = []
+    for size, fp32, tiled, tf32, ours_tf32 in [(1024, 0.06, 0.08, 0.01, 0.02), (4096, 2.7, 3.6, 0.4, 0.9)]:
+        shape = dict(case=f"square {size}", m=size, n=size, k=size, trans_a=False, trans_b=False, correct=True)
+        flop = 2.0 * size**3
+        rows += [dict(shape, version="cublas", ms=fp32, tflops=flop / fp32 / 1e9, ratio=1.0),
+                 dict(shape, version="tiled", baseline="cublas", ms=tiled, tflops=flop / tiled / 1e9,
+                      ratio=fp32 / tiled),
+                 dict(shape, version="cublas tf32", ms=tf32, tflops=flop / tf32 / 1e9, ratio=1.0),
+                 dict(shape, version="tensor_core tf32", baseline="cublas tf32", ms=ours_tf32,
+                      tflops=flop / ours_tf32 / 1e9, ratio=tf32 / ours_tf32)]
+    path = tmp_path / "matmul-test-card-2026-11-26.json"
+    info = {"device": "Test Card", "date": "2026-11-26T00:00:00+00:00"}
+    path.write_text(json.dumps({"family": "matmul", "info": info, "rows": rows}))
+    assert report.main([str(path), "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "report.md").read_text()
+    assert "matmul tensor_core tf32" in text and "cuBLAS TF32" in text
+    assert (tmp_path / "matmul.png").stat().st_size > 1000
