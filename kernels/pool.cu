@@ -4,8 +4,8 @@
 //       avg: y = sum over the window's real elements / divisor, divisor = kh*kw
 //            (count_include_pad) or the number of real elements.
 // Versions: v0 direct - one thread per output (forward); avg backward: one thread per input
-//           element gathering from the windows that contain it; max backward: one thread per
-//           plane adding dy at the recorded indices in order. No atomics: deterministic, and
+//           element gathering from the windows that contain it; max backward: a memset, then one
+//           thread per plane adding dy at the recorded indices in order. No atomics: deterministic, and
 //           correct when windows overlap.
 // References: PyTorch's max_pool2d_with_indices and avg_pool2d CUDA kernels (the scan order and
 //             NaN rule are theirs).
@@ -66,9 +66,9 @@ __global__ void max_pool2d_kernel(const float* __restrict__ x, float* __restrict
     }
 }
 
-// One thread per input plane zeroes the plane's gradient, then walks the plane's outputs in
-// order adding each dy at its recorded index. The op, like PyTorch's, receives only the
-// indices (not the window geometry), so it cannot gather; a serial walk per plane keeps the
+// After dx is zeroed (a memset, coalesced), one thread per input plane walks the plane's
+// outputs in order adding each dy at its recorded index. The op, like PyTorch's, receives only
+// the indices (not the window geometry), so it cannot gather; a serial walk per plane keeps the
 // sum order fixed (deterministic) where windows overlap. Indices outside the plane are skipped.
 __global__ void max_pool2d_backward_kernel(const float* __restrict__ dy, const long long* __restrict__ indices,
                                            float* __restrict__ dx, Pool2dParams g) {
@@ -76,7 +76,6 @@ __global__ void max_pool2d_backward_kernel(const float* __restrict__ dy, const l
     for (std::int64_t plane = (std::int64_t)blockIdx.x * blockDim.x + threadIdx.x; plane < g.planes;
          plane += (std::int64_t)gridDim.x * blockDim.x) {
         float* out = dx + plane * plane_size;
-        for (std::int64_t i = 0; i < plane_size; ++i) out[i] = 0.0f;
         for (std::int64_t o = plane * outputs; o < (plane + 1) * outputs; ++o) {
             const long long index = indices[o];
             if (index >= 0 && index < plane_size) out[index] += dy[o];
@@ -123,6 +122,9 @@ cudaError_t max_pool2d(const float* x, float* y, long long* indices, const Pool2
 
 cudaError_t max_pool2d_backward(const float* dy, const long long* indices, float* dx, const Pool2dParams& g,
                                 cudaStream_t stream) {
+    if (g.planes <= 0 || g.h * g.w <= 0) return cudaSuccess;
+    const cudaError_t status = cudaMemsetAsync(dx, 0, sizeof(float) * g.planes * g.h * g.w, stream);
+    if (status != cudaSuccess) return status;
     return launch_grid_stride(max_pool2d_backward_kernel, g.planes, stream, dy, indices, dx, g);
 }
 
