@@ -39,6 +39,8 @@ CALLS = {
     "sgd_step": (lambda p, g: ops.sgd_step([p], [g], lr=0.1), {"p": (3, 2), "g": (3, 2)}, {}),
     "adam_step": (lambda p, g, m, v: ops.adam_step([p], [g], [m], [v], step=1),
                   {"p": (3, 2), "g": (3, 2), "m": (3, 2), "v": (3, 2)}, {}),
+    "linear_mse_sgd_fit": (lambda x, y, weight, bias: ops.linear_mse_sgd_fit(x, y, weight, bias, lr=0.01, epochs=3),
+                           {"x": (10, 3), "y": (10, 2), "weight": (2, 3), "bias": (2,)}, {}),
 }
 ANY_RANK = {("relu", "x"), ("bias_grad", "dy")}  # any (N, C, ...) shape is valid: no rank to get wrong
 LIST_ARGS = {"p": "params[0]", "g": "grads[0]", "m": "exp_avg[0]", "v": "exp_avg_sq[0]"}
@@ -110,6 +112,11 @@ def test_bad_array_argument_is_rejected_by_name(op, arg, kind, bad_typestr, erro
     (lambda: ops.adam_step([fake(3)], [fake(3)], [fake(3)], [fake(3)], step=1, lr=-1), ValueError, "lr:"),
     (lambda: ops.sgd_step([fake(3)], [fake(3), fake(3)], lr=0.1), ValueError, "grads: expected 1 arrays"),
     (lambda: ops.matmul(fake(4, 3), fake(3, 5), activation="tanh"), ValueError, "activation:"),
+    (lambda: ops.matmul(fake(4, 3), fake(3, 5), precision="fp16"), ValueError, "precision:"),
+    (lambda: ops.matmul(fake(4, 3), fake(3, 5), plan=(0, 0)), ValueError, "plan:"),
+    (lambda: ops.matmul(fake(4, 3), fake(3, 5), version="simple", precision="bf16"), ValueError, "version:"),
+    (lambda: ops.linear_mse_sgd_fit(fake(10, 2), fake(10, 1), fake(1, 2), fake(1), lr=0.1, epochs=-1), ValueError,
+     "epochs:"),
 ])
 def test_bad_sizes_and_options(call, error, message):
     with pytest.raises(error, match=message):
