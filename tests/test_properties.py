@@ -125,6 +125,21 @@ def test_gpu_matmul_fuzz(m, n, k, trans_a, trans_b, relu, version, seed):
 
 
 @gpu
+@given(SIZES, SIZES, SIZES, st.booleans(), st.booleans(), st.sampled_from(["tf32", "bf16"]),
+       st.sampled_from([1, 2, 5]), st.integers(0, 99))
+def test_gpu_matmul_precision_and_split_fuzz(m, n, k, trans_a, trans_b, precision, splits, seed):
+    # Tensor-core products of the rounded operands, split K or not, against the reference
+    # that rounds the same way (float32-sum tolerance, 8x for the tensor cores' order).
+    cupy = _cupy()
+    a = arrays(seed, *((k, m) if trans_a else (m, k)))
+    b = arrays(seed + 1, *((n, k) if trans_b else (k, n)))
+    got = ops.matmul(cupy.asarray(a), cupy.asarray(b), trans_a=trans_a, trans_b=trans_b, precision=precision,
+                     plan=(-1, splits), out=cupy.full((m, n), cupy.nan, cupy.float32))
+    expected = reference.matmul(a, b, trans_a=trans_a, trans_b=trans_b, precision=precision)
+    assert_close(got, expected, atol=reduction_atol(k, factor=8.0))
+
+
+@gpu
 @given(conv_cases())
 def test_gpu_conv_fuzz(case):
     cupy = _cupy()
