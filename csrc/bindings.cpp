@@ -335,8 +335,12 @@ PYBIND11_MODULE(_C, m) {
     m.def("conv2d_workspace_size",
           [](const std::vector<std::int64_t>& geometry, int version) {
               const Conv2dParams g = conv2d_params(geometry);
-              if (version != 0 && !conv2d_gemm_fits(g)) {
+              if (version == 1 && !conv2d_gemm_fits(g)) {
                   throw std::invalid_argument("conv2d: version 'gemm' needs C*R*S, N*P*Q and K below 2^31");
+              }
+              if (version == 2 && !conv2d_implicit_fits(g)) {
+                  throw std::invalid_argument(
+                      "conv2d: version 'implicit' needs C*R*S, N*P*Q, N*H*W, K*R*S, C and K below 2^31");
               }
               return conv2d_workspace_size(g, static_cast<Conv2dVersion>(version));
           },

@@ -11,12 +11,23 @@
 //             backward_input   dcols (CRS x NPQ) = W^T @ dY', then col2im (a gather: deterministic)
 //           with dY' / Y' the K x NPQ transposes of dy / y (one pass each). Memory-hungry (the
 //           workspace is CRS*NPQ + K*NPQ floats) but every FLOP runs in the register-blocked
-//           GEMM; the implicit-GEMM version that skips the workspace is the next step.
+//           GEMM.
+//           v2 implicit - the same three products on matmul's tiled kernel (tiled_gemm.cuh), with
+//           no matrix in memory: its tile loaders gather the im2col / dY' / W^T elements from the
+//           NCHW / OIHW tensors as they stage a k-tile, and the epilogue scatters into NCHW.
+//             forward         Y (K x NPQ)   = W (K x CRS) @ cols (CRS x NPQ), + bias[k]
+//             backward_weight dW (K x CRS)  = dY' (K x NPQ) @ cols^T, K split over the SMs
+//                                             (deterministic split-K: dW is small, NPQ long)
+//             backward_input  dX (C x NHW)  = W' (C x KRS) @ taps (KRS x NHW), taps[(k,r,s)][(n,i,j)]
+//                                             = dy[n,k,p,q] where p*sh - ph + r*dh = i and
+//                                             q*sw - pw + s*dw = j, else 0 (a gather)
+//           Workspace: only backward_weight's split-K partial sums (slices x K x CRS floats).
 // Out-of-range taps (padding) contribute zero; every index is 64-bit.
 
 #include "common.cuh"
 #include "conv2d.cuh"
 #include "matmul.cuh"
+#include "tiled_gemm.cuh"
 
 namespace pyfast {
 namespace {
@@ -175,6 +186,218 @@ cudaError_t gemm(const float* a, const float* b, float* c, std::int64_t m, std::
     return matmul(params, MatmulVersion::kTiled, stream);
 }
 
+// ---------------------------------------------------------------- v2: implicit GEMM
+// 32-bit sizes (conv2d_implicit_fits checks every GEMM dimension); offsets into tensors are 64-bit.
+struct ConvShape {
+    int n, c, h, w, k, r, s, p, q, sh, sw, ph, pw, dh, dw;
+    int rs, pq, hw;
+};
+
+ConvShape conv_shape(const Conv2dParams& g) {
+    return ConvShape{static_cast<int>(g.n), static_cast<int>(g.c), static_cast<int>(g.h), static_cast<int>(g.w),
+                     static_cast<int>(g.k), static_cast<int>(g.r), static_cast<int>(g.s), static_cast<int>(g.p),
+                     static_cast<int>(g.q), g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dilation_h, g.dilation_w,
+                     static_cast<int>(g.r * g.s), static_cast<int>(g.p * g.q), static_cast<int>(g.h * g.w)};
+}
+
+// cols[crs][npq] = x[n, c, p*sh - ph + r*dh, q*sw - pw + s*dw], 0 in the padding.
+__device__ __forceinline__ float gather_cols(const float* __restrict__ x, const ConvShape& g, int crs, int npq) {
+    const int c = crs / g.rs, rs = crs - c * g.rs, r = rs / g.s, s = rs - r * g.s;
+    const int n = npq / g.pq, pq = npq - n * g.pq, p = pq / g.q, q = pq - p * g.q;
+    const int i = p * g.sh - g.ph + r * g.dh, j = q * g.sw - g.pw + s * g.dw;
+    if (i < 0 || i >= g.h || j < 0 || j >= g.w) return 0.0f;
+    return x[((int64_t)n * g.c + c) * g.hw + (int64_t)i * g.w + j];
+}
+
+// dY'[k][npq] = dy[n, k, p, q].
+__device__ __forceinline__ float gather_dy(const float* __restrict__ dy, const ConvShape& g, int k, int npq) {
+    const int n = npq / g.pq, pq = npq - n * g.pq;
+    return dy[((int64_t)n * g.k + k) * g.pq + pq];
+}
+
+// W'[c][krs] = w[k, c, r, s] with krs = (k*R + r)*S + s.
+__device__ __forceinline__ float gather_w(const float* __restrict__ w, const ConvShape& g, int c, int krs) {
+    const int k = krs / g.rs, rs = krs - k * g.rs;
+    return w[((int64_t)k * g.c + c) * g.rs + rs];
+}
+
+// taps[krs][nij] = dy[n, k, p, q] for the output (p, q) whose tap (r, s) lands on input (i, j), else 0.
+__device__ __forceinline__ float gather_taps(const float* __restrict__ dy, const ConvShape& g, int krs, int nij) {
+    const int k = krs / g.rs, rs = krs - k * g.rs, r = rs / g.s, s = rs - r * g.s;
+    const int n = nij / g.hw, ij = nij - n * g.hw, i = ij / g.w, j = ij - i * g.w;
+    const int p_num = i + g.ph - r * g.dh, q_num = j + g.pw - s * g.dw;
+    if (p_num < 0 || q_num < 0 || p_num % g.sh != 0 || q_num % g.sw != 0) return 0.0f;
+    const int p = p_num / g.sh, q = q_num / g.sw;
+    if (p >= g.p || q >= g.q) return 0.0f;
+    return dy[(((int64_t)n * g.k + k) * g.p + p) * g.q + q];
+}
+
+// The chunk of a k-tile that matmul_detail::fetch_tiles gives thread tid's chunk i, for an
+// operand whose chunks run along k (A untransposed, B transposed): (row in the tile, k offset)
+// - or along the tile's other dimension (A transposed, B untransposed): (k offset, column).
+template <int TILE, int BLOCK_K>
+__device__ __forceinline__ void chunk_along_k(int chunk, int* row, int* kk) {
+    *row = chunk / (BLOCK_K / 4);
+    *kk = chunk % (BLOCK_K / 4) * 4;
+}
+template <int TILE, int BLOCK_K>
+__device__ __forceinline__ void chunk_across_k(int chunk, int* kk, int* column) {
+    *kk = chunk / (TILE / 4);
+    *column = chunk % (TILE / 4) * 4;
+}
+
+// Four values v[q] = gather(row, k0 + q) or gather(k, col + q), 0 where out of range.
+template <typename Gather>
+__device__ __forceinline__ float4 gather4(Gather gather, bool in_range, int limit, int first) {
+    float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    if (in_range) {
+#pragma unroll
+        for (int q = 0; q < 4; ++q)
+            if (first + q < limit) v[q] = gather(first + q);
+    }
+    return make_float4(v[0], v[1], v[2], v[3]);
+}
+
+// Forward: M = K, N = NPQ, K = CRS. A = W (row-major K x CRS), B = cols gathered; y NCHW.
+struct ConvForwardTiles {
+    template <bool TA, bool TB, bool SPLIT>
+    static constexpr bool supports() { return !TA && !TB && !SPLIT; }
+    const float* x;
+    ConvShape g;
+
+    template <bool TRANS_A, bool TRANS_B, int BLOCK_M, int BLOCK_N, int BLOCK_K, int THREADS, int A_CHUNKS,
+              int B_CHUNKS>
+    __device__ __forceinline__ void fetch(const MatmulParams& p, int m0, int n0, int k0, int k_hi, int tid,
+                                          bool vector_a, bool, float4 (&a_stage)[A_CHUNKS],
+                                          float4 (&b_stage)[B_CHUNKS]) const {
+        static_assert(!TRANS_A && !TRANS_B, "forward runs W @ cols");
+        const float* w = static_cast<const float*>(p.a);
+#pragma unroll
+        for (int i = 0; i < A_CHUNKS; ++i) {
+            int mm, kk;
+            chunk_along_k<BLOCK_M, BLOCK_K>(tid + i * THREADS, &mm, &kk);
+            a_stage[i] = matmul_detail::load4(w, p.k, p.m, k_hi, m0 + mm, k0 + kk, vector_a);
+        }
+#pragma unroll
+        for (int i = 0; i < B_CHUNKS; ++i) {
+            int kk, nn;
+            chunk_across_k<BLOCK_N, BLOCK_K>(tid + i * THREADS, &kk, &nn);
+            const int crs = k0 + kk;
+            b_stage[i] = gather4([&](int npq) { return gather_cols(x, g, crs, npq); }, crs < k_hi, p.n, n0 + nn);
+        }
+    }
+
+    template <bool SPLIT>
+    __device__ __forceinline__ void store4(const MatmulParams& p, float*, int row, int col, const float (&acc)[4],
+                                           bool) const {
+        static_assert(!SPLIT, "the forward pass does not split K");
+        const float bias = p.bias != nullptr ? p.bias[row] : 0.0f;
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+            if (col + q >= p.n) continue;
+            const int n = (col + q) / g.pq, pq = (col + q) - n * g.pq;
+            p.c[((int64_t)n * g.k + row) * g.pq + pq] = acc[q] + bias;
+        }
+    }
+};
+
+// Weight gradient: M = K, N = CRS, K = NPQ. A = dY' gathered, op(B) = cols^T gathered; dW is a
+// plain K x CRS matrix (OIHW), so the results store as matmul's do (split-K included).
+struct ConvWeightGradTiles {
+    template <bool TA, bool TB, bool SPLIT>
+    static constexpr bool supports() { return !TA && TB; }
+    const float* x;
+    const float* dy;
+    ConvShape g;
+
+    template <bool TRANS_A, bool TRANS_B, int BLOCK_M, int BLOCK_N, int BLOCK_K, int THREADS, int A_CHUNKS,
+              int B_CHUNKS>
+    __device__ __forceinline__ void fetch(const MatmulParams& p, int m0, int n0, int k0, int k_hi, int tid, bool, bool,
+                                          float4 (&a_stage)[A_CHUNKS], float4 (&b_stage)[B_CHUNKS]) const {
+        static_assert(!TRANS_A && TRANS_B, "the weight gradient runs dY' @ cols^T");
+#pragma unroll
+        for (int i = 0; i < A_CHUNKS; ++i) {
+            int mm, kk;
+            chunk_along_k<BLOCK_M, BLOCK_K>(tid + i * THREADS, &mm, &kk);
+            const int k = m0 + mm;
+            a_stage[i] = gather4([&](int npq) { return gather_dy(dy, g, k, npq); }, k < p.m, k_hi, k0 + kk);
+        }
+#pragma unroll
+        for (int i = 0; i < B_CHUNKS; ++i) {
+            int nn, kk;
+            chunk_along_k<BLOCK_N, BLOCK_K>(tid + i * THREADS, &nn, &kk);
+            const int crs = n0 + nn;
+            b_stage[i] = gather4([&](int npq) { return gather_cols(x, g, crs, npq); }, crs < p.n, k_hi, k0 + kk);
+        }
+    }
+
+    template <bool SPLIT>
+    __device__ __forceinline__ void store4(const MatmulParams& p, float* out, int row, int col, const float (&acc)[4],
+                                           bool vector_c) const {
+        tiled_gemm::MatrixTiles{}.store4<SPLIT>(p, out, row, col, acc, vector_c);
+    }
+};
+
+// Input gradient: M = C, N = NHW, K = KRS. A = W' gathered, B = taps gathered; dx NCHW.
+struct ConvInputGradTiles {
+    template <bool TA, bool TB, bool SPLIT>
+    static constexpr bool supports() { return !TA && !TB && !SPLIT; }
+    const float* w;
+    const float* dy;
+    ConvShape g;
+
+    template <bool TRANS_A, bool TRANS_B, int BLOCK_M, int BLOCK_N, int BLOCK_K, int THREADS, int A_CHUNKS,
+              int B_CHUNKS>
+    __device__ __forceinline__ void fetch(const MatmulParams& p, int m0, int n0, int k0, int k_hi, int tid, bool, bool,
+                                          float4 (&a_stage)[A_CHUNKS], float4 (&b_stage)[B_CHUNKS]) const {
+        static_assert(!TRANS_A && !TRANS_B, "the input gradient runs W' @ taps");
+#pragma unroll
+        for (int i = 0; i < A_CHUNKS; ++i) {
+            int mm, kk;
+            chunk_along_k<BLOCK_M, BLOCK_K>(tid + i * THREADS, &mm, &kk);
+            const int c = m0 + mm;
+            a_stage[i] = gather4([&](int krs) { return gather_w(w, g, c, krs); }, c < p.m, k_hi, k0 + kk);
+        }
+#pragma unroll
+        for (int i = 0; i < B_CHUNKS; ++i) {
+            int kk, nn;
+            chunk_across_k<BLOCK_N, BLOCK_K>(tid + i * THREADS, &kk, &nn);
+            const int krs = k0 + kk;
+            b_stage[i] = gather4([&](int nij) { return gather_taps(dy, g, krs, nij); }, krs < k_hi, p.n, n0 + nn);
+        }
+    }
+
+    template <bool SPLIT>
+    __device__ __forceinline__ void store4(const MatmulParams& p, float*, int row, int col, const float (&acc)[4],
+                                           bool) const {
+        static_assert(!SPLIT, "the input gradient does not split K");
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+            if (col + q >= p.n) continue;
+            const int n = (col + q) / g.hw, ij = (col + q) - n * g.hw;
+            p.c[((int64_t)n * g.c + row) * g.hw + ij] = acc[q];
+        }
+    }
+};
+
+// The GEMM of one implicit pass: C (m x n) over k, with `a` / `c` passed through MatmulParams.
+MatmulParams implicit_gemm(const float* a, float* c, const float* bias, std::int64_t m, std::int64_t n,
+                           std::int64_t k, bool trans_b) {
+    return MatmulParams{a, nullptr, bias, c, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k),
+                        false, trans_b, Activation::kNone};
+}
+
+// backward_weight's K split: enough slices to give each SM about two blocks of 64x64 tiles,
+// each slice at least 256 deep, at most 64.
+SplitK weight_grad_split(const Conv2dParams& g, float* workspace) {
+    const std::int64_t m = g.k, n = g.c * g.r * g.s, k = g.n * g.p * g.q;
+    const std::int64_t tiles = ceil_div<std::int64_t>(m, 64) * ceil_div<std::int64_t>(n, 64);
+    std::int64_t splits = 2 * sm_count() / (tiles > 0 ? tiles : 1);
+    splits = splits < k / 256 ? splits : k / 256;
+    splits = splits < 64 ? splits : 64;
+    return tiled_gemm::split_k(static_cast<int>(k), static_cast<int>(splits > 1 ? splits : 1), workspace);
+}
+
 #define PYFAST_TRY(call)                          \
     do {                                          \
         const cudaError_t status_ = (call);       \
@@ -188,15 +411,31 @@ bool conv2d_gemm_fits(const Conv2dParams& g) {
     return g.c * g.r * g.s <= limit && g.n * g.p * g.q <= limit && g.k <= limit;
 }
 
+bool conv2d_implicit_fits(const Conv2dParams& g) {
+    const std::int64_t limit = 0x7fffffff;  // 32-bit GEMM dimensions and tensor sizes within a plane of work
+    return conv2d_gemm_fits(g) && g.n * g.h * g.w <= limit && g.k * g.r * g.s <= limit && g.c <= limit;
+}
+
 std::int64_t conv2d_workspace_size(const Conv2dParams& g, Conv2dVersion version) {
-    if (version != Conv2dVersion::kGemm) return 0;
-    return (g.c * g.r * g.s + g.k) * (g.n * g.p * g.q);
+    if (version == Conv2dVersion::kGemm) return (g.c * g.r * g.s + g.k) * (g.n * g.p * g.q);
+    if (version == Conv2dVersion::kImplicit) {
+        const SplitK split = weight_grad_split(g, nullptr);
+        return split.slices > 1 ? split.slices * g.k * g.c * g.r * g.s : 0;
+    }
+    return 0;
 }
 
 cudaError_t conv2d(const float* x, const float* w, const float* bias, float* y, float* workspace,
                    const Conv2dParams& g, Conv2dVersion version, cudaStream_t stream) {
     if (version == Conv2dVersion::kDirect) {
         return launch_grid_stride(conv2d_direct_kernel, g.n * g.k * g.p * g.q, stream, x, w, bias, y, g);
+    }
+    if (version == Conv2dVersion::kImplicit) {
+        if (!conv2d_implicit_fits(g)) return cudaErrorInvalidValue;
+        const MatmulParams p = implicit_gemm(w, y, bias, g.k, g.n * g.p * g.q, g.c * g.r * g.s, false);
+        const bool vector_w = is_aligned16(w) && p.k % 4 == 0;
+        return tiled_gemm::launch_config(p, tiled_gemm::default_config(p.m, p.n), SplitK{p.k > 0 ? p.k : 1, 1, nullptr},
+                                         ConvForwardTiles{x, conv_shape(g)}, vector_w, false, false, stream);
     }
     if (version != Conv2dVersion::kGemm || !conv2d_gemm_fits(g)) return cudaErrorInvalidValue;
     const GemmView v = gemm_view(g, workspace);
@@ -210,6 +449,12 @@ cudaError_t conv2d_backward_input(const float* dy, const float* w, float* dx, fl
     if (version == Conv2dVersion::kDirect) {
         return launch_grid_stride(conv2d_backward_input_direct_kernel, g.n * g.c * g.h * g.w, stream, dy, w, dx, g);
     }
+    if (version == Conv2dVersion::kImplicit) {
+        if (!conv2d_implicit_fits(g)) return cudaErrorInvalidValue;
+        const MatmulParams p = implicit_gemm(w, dx, nullptr, g.c, g.n * g.h * g.w, g.k * g.r * g.s, false);
+        return tiled_gemm::launch_config(p, tiled_gemm::default_config(p.m, p.n), SplitK{p.k > 0 ? p.k : 1, 1, nullptr},
+                                         ConvInputGradTiles{w, dy, conv_shape(g)}, false, false, false, stream);
+    }
     if (version != Conv2dVersion::kGemm || !conv2d_gemm_fits(g)) return cudaErrorInvalidValue;
     const GemmView v = gemm_view(g, workspace);
     PYFAST_TRY(launch_grid_stride(nchw_to_knpq_kernel, g.k * v.npq, stream, dy, v.knpq, g));
@@ -221,6 +466,18 @@ cudaError_t conv2d_backward_weight(const float* dy, const float* x, float* dw, f
                                    const Conv2dParams& g, Conv2dVersion version, cudaStream_t stream) {
     if (version == Conv2dVersion::kDirect) {
         return launch_grid_stride(conv2d_backward_weight_direct_kernel, g.k * g.c * g.r * g.s, stream, dy, x, dw, g);
+    }
+    if (version == Conv2dVersion::kImplicit) {
+        if (!conv2d_implicit_fits(g)) return cudaErrorInvalidValue;
+        const MatmulParams p = implicit_gemm(dy, dw, nullptr, g.k, g.c * g.r * g.s, g.n * g.p * g.q, true);
+        const SplitK split = weight_grad_split(g, workspace);
+        if (split.slices > 1 && workspace == nullptr) return cudaErrorInvalidValue;
+        const bool vector_c = is_aligned16(split.slices > 1 ? workspace : dw) && p.n % 4 == 0;
+        PYFAST_TRY(tiled_gemm::launch_config(p, tiled_gemm::default_config(p.m, p.n), split,
+                                             ConvWeightGradTiles{x, dy, conv_shape(g)}, false, false, vector_c,
+                                             stream));
+        if (split.slices == 1) return cudaSuccess;
+        return tiled_gemm::reduce_slices(split, p.m, p.n, nullptr, Activation::kNone, dw, stream);
     }
     if (version != Conv2dVersion::kGemm || !conv2d_gemm_fits(g)) return cudaErrorInvalidValue;
     const GemmView v = gemm_view(g, workspace);

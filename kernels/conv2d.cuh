@@ -14,12 +14,14 @@ struct Conv2dParams {
 };
 
 // Numbering follows the versions in conv2d.cu's header; the Python layer names them.
-enum class Conv2dVersion : int { kDirect = 0, kGemm = 1 };
+enum class Conv2dVersion : int { kDirect = 0, kGemm = 1, kImplicit = 2 };
 
 // Floats of scratch memory a version needs for these sizes (0: none), the same for every pass.
 std::int64_t conv2d_workspace_size(const Conv2dParams& params, Conv2dVersion version);
-// Whether the gemm version's matrix dimensions fit its 32-bit GEMM (else it returns an error).
+// Whether the gemm / implicit versions' matrix dimensions fit their 32-bit GEMM (else they
+// return an error).
 bool conv2d_gemm_fits(const Conv2dParams& params);
+bool conv2d_implicit_fits(const Conv2dParams& params);
 
 // y = conv(x, w) (+ bias[k], bias may be nullptr).
 cudaError_t conv2d(const float* x, const float* w, const float* bias, float* y, float* workspace,

@@ -263,8 +263,9 @@ def pair(name, value, minimum):
     return int(h), int(w)
 
 
-CONV2D_VERSIONS = ("direct", "gemm")  # index = the kernel's version number
-# "gemm" (im2col + the tiled matmul) becomes the default once a GPU run has checked it.
+CONV2D_VERSIONS = ("direct", "gemm", "implicit")  # index = the kernel's version number
+# "gemm" (im2col + the tiled matmul) or "implicit" (the tiled matmul gathering its tiles) becomes
+# the default once a GPU run has checked and timed them.
 DEFAULT_CONV2D_VERSION = "direct"
 
 

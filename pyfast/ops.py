@@ -567,8 +567,10 @@ def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, out=None, versio
     torch.nn.functional.conv2d with groups=1. ``stride``, ``padding``, ``dilation``: an int or
     an (h, w) pair; output size (H + 2 pad - dilation (R - 1) - 1) // stride + 1. An input
     smaller than the dilated kernel is a ValueError. ``version``: one of ``CONV2D_VERSIONS``:
-    "direct" (one thread per output, the on-GPU oracle) or "gemm" (im2col into a workspace of
-    (C*R*S + K) * N*P*Q floats from CuPy's pool, then the tiled matmul)."""
+    "direct" (one thread per output, the on-GPU oracle), "gemm" (im2col into a workspace of
+    (C*R*S + K) * N*P*Q floats from CuPy's pool, then the tiled matmul) or "implicit" (the tiled
+    matmul gathering its tiles straight from x and w: no workspace but the weight gradient's
+    split-K partial sums)."""
     x_op, w_op = _input("x", x), _input("w", w)
     bias_op = _input("bias", bias, optional=True)
     g = _checks.conv2d_dims(x_op.shape, w_op.shape, stride, padding, dilation)

@@ -23,7 +23,7 @@ def _input(name, x, *, optional=False, check_dtype=True):
 def _finish(result, out):
     """Rounds the float64 result to float32, into `out` when given."""
     if out is None:
-        return result.astype(np.float32)
+        return np.ascontiguousarray(result, dtype=np.float32)  # C order, as the GPU ops return
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out: expected a NumPy array, got {type(out).__module__}.{type(out).__name__}")
     _checks.expect_float32("out", out.dtype)
