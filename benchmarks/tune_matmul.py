@@ -26,7 +26,6 @@ from pyfast import _C, _tuning, ops, reference  # noqa: E402
 from pyfast.testing import assert_close, reduction_atol  # noqa: E402
 
 SPLITS = (1, 2, 4, 8, 16, 32)
-TILE = {0: 128, 1: 64}  # output tile edge per configuration (both kernels number them alike)
 MODES = (("tiled", None), ("tensor_core", "tf32"), ("tensor_core", "bf16"))
 
 
@@ -43,7 +42,8 @@ def shapes(quick):
 
 def candidates(version_code, m, n, k, sms):
     for config in range(_C.matmul_config_count(version_code)):
-        tiles = math.ceil(m / TILE[config]) * math.ceil(n / TILE[config])
+        block_m, block_n = _C.matmul_config_tile(version_code, config)
+        tiles = math.ceil(m / block_m) * math.ceil(n / block_n)
         for splits in SPLITS:
             if splits == 1 or (tiles * splits <= 4 * sms and k // splits >= 64):
                 yield config, splits

@@ -162,6 +162,13 @@ PYBIND11_MODULE(_C, m) {
 
     m.def("matmul_config_count", [](int version) { return matmul_config_count(static_cast<MatmulVersion>(version)); },
           py::arg("version"), "Tile configurations of a matmul version (plans index them from 0).");
+    m.def("matmul_config_tile",
+          [](int version, int config) {
+              int block_m = 0, block_n = 0;
+              matmul_config_tile(static_cast<MatmulVersion>(version), config, &block_m, &block_n);
+              return std::make_tuple(block_m, block_n);
+          },
+          py::arg("version"), py::arg("config"), "(block_m, block_n): the output tile of one configuration.");
 
     m.def("linear_mse_sgd_fit",
           [](std::uintptr_t x, std::uintptr_t y, std::uintptr_t weight, std::uintptr_t bias, std::uintptr_t losses,

@@ -71,6 +71,20 @@ int matmul_config_count(MatmulVersion version) {
     return 0;
 }
 
+void matmul_config_tile(MatmulVersion version, int config, int* block_m, int* block_n) {
+    *block_m = *block_n = 0;
+    if (config < 0 || config >= matmul_config_count(version)) return;
+    if (version == MatmulVersion::kSimple) {
+        *block_m = 8;
+        *block_n = 32;
+    } else if (version == MatmulVersion::kTiled) {
+        *block_m = tiled_gemm::kConfigTiles[config][0];
+        *block_n = tiled_gemm::kConfigTiles[config][1];
+    } else {
+        matmul_tensor_core_config_tile(config, block_m, block_n);
+    }
+}
+
 std::size_t matmul_workspace_bytes(int m, int n, int k, const MatmulPlan& plan) {
     if (m <= 0 || n <= 0) return 0;
     const SplitK split = tiled_gemm::split_k(k, plan.splits, nullptr);

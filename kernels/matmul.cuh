@@ -37,8 +37,10 @@ struct MatmulPlan {
     int splits = 1;
 };
 
-// Tile configurations a version offers (tuning searches 0 .. count-1).
+// Tile configurations a version offers (tuning searches 0 .. count-1), and the output tile
+// (block_m x block_n) of each: 0 x 0 for an unknown one.
 int matmul_config_count(MatmulVersion version);
+void matmul_config_tile(MatmulVersion version, int config, int* block_m, int* block_n);
 
 // Bytes of float32 workspace a plan needs: splits * m * n * 4 when it splits, else 0.
 std::size_t matmul_workspace_bytes(int m, int n, int k, const MatmulPlan& plan);
@@ -68,6 +70,7 @@ constexpr int kSplitKAlign = 32;  // a multiple of every kernel's k-tile
 cudaError_t matmul_tensor_core(const MatmulParams& params, MatmulPrecision precision, int config,
                                const SplitK& split, cudaStream_t stream);
 int matmul_tensor_core_config_count();
+void matmul_tensor_core_config_tile(int config, int* block_m, int* block_n);
 int matmul_tensor_core_default_config(const MatmulParams& params);
 
 }  // namespace pyfast

@@ -292,6 +292,10 @@ cudaError_t launch_config(const MatmulParams& p, int config, const SplitK& split
 
 int matmul_tensor_core_config_count() { return kConfigs; }
 
+void matmul_tensor_core_config_tile(int config, int* block_m, int* block_n) {
+    *block_m = *block_n = config == 0 ? 128 : 64;
+}
+
 int matmul_tensor_core_default_config(const MatmulParams& p) {
     const long long large_tiles = (long long)ceil_div(p.m, 128) * ceil_div(p.n, 128);
     return large_tiles >= sm_count() ? 0 : 1;

@@ -229,9 +229,13 @@ cudaError_t launch(const MatmulParams& p, const SplitK& split, const Tiles& tile
     return cudaSuccess;
 }
 
-// Configurations, indexed by MatmulPlan::config: 0: 128x128x8 tiles, 8x8 per thread;
-// 1: 64x64x16 tiles, 4x4 per thread.
-constexpr int kConfigs = 2;
+// Configurations, indexed by MatmulPlan::config (block tile M x N x K, outputs per thread):
+//   0: 128x128x8,  8x8   the default for large C        3: 128x64x16, 8x4
+//   1: 64x64x16,   4x4   the default for small C        4: 64x128x16, 4x8
+//   2: 128x128x16, 8x8                                  5: 64x64x32,  4x4
+// 2-5 exist for the tuner (benchmarks/tune_matmul.py) to choose per shape class and card.
+constexpr int kConfigs = 6;
+constexpr int kConfigTiles[kConfigs][2] = {{128, 128}, {64, 64}, {128, 128}, {128, 64}, {64, 128}, {64, 64}};
 
 // Large tiles reuse each loaded element 8x more per thread, but only pay off when there are
 // enough of them to occupy every SM.
@@ -246,8 +250,23 @@ cudaError_t launch_config(const MatmulParams& p, int config, const SplitK& split
     switch (config) {
         case 0: return launch<128, 128, 8, 8, 8, 1>(p, split, tiles, vector_a, vector_b, vector_c, stream);
         case 1: return launch<64, 64, 16, 4, 4, 4>(p, split, tiles, vector_a, vector_b, vector_c, stream);
+        case 2: return launch<128, 128, 16, 8, 8, 1>(p, split, tiles, vector_a, vector_b, vector_c, stream);
+        case 3: return launch<128, 64, 16, 8, 4, 2>(p, split, tiles, vector_a, vector_b, vector_c, stream);
+        case 4: return launch<64, 128, 16, 4, 8, 2>(p, split, tiles, vector_a, vector_b, vector_c, stream);
+        case 5: return launch<64, 64, 32, 4, 4, 3>(p, split, tiles, vector_a, vector_b, vector_c, stream);
         default: return cudaErrorInvalidValue;
     }
+}
+
+// Config 0 or 1 by default_config: the two every caller gets without a tuned plan (the others
+// are compiled only where a plan can name them, in matmul.cu).
+template <typename Tiles>
+cudaError_t launch_default_config(const MatmulParams& p, const SplitK& split, const Tiles& tiles, bool vector_a,
+                                  bool vector_b, bool vector_c, cudaStream_t stream) {
+    if (default_config(p.m, p.n) == 0) {
+        return launch<128, 128, 8, 8, 8, 1>(p, split, tiles, vector_a, vector_b, vector_c, stream);
+    }
+    return launch<64, 64, 16, 4, 4, 4>(p, split, tiles, vector_a, vector_b, vector_c, stream);
 }
 
 // The K slicing of `splits` slices: whole kSplitKAlign multiples, none empty.

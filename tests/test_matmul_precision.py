@@ -178,6 +178,15 @@ def test_shipped_table_is_well_formed():
             assert key.startswith("v") and config >= 0 and 1 <= splits <= 64, (card, key)
 
 
+def test_configurations_and_their_tiles():
+    C = pytest.importorskip("pyfast._C")
+    tiled, tensor_core = ops.MATMUL_VERSIONS.index("tiled"), len(ops.MATMUL_VERSIONS)
+    assert C.matmul_config_count(tiled) == 6 and C.matmul_config_count(tensor_core) == 2
+    assert [C.matmul_config_tile(tiled, c) for c in range(6)] == [(128, 128), (64, 64), (128, 128), (128, 64),
+                                                                  (64, 128), (64, 64)]
+    assert C.matmul_config_tile(tensor_core, 1) == (64, 64) and C.matmul_config_tile(tiled, 6) == (0, 0)
+
+
 # ------------------------------------------------------------------ GPU
 cupy = pytest.importorskip("cupy")
 gpu = pytest.mark.gpu
@@ -227,6 +236,21 @@ def test_tensor_core_awkward_shapes(rng, precision, m, n, k, trans_a, trans_b):
 def test_tensor_core_every_config(rng, precision, config, trans_a, trans_b):
     check_precision(rng, precision, 300, 260, 200, trans_a, trans_b, plan=(config, 1), bias=True,
                     activation="relu")
+
+
+@gpu
+@pytest.mark.parametrize("config", range(6))
+@pytest.mark.parametrize("trans_a,trans_b", TRANSPOSES)
+def test_every_tiled_config(rng, config, trans_a, trans_b):
+    # The tuner may pick any configuration: each, unsplit and split, on edges of every tile.
+    for (m, n, k), splits in [((129, 67, 45), 1), ((300, 260, 200), 3), ((7, 5, 3), 1), ((64, 128, 1000), 7)]:
+        a, b = _operands(rng, m, n, k, trans_a, trans_b)
+        bias = randn(rng, n)
+        out = cupy.full((m, n), cupy.nan, cupy.float32)
+        got = ops.matmul(cupy.asarray(a), cupy.asarray(b), trans_a=trans_a, trans_b=trans_b, bias=cupy.asarray(bias),
+                         activation="relu", plan=(config, splits), out=out)
+        expected = reference.matmul(a, b, trans_a=trans_a, trans_b=trans_b, bias=bias, activation="relu")
+        assert_close(got, expected, atol=reduction_atol(k), name=f"config {config} {m}x{n}x{k} split {splits}")
 
 
 @gpu
