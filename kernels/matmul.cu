@@ -7,12 +7,14 @@
 //                       THREAD_M x THREAD_N outputs per thread held in registers (2D register
 //                       blocking), 16-byte global loads where alignment allows, the next k-tile
 //                       prefetched into registers while the current one is multiplied (double
-//                       buffered shared memory, one barrier per k-tile). Two tile shapes:
+//                       buffered shared memory, one barrier per k-tile). The kernel lives in
+//                       tiled_gemm.cuh (conv2d's implicit GEMM shares it). By default
 //                       128x128x8 with 8x8 per thread for large C, 64x64x16 with 4x4 per
-//                       thread when the large tiles would leave SMs idle.
+//                       thread when the large tiles would leave SMs idle; four more tile
+//                       shapes for measured plans (pyfast/matmul_tuning.json).
+//           v2 tensor core (matmul_tc.cu) - mma.sync on TF32 or BF16 operands, float32 accumulation.
 // References: S. Boehm, "How to optimize a CUDA matmul kernel for cuBLAS-like performance"
 //             (SGEMM_CUDA); CUTLASS's threadblock/warp/thread tiling hierarchy.
-//           v2 tensor core (matmul_tc.cu) - mma.sync on TF32 or BF16 operands, float32 accumulation.
 // Split-K (any version but simple, chosen by a MatmulPlan): K is cut into slices, one per
 // blockIdx.z; each writes its partial product to a workspace and a second kernel sums the
 // slices in order and applies the epilogue, so results do not depend on timing. It fills the
