@@ -90,10 +90,13 @@ class _Steps:
 
     def __call__(self, xb, yb):
         """One step on host batch (xb, yb)."""
-        if not self.use_graph:
+        if self.stream is None:
             self._step(*_to_backend(self.backend, xb, yb, self.classifier))
             return
-        with self.stream:
+        with self.stream:  # once on this stream, always on it: no ordering across streams
+            if not self.use_graph:  # a capture failed: eager steps from then on
+                self._step(*_to_backend(self.backend, xb, yb, self.classifier))
+                return
             key = (xb.shape, yb.shape)
             if key not in self.inputs:
                 self.inputs[key] = _to_backend(self.backend, xb, yb, self.classifier)
