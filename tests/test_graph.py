@@ -167,3 +167,19 @@ def test_linreg_data_through_fit_with_graphs():
     assert results[1][2] == 2 and results[0][0] == results[1][0]
     for a, b in zip(results[0][1], results[1][1]):
         np.testing.assert_array_equal(a, b)
+
+
+@gpu
+def test_a_failed_capture_falls_back_to_eager_steps(monkeypatch):
+    from pyfast import graph
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("capture refused (test)")
+
+    eager, eager_params, _ = _cnn_fit(graph=False)
+    monkeypatch.setattr(graph, "CapturedStep", refuse)
+    fallback, fallback_params, lines = _cnn_fit(graph=True)
+    assert fallback["graphs"] == 0 and any("capture refused (test)" in line for line in lines)
+    assert fallback["loss"] == eager["loss"]
+    for a, b in zip(fallback_params, eager_params):
+        np.testing.assert_array_equal(a, b)
