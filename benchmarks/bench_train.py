@@ -9,7 +9,8 @@ CLI's default on a GPU: the whole run in one launch, ops.linear_mse_sgd_fit) and
 (one launch per op per step, the layer loop).
 cnn: one training step (forward, cross-entropy, backward, Adam) of the CLI's network at
 batch 64 / 256 / 1024, images per second, PyTorch eager with cuDNN as the baseline; launched
-op by op, and replayed as a CUDA graph (the trainer's default on a GPU, pyfast.graph).
+op by op, and replayed as a CUDA graph (the trainer's default on a GPU, pyfast.graph) with each
+conv version (direct, gemm, implicit).
 """
 
 import sys
@@ -78,13 +79,13 @@ def torch_cnn(torch, model):
     return net
 
 
-def graph_row(rows, eager_row, batch, xb, yb):
-    """The same step replayed as a CUDA graph (what fit() does on the GPU). Checked first: the
-    replayed second step's loss must equal the eager second step's bit for bit. Returns 1 for
-    a wrong result."""
+def graph_row(rows, eager_row, batch, xb, yb, conv_version=None):
+    """The same step replayed as a CUDA graph (what fit() does on the GPU), with the given conv
+    kernels. Checked first: the replayed second step's loss must equal the eager second step's
+    bit for bit. Returns 1 for a wrong result."""
     losses = []
     for use_graph in (False, True):
-        model = train.cnn_model("cuda", seed=0)
+        model = train.cnn_model("cuda", seed=0, conv_version=conv_version)
         loss, opt = nn.CrossEntropyLoss("cuda"), optim.Adam(model, capturable=True)
         stream = cupy.cuda.Stream(non_blocking=True)
         with stream:
@@ -103,7 +104,8 @@ def graph_row(rows, eager_row, batch, xb, yb):
             captured = graph.CapturedStep(step, stream)
             captured.replay()
             losses.append(float(captured.result))
-            row = dict(case=f"cnn step b{batch} (graph)", batch=batch, first_loss=losses[-1])
+            label = conv_version or ops.DEFAULT_CONV2D_VERSION
+            row = dict(case=f"cnn step b{batch} (graph, {label} conv)", batch=batch, first_loss=losses[-1])
             if losses[0] != losses[1]:
                 print(f"WRONG RESULT: graph replay loss {losses[1]!r} != eager {losses[0]!r}", file=sys.stderr)
                 rows.append(dict(row, correct=False))
@@ -177,7 +179,8 @@ def main(argv=None):
         if "torch_ms" in row:
             row["ratio"] = row["torch_ms"] / t.median_ms
         rows.append(row)
-        failures += graph_row(rows, row, batch, xb, yb)
+        for conv_version in ops.CONV2D_VERSIONS:
+            failures += graph_row(rows, row, batch, xb, yb, conv_version)
     columns = [("case", "case", "{}"), ("ms", "ms", "{:.3f}"), ("images/s", "images_per_s", "{:.0f}"),
                ("torch ms", "torch_ms", "{:.3f}"), ("torch images/s", "torch_images_per_s", "{:.0f}"),
                ("vs torch", "ratio", "{:.2f}"), ("same loss", "correct", "{}")]

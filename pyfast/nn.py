@@ -172,11 +172,14 @@ class Linear(_ParametrizedLayer):
 
 
 class Conv2d(_ParametrizedLayer):
-    """2D convolution (NCHW, weight (out, in, kh, kw)) with bias."""
+    """2D convolution (NCHW, weight (out, in, kh, kw)) with bias. ``version``: the conv kernels
+    to run on the GPU (one of pyfast.ops.CONV2D_VERSIONS; None: the ops' default)."""
 
     def __init__(self, in_channels, out_channels, kernel_size, *, stride=1, padding=0, dilation=1, init="default",
-                 rng=None, backend=None):
+                 rng=None, backend=None, version=None):
         super().__init__(backend)
+        _checks.conv2d_version_code(version)
+        self.version = version
         kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, (kh, kw)
         self.stride, self.padding, self.dilation = stride, padding, dilation
@@ -186,12 +189,12 @@ class Conv2d(_ParametrizedLayer):
                                                     fan_out))
 
     def _geometry(self):
-        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation)
+        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, version=self.version)
 
     def forward(self, x):
         ops = self.backend.ops
         self._x = x
-        shape = _checks.conv2d_dims(x.shape, self.weight.shape, **self._geometry())["y_shape"]
+        shape = _checks.conv2d_dims(x.shape, self.weight.shape, self.stride, self.padding, self.dilation)["y_shape"]
         return ops.conv2d(x, self.weight, self.bias, out=self._buffer("y", shape), **self._geometry())
 
     def backward(self, dy):
@@ -204,7 +207,7 @@ class Conv2d(_ParametrizedLayer):
     def config(self):
         return dict(super().config(), in_channels=self.in_channels, out_channels=self.out_channels,
                     kernel_size=list(self.kernel_size), stride=self.stride, padding=self.padding,
-                    dilation=self.dilation)
+                    dilation=self.dilation, version=self.version)
 
 
 class ReLU(Module):
@@ -326,7 +329,8 @@ def from_config(config, backend=None):
                       backend=backend)
     if cls is Conv2d:
         return Conv2d(config["in_channels"], config["out_channels"], tuple(config["kernel_size"]),
-                      stride=config["stride"], padding=config["padding"], dilation=config["dilation"], backend=backend)
+                      stride=config["stride"], padding=config["padding"], dilation=config["dilation"],
+                      version=config.get("version"), backend=backend)
     return cls(**config, backend=backend)
 
 

@@ -16,8 +16,8 @@ import time
 
 import numpy as np
 
+from pyfast import _checks, graph, nn
 from pyfast import data as datasets
-from pyfast import graph, nn
 from pyfast.optim import SGD, Adam
 
 
@@ -286,16 +286,17 @@ def plot_history(history, path):
 
 
 # -------------------------------------------------------------------------------- models
-def cnn_model(backend=None, seed=0, classes=10, image_size=28):
+def cnn_model(backend=None, seed=0, classes=10, image_size=28, conv_version=None):
     """conv(1->32, 3x3, pad 1) ReLU maxpool 2, conv(32->64, 3x3, pad 1) ReLU maxpool 2,
-    Linear(64 * (size/4)^2 -> 128) ReLU, Linear(128 -> classes), PyTorch's default init."""
+    Linear(64 * (size/4)^2 -> 128) ReLU, Linear(128 -> classes), PyTorch's default init.
+    ``conv_version``: the conv kernels on the GPU (pyfast.ops.CONV2D_VERSIONS)."""
     backend = nn.get_backend(backend)
     rng = np.random.default_rng(seed)
     features = 64 * (image_size // 4) ** 2
     return nn.Sequential(
-        nn.Conv2d(1, 32, 3, padding=1, rng=rng, backend=backend), nn.ReLU(backend=backend),
+        nn.Conv2d(1, 32, 3, padding=1, rng=rng, backend=backend, version=conv_version), nn.ReLU(backend=backend),
         nn.MaxPool2d(2, backend=backend),
-        nn.Conv2d(32, 64, 3, padding=1, rng=rng, backend=backend), nn.ReLU(backend=backend),
+        nn.Conv2d(32, 64, 3, padding=1, rng=rng, backend=backend, version=conv_version), nn.ReLU(backend=backend),
         nn.MaxPool2d(2, backend=backend),
         nn.Flatten(backend=backend),
         nn.Linear(features, 128, activation="relu", rng=rng, backend=backend),
@@ -368,7 +369,7 @@ def run_cnn(args, out=None):
         train = (train[0][: args.limit], train[1][: args.limit])
     print(f"data: {args.data}, {len(train[0])} train / {len(val[0])} validation / {len(test[0])} test images of "
           f"{train[0].shape[2]}x{train[0].shape[3]}; backend {backend.name}", file=out)
-    model = cnn_model(backend, seed=args.seed, image_size=train[0].shape[2])
+    model = cnn_model(backend, seed=args.seed, image_size=train[0].shape[2], conv_version=args.conv_version)
     loss = nn.CrossEntropyLoss(backend)
     optimizer = Adam(model, lr=args.lr, capturable=backend.name == "cuda" and not args.no_graph)
     history = fit(model, loss, optimizer, train, val, epochs=args.epochs, batch_size=args.batch_size,
@@ -411,6 +412,8 @@ def parser():
     cnn.add_argument("--plot", help="write the loss / accuracy curves (.png) here")
     cnn.add_argument("--backend", choices=["cuda", "numpy"], help="default: cuda when a GPU is usable")
     cnn.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cnn.add_argument("--conv-version", choices=list(_checks.CONV2D_VERSIONS),
+                     help=f"conv kernels on the GPU (default {_checks.DEFAULT_CONV2D_VERSION})")
     cnn.add_argument("--no-graph", action="store_true",
                      help="on the GPU, launch every op of every step instead of replaying a CUDA graph")
     return root

@@ -316,3 +316,16 @@ def test_cnn_cli_reads_mnist_files(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"data: mnist:{tmp_path}, 36 train / 4 validation / 40 test images of 28x28" in out
     assert "test accuracy" in out
+
+
+def test_conv_version_is_kept_and_checked(tmp_path):
+    model = train.cnn_model(NUMPY, conv_version="implicit")
+    assert model.layers[0].version == model.layers[3].version == "implicit"
+    path = tmp_path / "m.npz"
+    train.save(model, path)
+    loaded, _ = train.load(path, backend=NUMPY)
+    assert loaded.layers[0].version == "implicit"
+    with pytest.raises(ValueError, match="version"):
+        nn.Conv2d(1, 2, 3, version="winograd", backend=NUMPY)
+    args = train.parser().parse_args(["cnn", "--conv-version", "gemm"])
+    assert args.conv_version == "gemm"
