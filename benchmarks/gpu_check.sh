@@ -63,9 +63,9 @@ GPU_TESTS=(tests/test_matmul.py tests/test_matmul_precision.py tests/test_elemen
            tests/test_optim.py tests/test_conv.py tests/test_pool.py tests/test_fused.py tests/test_train.py
            tests/test_graph.py tests/test_bad_inputs.py tests/test_properties.py tests/test_reliability.py)
 # sanitize TOOL [TEST FILES]: the GPU tests (default GPU_TESTS) under one compute-sanitizer tool.
-# CuPy's pool is disabled (an overrun inside a larger pooled block would go unseen); slow shapes
-# and the PyTorch interop tests (whose start-up alone takes minutes under the sanitizer) are
-# left out; property tests draw 5 examples each.
+# CuPy's pool is disabled (an overrun inside a larger pooled block would go unseen); slow shapes,
+# whole training runs (marker `trains`) and the PyTorch interop tests (whose start-up alone takes
+# minutes under the sanitizer) are left out; property tests draw 5 examples each.
 sanitize() {
     local tool=$1
     shift
@@ -78,7 +78,7 @@ sanitize() {
         return
     fi
     step "$tool" "$limit" env PYFAST_TEST_NO_POOL=1 PYFAST_HYPOTHESIS_EXAMPLES=5 compute-sanitizer --tool "$tool" \
-        --error-exitcode 99 --print-limit 50 "$PYTHON" -m pytest -q -p no:cacheprovider -m "gpu and not slow" \
+        --error-exitcode 99 --print-limit 50 "$PYTHON" -m pytest -q -p no:cacheprovider -m "gpu and not slow and not trains" \
         -k "not pytorch and not torch and not out_of_memory" "${files[@]}"
 }
 

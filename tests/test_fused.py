@@ -146,6 +146,7 @@ def test_fused_run_repeats_bit_for_bit(rng):
 
 
 @pytest.mark.gpu
+@pytest.mark.trains
 def test_linreg_cli_fused_and_eager_print_the_same(capsys):
     args = ["linreg", "--backend", "cuda"]
     _, fused_test = train.run_linreg(train.parser().parse_args(args))

@@ -76,6 +76,7 @@ def _cnn_fit(graph, epochs=2, capturable=True, seed=0):
 
 
 @gpu
+@pytest.mark.trains
 def test_graph_replay_gives_the_eager_numbers_bit_for_bit():
     eager, eager_params, _ = _cnn_fit(graph=False)
     graphed, graphed_params, lines = _cnn_fit(graph=True)
@@ -86,6 +87,7 @@ def test_graph_replay_gives_the_eager_numbers_bit_for_bit():
 
 
 @gpu
+@pytest.mark.trains
 def test_capturable_adam_matches_host_steps_on_the_gpu():
     host, host_params, _ = _cnn_fit(graph=False, capturable=False)
     device, device_params, _ = _cnn_fit(graph=False, capturable=True)
@@ -131,6 +133,7 @@ def test_captured_memory_is_not_handed_out_again(rng):
 
 
 @gpu
+@pytest.mark.trains
 def test_no_graphs_when_they_cannot_work(monkeypatch):
     from pyfast import _C
 
@@ -142,6 +145,7 @@ def test_no_graphs_when_they_cannot_work(monkeypatch):
 
 
 @gpu
+@pytest.mark.trains
 def test_cnn_cli_with_and_without_graphs(capsys):
     common = ["cnn", "--backend", "cuda", "--epochs", "1", "--limit", "300", "--no-progress"]
     _, with_graph, metrics = train.run_cnn(train.parser().parse_args(common))
@@ -170,6 +174,7 @@ def test_linreg_data_through_fit_with_graphs():
 
 
 @gpu
+@pytest.mark.trains
 def test_a_failed_capture_falls_back_to_eager_steps(monkeypatch):
     from pyfast import graph
 
