@@ -37,10 +37,11 @@ def cases(quick):
     for size in squares:
         yield f"square {size}", size, size, size, False, False
     for batch in ([64, 1024] if quick else [64, 256, 1024]):
-        yield f"fc1 fwd b{batch}", batch, 128, 3136, False, False      # x @ w
-        yield f"fc1 dx b{batch}", batch, 3136, 128, False, True        # dy @ w^T
-        yield f"fc1 dw b{batch}", 3136, 128, batch, True, False        # x^T @ dy
-        yield f"fc2 fwd b{batch}", batch, 10, 128, False, False
+        # nn.Linear's three products with its (out, in) weight, as the trainer calls them
+        yield f"fc1 fwd b{batch}", batch, 128, 3136, False, True       # y = x @ W^T
+        yield f"fc1 dx b{batch}", batch, 3136, 128, False, False       # dx = dy @ W
+        yield f"fc1 dw b{batch}", 128, 3136, batch, True, False        # dW = dy^T @ x
+        yield f"fc2 fwd b{batch}", batch, 10, 128, False, True
 
 
 def make_inputs(m, n, k, trans_a, trans_b, sets, seed):

@@ -21,7 +21,7 @@ os.environ.setdefault("CUPY_TF32", "0")
 
 import cupy  # noqa: E402
 
-from benchmarks import harness  # noqa: E402
+from benchmarks import bench_matmul, harness  # noqa: E402
 from pyfast import _C, _tuning, ops, reference  # noqa: E402
 from pyfast.testing import assert_close, reduction_atol  # noqa: E402
 
@@ -30,14 +30,10 @@ MODES = (("tiled", None), ("tensor_core", "tf32"), ("tensor_core", "bf16"))
 
 
 def shapes(quick):
-    """(m, n, k, trans_a, trans_b): squares and the CNN's fully connected layers."""
-    for size in [256, 1024, 4096] if quick else [256, 512, 1024, 2048, 4096, 8192]:
-        yield size, size, size, False, False
-    for batch in [64, 1024] if quick else [64, 256, 1024]:
-        yield batch, 128, 3136, False, False  # fc1 forward
-        yield batch, 3136, 128, False, True   # fc1 dx = dy @ w^T
-        yield 3136, 128, batch, True, False   # fc1 dw = x^T @ dy
-        yield batch, 10, 128, False, False    # fc2 forward
+    """(m, n, k, trans_a, trans_b): bench_matmul's cases (squares and the CNN's fully connected
+    layers as the trainer calls them)."""
+    for _, *shape in bench_matmul.cases(quick):
+        yield tuple(shape)
 
 
 def candidates(version_code, m, n, k, sms):
