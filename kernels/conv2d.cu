@@ -232,6 +232,18 @@ __device__ __forceinline__ float gather_taps(const float* __restrict__ dy, const
     return dy[(((int64_t)n * g.k + k) * g.p + p) * g.q + q];
 }
 
+// Results C[row][col .. col+3] of a (channels x N*plane) GEMM into the NCHW tensor p.c, where
+// column col is image col / plane, position col % plane; plus `bias`.
+__device__ __forceinline__ void store_nchw4(const MatmulParams& p, int row, int col, const float (&acc)[4],
+                                            int channels, int plane, float bias) {
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+        if (col + q >= p.n) continue;
+        const int n = (col + q) / plane, position = (col + q) - n * plane;
+        p.c[((int64_t)n * channels + row) * plane + position] = acc[q] + bias;
+    }
+}
+
 // The chunk of a k-tile that matmul_detail::fetch_tiles gives thread tid's chunk i, for an
 // operand whose chunks run along k (A untransposed, B transposed): (row in the tile, k offset)
 // - or along the tile's other dimension (A transposed, B untransposed): (k offset, column).
@@ -291,13 +303,7 @@ struct ConvForwardTiles {
     __device__ __forceinline__ void store4(const MatmulParams& p, float*, int row, int col, const float (&acc)[4],
                                            bool) const {
         static_assert(!SPLIT, "the forward pass does not split K");
-        const float bias = p.bias != nullptr ? p.bias[row] : 0.0f;
-#pragma unroll
-        for (int q = 0; q < 4; ++q) {
-            if (col + q >= p.n) continue;
-            const int n = (col + q) / g.pq, pq = (col + q) - n * g.pq;
-            p.c[((int64_t)n * g.k + row) * g.pq + pq] = acc[q] + bias;
-        }
+        store_nchw4(p, row, col, acc, g.k, g.pq, p.bias != nullptr ? p.bias[row] : 0.0f);
     }
 };
 
@@ -371,12 +377,7 @@ struct ConvInputGradTiles {
     __device__ __forceinline__ void store4(const MatmulParams& p, float*, int row, int col, const float (&acc)[4],
                                            bool) const {
         static_assert(!SPLIT, "the input gradient does not split K");
-#pragma unroll
-        for (int q = 0; q < 4; ++q) {
-            if (col + q >= p.n) continue;
-            const int n = (col + q) / g.hw, ij = (col + q) - n * g.hw;
-            p.c[((int64_t)n * g.c + row) * g.hw + ij] = acc[q];
-        }
+        store_nchw4(p, row, col, acc, g.c, g.hw, 0.0f);
     }
 };
 
