@@ -47,6 +47,7 @@ def test_every_op_is_bitwise_repeatable(rng):
     labels = cupy.asarray(rng.integers(0, 300, 512))
     logits, a, b = r(512, 300), r(300, 200), r(200, 100)
     pooled, indices = ops.max_pool2d(x, 3, 1, 1)
+    fit_x, fit_y, fit_w = r(300, 8), r(300, 2), r(2, 8)
     calls = [
         lambda: ops.matmul(a, b), lambda: ops.bias_grad(dy), lambda: ops.conv2d(x, w, padding=1),
         lambda: ops.conv2d_backward_input(dy, w, x.shape, padding=1),
@@ -54,6 +55,12 @@ def test_every_op_is_bitwise_repeatable(rng):
         lambda: ops.max_pool2d_backward(pooled, indices, x.shape), lambda: ops.avg_pool2d_backward(x, x.shape, 3, 1, 1),
         lambda: ops.softmax_cross_entropy(logits, labels)[1], lambda: ops.softmax_cross_entropy(logits, labels)[0],
         lambda: ops.mse_loss(a, a * 0.5)[0],
+        lambda: ops.matmul(a, b, precision="tf32"), lambda: ops.matmul(a, b, precision="bf16", plan=(-1, 3)),
+        lambda: ops.matmul(a, b, plan=(3, 4)),
+        lambda: ops.conv2d_backward_weight(dy, x, w.shape, padding=1, version="implicit"),
+        lambda: ops.conv2d_backward_input(dy, w, x.shape, padding=1, version="implicit"),
+        # fresh weights per call (the fit updates them in place); the losses are compared
+        lambda: ops.linear_mse_sgd_fit(fit_x, fit_y, fit_w.copy(), cupy.zeros(2, cupy.float32), lr=0.01, epochs=20),
     ]
     for call in calls:
         first = call().get()
