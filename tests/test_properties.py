@@ -140,10 +140,11 @@ def test_gpu_matmul_precision_and_split_fuzz(m, n, k, trans_a, trans_b, precisio
 
 
 @gpu
-@given(conv_cases())
-def test_gpu_conv_fuzz(case):
+@given(conv_cases(), st.sampled_from(ops.CONV2D_VERSIONS))
+def test_gpu_conv_fuzz(case, version):
     cupy = _cupy()
     x_shape, w_shape, geometry, seed = case
+    geometry = dict(geometry, version=version)
     x, w = arrays(seed, *x_shape), arrays(seed + 1, *w_shape)
     y = reference.conv2d(x, w, **geometry)
     dy = arrays(seed + 2, *y.shape)
