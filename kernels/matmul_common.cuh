@@ -16,7 +16,7 @@ namespace matmul_detail {
 // ReLU keeps NaN (NaN < 0 is false), as torch.relu does.
 __device__ __forceinline__ float apply_epilogue(float v, const float* __restrict__ bias, int col,
                                                 Activation activation) {
-    if (bias != nullptr) v += bias[col];
+    if (bias != nullptr) v += __ldg(bias + col);
     if (activation == Activation::kRelu) v = v < 0.0f ? 0.0f : v;
     return v;
 }
@@ -31,11 +31,12 @@ __device__ __forceinline__ float4 load4(const float* __restrict__ matrix, int ld
     float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     if (row >= rows || col >= cols) return v;
     const float* p = matrix + (int64_t)row * ld + col;
-    if (vector_ok) return *reinterpret_cast<const float4*>(p);
-    v.x = p[0];
-    if (col + 1 < cols) v.y = p[1];
-    if (col + 2 < cols) v.z = p[2];
-    if (col + 3 < cols) v.w = p[3];
+    // Inputs are read-only for the whole kernel: __ldg takes the non-coherent (read-only) path.
+    if (vector_ok) return __ldg(reinterpret_cast<const float4*>(p));
+    v.x = __ldg(p);
+    if (col + 1 < cols) v.y = __ldg(p + 1);
+    if (col + 2 < cols) v.z = __ldg(p + 2);
+    if (col + 3 < cols) v.w = __ldg(p + 3);
     return v;
 }
 
@@ -45,15 +46,15 @@ __device__ __forceinline__ float4 load4(const __nv_bfloat16* __restrict__ matrix
     if (row >= rows || col >= cols) return v;
     const __nv_bfloat16* p = matrix + (int64_t)row * ld + col;
     if (vector_ok) {
-        const uint2 raw = *reinterpret_cast<const uint2*>(p);
+        const uint2 raw = __ldg(reinterpret_cast<const uint2*>(p));
         const float2 lo = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&raw.x));
         const float2 hi = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&raw.y));
         return make_float4(lo.x, lo.y, hi.x, hi.y);
     }
-    v.x = __bfloat162float(p[0]);
-    if (col + 1 < cols) v.y = __bfloat162float(p[1]);
-    if (col + 2 < cols) v.z = __bfloat162float(p[2]);
-    if (col + 3 < cols) v.w = __bfloat162float(p[3]);
+    v.x = __bfloat162float(__ldg(p));
+    if (col + 1 < cols) v.y = __bfloat162float(__ldg(p + 1));
+    if (col + 2 < cols) v.z = __bfloat162float(__ldg(p + 2));
+    if (col + 3 < cols) v.w = __bfloat162float(__ldg(p + 3));
     return v;
 }
 
