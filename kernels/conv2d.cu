@@ -435,8 +435,8 @@ cudaError_t conv2d(const float* x, const float* w, const float* bias, float* y, 
         if (!conv2d_implicit_fits(g)) return cudaErrorInvalidValue;
         const MatmulParams p = implicit_gemm(w, y, bias, g.k, g.n * g.p * g.q, g.c * g.r * g.s, false);
         const bool vector_w = is_aligned16(w) && p.k % 4 == 0;
-        return tiled_gemm::launch_default_config(p, SplitK{p.k > 0 ? p.k : 1, 1, nullptr},
-                                         ConvForwardTiles{x, conv_shape(g)}, vector_w, false, false, stream);
+        return tiled_gemm::launch_default_config(p, tiled_gemm::split_k(p.k, 1, nullptr),
+                                                 ConvForwardTiles{x, conv_shape(g)}, vector_w, false, false, stream);
     }
     if (version != Conv2dVersion::kGemm || !conv2d_gemm_fits(g)) return cudaErrorInvalidValue;
     const GemmView v = gemm_view(g, workspace);
@@ -453,8 +453,8 @@ cudaError_t conv2d_backward_input(const float* dy, const float* w, float* dx, fl
     if (version == Conv2dVersion::kImplicit) {
         if (!conv2d_implicit_fits(g)) return cudaErrorInvalidValue;
         const MatmulParams p = implicit_gemm(w, dx, nullptr, g.c, g.n * g.h * g.w, g.k * g.r * g.s, false);
-        return tiled_gemm::launch_default_config(p, SplitK{p.k > 0 ? p.k : 1, 1, nullptr},
-                                         ConvInputGradTiles{w, dy, conv_shape(g)}, false, false, false, stream);
+        return tiled_gemm::launch_default_config(p, tiled_gemm::split_k(p.k, 1, nullptr),
+                                                 ConvInputGradTiles{w, dy, conv_shape(g)}, false, false, false, stream);
     }
     if (version != Conv2dVersion::kGemm || !conv2d_gemm_fits(g)) return cudaErrorInvalidValue;
     const GemmView v = gemm_view(g, workspace);

@@ -115,14 +115,10 @@ cudaError_t matmul(const MatmulParams& p, MatmulVersion version, MatmulPrecision
 
     const SplitK split = tiled_gemm::split_k(p.k, plan.splits, workspace);
     if (split.slices > 1 && workspace == nullptr) return cudaErrorInvalidValue;
-    cudaError_t status;
-    if (tensor_core) {
-        const int config = plan.config >= 0 ? plan.config : matmul_tensor_core_default_config(p);
-        status = matmul_tensor_core(p, precision, config, split, stream);
-    } else {
-        const int config = plan.config >= 0 ? plan.config : tiled_gemm::default_config(p.m, p.n);
-        status = launch_tiled(p, config, split, stream);
-    }
+    // Both versions number their configurations alike: 0 is 128x128 tiles, 1 is 64x64.
+    const int config = plan.config >= 0 ? plan.config : tiled_gemm::default_config(p.m, p.n);
+    const cudaError_t status =
+        tensor_core ? matmul_tensor_core(p, precision, config, split, stream) : launch_tiled(p, config, split, stream);
     if (status != cudaSuccess || split.slices == 1) return status;
     return tiled_gemm::reduce_slices(split, p.m, p.n, p.bias, p.activation, p.c, stream);
 }

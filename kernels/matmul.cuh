@@ -71,6 +71,5 @@ cudaError_t matmul_tensor_core(const MatmulParams& params, MatmulPrecision preci
                                const SplitK& split, cudaStream_t stream);
 int matmul_tensor_core_config_count();
 void matmul_tensor_core_config_tile(int config, int* block_m, int* block_n);
-int matmul_tensor_core_default_config(const MatmulParams& params);
 
 }  // namespace pyfast

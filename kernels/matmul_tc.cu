@@ -296,11 +296,6 @@ void matmul_tensor_core_config_tile(int config, int* block_m, int* block_n) {
     *block_m = *block_n = config == 0 ? 128 : 64;
 }
 
-int matmul_tensor_core_default_config(const MatmulParams& p) {
-    const long long large_tiles = (long long)ceil_div(p.m, 128) * ceil_div(p.n, 128);
-    return large_tiles >= sm_count() ? 0 : 1;
-}
-
 cudaError_t matmul_tensor_core(const MatmulParams& p, MatmulPrecision precision, int config, const SplitK& split,
                                cudaStream_t stream) {
     if (device_attribute<cudaDevAttrComputeCapabilityMajor>() < 8) return cudaErrorNotSupported;  // mma.sync TF32 / BF16 needs sm_80
