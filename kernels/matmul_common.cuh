@@ -90,6 +90,28 @@ __device__ __forceinline__ void fetch_tiles(const T* a, const T* b, const Matmul
     }
 }
 
+// The k-loop both tiled kernels share: shared memory double-buffered, one barrier per k-tile.
+// fetch(k0) loads the k-tile at absolute k0 into registers, stash(buf) writes them to shared
+// buffer `buf`, compute(buf) multiplies buffer `buf`. The next tile's global loads are issued
+// before the current tile's math so their latency hides behind it; stash(buf ^ 1) overwrites
+// the buffer read in the previous iteration, which ended with a barrier.
+template <int BLOCK_K, typename Fetch, typename Stash, typename Compute>
+__device__ __forceinline__ void double_buffered_k_loop(int k_lo, int k_tiles, Fetch&& fetch, Stash&& stash,
+                                                       Compute&& compute) {
+    if (k_tiles > 0) {
+        fetch(k_lo);
+        stash(0);
+    }
+    __syncthreads();
+    for (int t = 0; t < k_tiles; ++t) {
+        const int buf = t & 1;
+        if (t + 1 < k_tiles) fetch(k_lo + (t + 1) * BLOCK_K);
+        compute(buf);
+        if (t + 1 < k_tiles) stash(buf ^ 1);
+        __syncthreads();
+    }
+}
+
 // Calls launch(trans_a, trans_b, split) with each as a std::integral_constant<bool, ...>, so
 // the caller instantiates its kernel for the one layout this call has.
 template <typename Launch>

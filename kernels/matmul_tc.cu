@@ -192,15 +192,7 @@ matmul_tc_kernel(MatmulParams p, SplitK split, bool vector_a, bool vector_b) {
 #pragma unroll
                 for (int q = 0; q < 4; ++q) acc[i][j][q] = 0.0f;
 
-        if (k_tiles > 0) {
-            fetch(k_lo);
-            stash(0);
-        }
-        __syncthreads();
-
-        for (int kt = 0; kt < k_tiles; ++kt) {
-            const int buf = kt & 1;
-            if (kt + 1 < k_tiles) fetch(k_lo + (kt + 1) * BLOCK_K);
+        matmul_detail::double_buffered_k_loop<BLOCK_K>(k_lo, k_tiles, fetch, stash, [&](int buf) {
 #pragma unroll
             for (int step = 0; step < BLOCK_K / STEP_K; ++step) {
                 const int w0 = step * 8;  // first word of this mma's k-step
@@ -225,10 +217,7 @@ matmul_tc_kernel(MatmulParams p, SplitK split, bool vector_a, bool vector_b) {
 #pragma unroll
                     for (int j = 0; j < NT; ++j) Traits::mma(acc[i][j], a_frag[i], b_frag[j]);
             }
-            // The other buffer was last read in iteration kt - 1, which ended with a barrier.
-            if (kt + 1 < k_tiles) stash(buf ^ 1);
-            __syncthreads();
-        }
+        });
 
         // Epilogue: accumulator q of tile (i, j) is C[g + 8 * (q / 2)][2t + q % 2] of that tile.
         float* __restrict__ out = partial ? partial : p.c;

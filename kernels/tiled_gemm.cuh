@@ -150,16 +150,7 @@ tiled_gemm_kernel(MatmulParams p, SplitK split, Tiles tiles, bool vector_a, bool
 #pragma unroll
             for (int j = 0; j < THREAD_N; ++j) acc[i][j] = 0.0f;
 
-        if (k_tiles > 0) {
-            fetch(k_lo);
-            stash(0);
-        }
-        __syncthreads();
-
-        for (int t = 0; t < k_tiles; ++t) {
-            const int buf = t & 1;
-            // Issue the next tile's global loads first; their latency hides behind the FMAs.
-            if (t + 1 < k_tiles) fetch(k_lo + (t + 1) * BLOCK_K);
+        matmul_detail::double_buffered_k_loop<BLOCK_K>(k_lo, k_tiles, fetch, stash, [&](int buf) {
 #pragma unroll
             for (int kk = 0; kk < BLOCK_K; ++kk) {
                 float a_frag[THREAD_M];
@@ -185,10 +176,7 @@ tiled_gemm_kernel(MatmulParams p, SplitK split, Tiles tiles, bool vector_a, bool
 #pragma unroll
                     for (int j = 0; j < THREAD_N; ++j) acc[i][j] = fmaf(a_frag[i], b_frag[j], acc[i][j]);
             }
-            // The other buffer was last read in iteration t-1, which ended with a barrier.
-            if (t + 1 < k_tiles) stash(buf ^ 1);
-            __syncthreads();
-        }
+        });
 
         // Epilogue: the policy stores each run of 4 results; a split-K slice stores its raw
         // sums into its partial matrix and leaves the epilogue to the reduction.
