@@ -236,9 +236,9 @@ def matmul(a, b, *, trans_a=False, trans_b=False, bias=None, activation=None, ou
     activation_code = _checks.activation_code(activation)
     config, splits = _checks.matmul_plan(plan)
     require_gpu("matmul")
-    if config >= _C.matmul_config_count(version_code):
-        raise ValueError(f"plan: config {config} does not exist for this version "
-                         f"({_C.matmul_config_count(version_code)} configurations)")
+    configs = _C.matmul_config_count(version_code)
+    if config >= configs:
+        raise ValueError(f"plan: config {config} does not exist for this version ({configs} configurations)")
     a, b = _on_gpu(a_op), _on_gpu(b_op)
     bias = _on_gpu(bias_op) if bias_op is not None else None
     out = _output(out, (m, n), {"a": a, "b": b, "bias": bias})

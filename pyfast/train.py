@@ -98,8 +98,10 @@ class _Steps:
                 self._step(*_to_backend(self.backend, xb, yb, self.classifier))
                 return
             key = (xb.shape, yb.shape)
-            if key not in self.inputs:
-                self.inputs[key] = _to_backend(self.backend, xb, yb, self.classifier)
+            if key not in self.inputs:  # the graph's input buffers for this shape, filled below
+                xp = self.backend.xp
+                self.inputs[key] = (xp.empty(xb.shape, np.float32),
+                                    xp.empty(yb.shape, np.int64 if self.classifier else np.float32))
             xs, ys = self.inputs[key]
             xs.set(np.ascontiguousarray(xb, dtype=np.float32), stream=self.stream)
             ys.set(np.ascontiguousarray(yb, dtype=ys.dtype), stream=self.stream)
