@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_ARCHS = "80;90"
+# Files inside pyfast/ that the wheel must carry (tests/test_packaging.py checks the list is whole).
+PACKAGE_DATA = ["matmul_tuning.json", "digits.npz"]
 
 
 class CudaNotFound(RuntimeError):
@@ -114,16 +117,20 @@ class BuildExtWithNvcc(build_ext):
         stamp = obj_dir / "nvcc-flags.txt"
         flags_changed = not stamp.exists() or stamp.read_text() != " ".join(flags)
 
+        archs = os.environ.get("PYFAST_CUDA_ARCHS", DEFAULT_ARCHS)
+
         def compile_one(src):
             obj = obj_dir / (Path(src).stem + ".o")
             newest_input = max(p.stat().st_mtime for p in [ROOT / src, *headers])
             if self.force or flags_changed or not obj.exists() or obj.stat().st_mtime < newest_input:
                 cmd = [nvcc, "-c", str(ROOT / src), "-o", str(obj), *flags]
-                print(" ".join(cmd), flush=True)
+                start = time.perf_counter()
                 result = subprocess.run(cmd, capture_output=True, text=True)
+                # One line per file (pip shows it with -v); nvcc's own output only when it has any.
+                print(f"pyfast: nvcc {src} for sm {archs} ({time.perf_counter() - start:.0f} s)", flush=True)
                 sys.stdout.write(result.stdout + result.stderr)
                 if result.returncode != 0:
-                    raise RuntimeError(f"nvcc failed on {src} (exit {result.returncode})")
+                    raise RuntimeError(f"nvcc failed on {src} (exit {result.returncode}): {' '.join(cmd)}")
             return str(obj)
 
         with ThreadPoolExecutor(max_workers=build_jobs()) as pool:
@@ -166,18 +173,17 @@ setup(
     long_description=(ROOT / "README.md").read_text() if (ROOT / "README.md").exists() else "",
     long_description_content_type="text/markdown",
     packages=["pyfast"],
-    package_data={"pyfast": ["matmul_tuning.json"]},
+    package_data={"pyfast": PACKAGE_DATA},
     python_requires=">=3.9",
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtWithNvcc},
     install_requires=requirements(),
     entry_points={"console_scripts": ["pyfast-train = pyfast.train:main"]},
     extras_require={
-        # scikit-learn: the bundled digits; ml_dtypes: bfloat16 arrays for matmul's bf16 path
+        # scikit-learn: cross-checks the shipped digits; ml_dtypes: bfloat16 arrays for matmul's bf16 path
         "test": ["pytest>=7", "hypothesis", "scikit-learn", "ml_dtypes"],
         "bench": ["torch", "matplotlib"],
         "train": ["matplotlib", "tqdm"],
-        "data": ["scikit-learn"],
     },
     zip_safe=False,
 )

@@ -177,6 +177,15 @@ def test_digits_are_real_and_resized():
     assert 0 <= x.min() and x.max() <= 1
     x8, _ = datasets.load_digits(8)
     assert x8.shape == (1797, 1, 8, 8)
+    assert np.array_equal(x8 * 16, np.round(x8 * 16))  # counts 0..16 of on pixels
+
+
+def test_shipped_digits_are_scikit_learns():
+    sklearn_datasets = pytest.importorskip("sklearn.datasets")
+    expected = sklearn_datasets.load_digits()
+    x8, y = datasets.load_digits(8)
+    np.testing.assert_array_equal(x8[:, 0] * 16, expected.images)
+    np.testing.assert_array_equal(y, expected.target)
 
 
 def _write_idx(path, array):
