@@ -1,5 +1,6 @@
 import os
 import zlib
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -23,6 +24,15 @@ def pytest_report_header(config):
         name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.runtime.getDevice())["name"].decode()
         return f"pyfast GPU: {name}"
     return f"pyfast GPU: none ({pyfast.unavailable_reason()}); GPU tests will be skipped"
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line per skip reason with its count (on a CPU machine: hundreds of GPU tests, one
+    reason), instead of one line per skipped test."""
+    reasons = Counter(report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+                      for report in terminalreporter.stats.get("skipped", []))
+    for reason, count in reasons.most_common():
+        terminalreporter.write_line(f"skipped {count}: {reason.removeprefix('Skipped: ')}")
 
 
 def pytest_configure(config):
