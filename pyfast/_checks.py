@@ -36,6 +36,11 @@ def expect_ndim(name, shape, ndim, what=""):
         raise ValueError(f"{name}: expected a {ndim}-D array{what}, got shape {tuple(shape)}")
 
 
+def is_integer(value):
+    """A Python or NumPy int (not a bool, not a float with an integral value)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 def expect_bool(name, value):
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name}: expected True or False, got {value!r}")
@@ -168,9 +173,27 @@ def invalid_labels_error(count, classes):
 
 
 # --------------------------------------------------------------- optimizers
+def expect_real(name, value):
+    """A Python or NumPy real number (not a bool, not a string); returns it as a float."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name}: expected a number, got {value!r}")
+    return float(value)
+
+
 def expect_nonnegative(name, value):
-    if not value >= 0:  # also rejects NaN
-        raise ValueError(f"{name}: expected a value >= 0, got {value!r}")
+    """A finite real number >= 0 (a hyperparameter: inf and NaN would only train to NaN)."""
+    value = expect_real(name, value)
+    if not 0 <= value < float("inf"):  # also rejects NaN
+        raise ValueError(f"{name}: expected a finite value >= 0, got {value!r}")
+    return value
+
+
+def expect_int(name, value, minimum):
+    if not is_integer(value):
+        raise TypeError(f"{name}: expected an int, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
+    return int(value)
 
 
 def sgd_hyperparameters(lr, momentum, weight_decay, nesterov):
@@ -184,16 +207,15 @@ def sgd_hyperparameters(lr, momentum, weight_decay, nesterov):
 
 def adam_hyperparameters(step, lr, betas, eps, weight_decay, decoupled):
     """(beta1, beta2, step size, sqrt of the second bias correction), as PyTorch's Adam."""
-    if isinstance(step, (bool, np.bool_)) or not isinstance(step, (int, np.integer)) or step < 1:
+    if not is_integer(step) or step < 1:
         raise ValueError(f"step: expected an int >= 1 (the update's 1-based count), got {step!r}")
     expect_nonnegative("lr", lr)
     expect_nonnegative("eps", eps)
     expect_nonnegative("weight_decay", weight_decay)
     expect_bool("decoupled", decoupled)
-    try:
-        beta1, beta2 = (float(b) for b in betas)
-    except (TypeError, ValueError):
-        raise ValueError(f"betas: expected a pair of floats, got {betas!r}") from None
+    if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
+        raise TypeError(f"betas: expected a pair of numbers, got {betas!r}")
+    beta1, beta2 = (expect_real(name, b) for name, b in zip(("betas[0]", "betas[1]"), betas))
     for name, beta in (("betas[0]", beta1), ("betas[1]", beta2)):
         if not 0.0 <= beta < 1.0:
             raise ValueError(f"{name}: expected a value in [0, 1), got {beta!r}")
@@ -221,11 +243,9 @@ def linear_fit_dims(x_shape, y_shape, weight_shape, bias_shape, epochs, lr):
         raise ValueError(f"x: {n} samples x {o} outputs (+ {o * (f + 1)} parameters) = {floats} floats exceed the "
                          f"fused fit's {LINEAR_FIT_MAX_FLOATS} (one block's shared memory); train with the "
                          f"layer-by-layer loop instead")
-    if isinstance(epochs, (bool, np.bool_)) or not isinstance(epochs, (int, np.integer)) or not 0 <= epochs < 2**31:
+    if not is_integer(epochs) or not 0 <= epochs < 2**31:
         raise ValueError(f"epochs: expected an int >= 0, got {epochs!r}")
     expect_nonnegative("lr", lr)
-    if not np.isfinite(lr):
-        raise ValueError(f"lr: expected a finite value, got {lr!r}")
     return n, f, o
 
 
@@ -256,7 +276,7 @@ def pair(name, value, minimum):
     except (TypeError, ValueError):
         raise TypeError(f"{name}: expected an int or a pair of ints, got {value!r}") from None
     for v in (h, w):
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        if not is_integer(v):
             raise TypeError(f"{name}: expected an int or a pair of ints, got {value!r}")
         if v < minimum:
             raise ValueError(f"{name}: expected values >= {minimum}, got {tuple(int(x) for x in value)}")
@@ -273,12 +293,17 @@ def conv2d_version_code(version):
     return version_code(version, CONV2D_VERSIONS, DEFAULT_CONV2D_VERSION)
 
 
+def conv2d_options(stride, padding, dilation):
+    """(stride, padding, dilation) as (h, w) pairs: stride and dilation >= 1, padding >= 0."""
+    return pair("stride", stride, 1), pair("padding", padding, 0), pair("dilation", dilation, 1)
+
+
 def conv2d_dims(x_shape, w_shape, stride, padding, dilation):
     """Checks a convolution and returns its geometry as a dict (PyTorch's output-size rule:
     P = (H + 2 pad - dilation (R - 1) - 1) // stride + 1)."""
     expect_ndim("x", x_shape, 4, " (N, C, H, W)")
     expect_ndim("w", w_shape, 4, " (K, C, R, S)")
-    stride, padding, dilation = pair("stride", stride, 1), pair("padding", padding, 0), pair("dilation", dilation, 1)
+    stride, padding, dilation = conv2d_options(stride, padding, dilation)
     n, c, h, w = x_shape
     k, c_w, r, s = w_shape
     if c != c_w:
@@ -301,15 +326,22 @@ def conv2d_dims(x_shape, w_shape, stride, padding, dilation):
                 y_shape=(n, k, p, q))
 
 
-def pool2d_dims(x_shape, kernel_size, stride, padding):
-    """Checks a pooling window and returns its geometry (PyTorch's rules, ceil_mode=False:
-    padding at most half the window, output (H + 2 pad - k) // stride + 1 >= 1)."""
-    expect_ndim("x", x_shape, 4, " (N, C, H, W)")
+def pool2d_window(kernel_size, stride, padding):
+    """(kernel, stride, padding) of a pooling window as (h, w) pairs (stride None: the kernel),
+    padding at most half the window as in PyTorch."""
     kernel = pair("kernel_size", kernel_size, 1)
     stride = kernel if stride is None else pair("stride", stride, 1)
     padding = pair("padding", padding, 0)
     if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
         raise ValueError(f"padding: expected at most half the kernel size {kernel}, got {padding}")
+    return kernel, stride, padding
+
+
+def pool2d_dims(x_shape, kernel_size, stride, padding):
+    """Checks a pooling window and returns its geometry (PyTorch's rules, ceil_mode=False:
+    padding at most half the window, output (H + 2 pad - k) // stride + 1 >= 1)."""
+    expect_ndim("x", x_shape, 4, " (N, C, H, W)")
+    kernel, stride, padding = pool2d_window(kernel_size, stride, padding)
     n, c, h, w = x_shape
     p = (h + 2 * padding[0] - kernel[0]) // stride[0] + 1
     q = (w + 2 * padding[1] - kernel[1]) // stride[1] + 1
@@ -325,11 +357,24 @@ def expect_indices(name, dtype):
 
 
 def image_shape(name, shape):
-    """A (N, C, H, W) tuple of ints >= 0 passed as an argument (x_shape of the gradients)."""
-    try:
-        shape = tuple(int(d) for d in shape)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name}: expected a tuple (N, C, H, W), got {shape!r}") from None
+    """A (N, C, H, W) tuple of ints >= 0 passed as an argument (x_shape of the gradients).
+    Sizes must be ints (as NumPy's shapes): 5.7 or a string such as "3233" is a TypeError."""
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
+        raise TypeError(f"{name}: expected a tuple (N, C, H, W) of ints, got {shape!r}")
+    shape = tuple(shape)
+    if not all(is_integer(d) for d in shape):
+        raise TypeError(f"{name}: expected a tuple (N, C, H, W) of ints, got {shape!r}")
+    shape = tuple(int(d) for d in shape)
     if len(shape) != 4 or any(d < 0 for d in shape):
         raise ValueError(f"{name}: expected a tuple (N, C, H, W) of sizes >= 0, got {shape}")
     return shape
+
+
+def max_pool2d_backward_dims(dy_shape, indices_shape, x_shape):
+    """Checks max_pool2d_backward's arguments: dy (N, C, P, Q), indices of dy's shape, and the
+    input's (N, C, H, W) (checked with image_shape). Returns x_shape as a tuple."""
+    x_shape = image_shape("x_shape", x_shape)
+    expect_ndim("dy", dy_shape, 4, " (N, C, P, Q)")
+    expect_shape("indices", indices_shape, dy_shape)
+    expect_shape("dy", tuple(dy_shape)[:2], x_shape[:2])
+    return x_shape

@@ -670,10 +670,7 @@ def max_pool2d_backward(dy, indices, x_shape, *, out=None):
     _checks.expect_indices("indices", indices_op.dtype)
     if not indices_op.contiguous:
         raise ValueError("indices: expected a C-contiguous array")
-    _checks.expect_shape("indices", indices_op.shape, dy_op.shape)
-    x_shape = _checks.image_shape("x_shape", x_shape)
-    _checks.expect_ndim("dy", dy_op.shape, 4, " (N, C, P, Q)")
-    _checks.expect_shape("dy", dy_op.shape[:2], x_shape[:2])
+    x_shape = _checks.max_pool2d_backward_dims(dy_op.shape, indices_op.shape, x_shape)
     require_gpu("max_pool2d_backward")
     dy, indices = _on_gpu(dy_op), _on_gpu(indices_op)
     out = _output(out, x_shape, {"dy": dy, "indices": indices})

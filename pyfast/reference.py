@@ -23,7 +23,8 @@ def _input(name, x, *, optional=False, check_dtype=True):
 def _finish(result, out):
     """Rounds the float64 result to float32, into `out` when given."""
     if out is None:
-        return np.ascontiguousarray(result, dtype=np.float32)  # C order, as the GPU ops return
+        # C order, as the GPU ops return (np.ascontiguousarray would turn a 0-d result into 1-d)
+        return np.array(result, dtype=np.float32, order="C")
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out: expected a NumPy array, got {type(out).__module__}.{type(out).__name__}")
     _checks.expect_float32("out", out.dtype)
@@ -392,13 +393,10 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, out=None, out_indices=
 def max_pool2d_backward(dy, indices, x_shape, *, out=None):
     """Gradient of max_pool2d: each dy added at its window's argmax (overlapping windows add)."""
     dy64 = _input("dy", dy)
-    x_shape = _checks.image_shape("x_shape", x_shape)
     if not isinstance(indices, np.ndarray):
         raise TypeError(f"indices: expected a NumPy array, got {type(indices).__name__}")
     _checks.expect_indices("indices", indices.dtype)
-    _checks.expect_shape("indices", indices.shape, dy64.shape)
-    n, c, h, w = x_shape
-    _checks.expect_shape("dy", dy64.shape[:2], (n, c))
+    n, c, h, w = _checks.max_pool2d_backward_dims(dy64.shape, indices.shape, x_shape)
     if indices.size and (indices.min() < 0 or indices.max() >= h * w):
         raise ValueError(f"indices: expected flat indices in [0, {h * w}) of the {h}x{w} input plane")
     dx = np.zeros((n * c, h * w))

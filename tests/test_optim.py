@@ -59,7 +59,7 @@ def test_adam_and_adamw_weight_decay_differ():
 
 
 @pytest.mark.parametrize("call, error, message", [
-    (lambda p: reference.sgd_step(p, p, lr=-1.0), ValueError, "lr: expected a value >= 0"),
+    (lambda p: reference.sgd_step(p, p, lr=-1.0), ValueError, "lr: expected a finite value >= 0"),
     (lambda p: reference.sgd_step(p, p, lr=0.1, momentum=0.9), ValueError, "velocity: momentum > 0 needs"),
     (lambda p: reference.sgd_step(p, p, lr=0.1, nesterov=True), ValueError, "nesterov: Nesterov momentum needs"),
     (lambda p: reference.sgd_step(p, p[:1], lr=0.1), ValueError, "grads: expected 2 arrays"),
