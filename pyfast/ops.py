@@ -41,11 +41,12 @@ class _Operand:
     """An array argument's metadata, read without touching the GPU, so every argument
     check runs (and is tested) on machines without one."""
 
-    __slots__ = ("name", "obj", "shape", "dtype", "contiguous", "readonly")
+    __slots__ = ("name", "obj", "shape", "dtype", "contiguous", "f_contiguous", "readonly")
 
-    def __init__(self, name, obj, shape, dtype, contiguous, readonly=False):
+    def __init__(self, name, obj, shape, dtype, contiguous, readonly=False, f_contiguous=False):
         self.name, self.obj, self.shape = name, obj, tuple(int(d) for d in shape)
         self.dtype, self.contiguous, self.readonly = dtype, contiguous, readonly
+        self.f_contiguous = f_contiguous  # column-major: a C-contiguous array's .T when 2-D
 
     @property
     def size(self):
@@ -74,15 +75,16 @@ def _from_interface(name, obj, interface):
         raise ValueError(f"{name}: __cuda_array_interface__ has a negative dimension: {shape}")
     strides = interface.get("strides")
     contiguous = strides is None or _c_contiguous(shape, strides, dtype.itemsize)
+    f_contiguous = strides is not None and _c_contiguous(shape[::-1], strides[::-1], dtype.itemsize)
     if pointer == 0 and int(np.prod(shape)) > 0:
         raise ValueError(f"{name}: __cuda_array_interface__ has a null data pointer")
-    return _Operand(name, obj, shape, dtype, contiguous, bool(readonly))
+    return _Operand(name, obj, shape, dtype, contiguous, bool(readonly), f_contiguous)
 
 
 def _operand(name, x):
     """Reads the metadata of array argument `name`; raises TypeError for non-GPU objects."""
     if cupy is not None and isinstance(x, cupy.ndarray):
-        return _Operand(name, x, x.shape, x.dtype, x.flags.c_contiguous)
+        return _Operand(name, x, x.shape, x.dtype, x.flags.c_contiguous, f_contiguous=x.flags.f_contiguous)
     if isinstance(x, np.ndarray):
         raise TypeError(
             f"{name}: expected a CuPy array or a CUDA array, got a NumPy array; "
@@ -117,19 +119,30 @@ def _operand(name, x):
     raise TypeError(f"{name}: expected a CuPy array or a CUDA array, got {type(x).__module__}.{type(x).__name__}")
 
 
-def _input(name, x, *, optional=False, check_dtype=True):
+def _input(name, x, *, optional=False, check_dtype=True, transposed_ok=False):
     """An input's metadata after the dtype (float32 unless the caller checks it) and
-    contiguity checks."""
+    contiguity checks. ``transposed_ok``: a 2-D column-major array (the .T of a C-contiguous
+    one) passes too; the caller reads it transposed (matmul folds it into trans_a / trans_b)."""
     if x is None and optional:
         return None
     op = _operand(name, x)
     if check_dtype:
         _checks.expect_float32(name, op.dtype)
-    if not op.contiguous:
+    if not op.contiguous and not (transposed_ok and len(op.shape) == 2 and op.f_contiguous):
+        alternative = " or the transpose of one (as a.T)" if transposed_ok else ""
         raise ValueError(
-            f"{name}: expected a C-contiguous array (shape {op.shape}); copy it with cupy.ascontiguousarray({name})"
+            f"{name}: expected a C-contiguous array{alternative} (shape {op.shape}); copy it with "
+            f"cupy.ascontiguousarray({name})"
         )
     return op
+
+
+def _untransposed(x, op, trans):
+    """(C-contiguous array, transpose flag) reading the same matrix as operand `op` read with
+    `trans`: a column-major view is its C-contiguous transpose read with the flag flipped."""
+    if op.contiguous:
+        return x, trans
+    return x.T, not trans
 
 
 def _on_gpu(op):
@@ -210,7 +223,10 @@ def matmul(a, b, *, trans_a=False, trans_b=False, bias=None, activation=None, ou
 
     op(x) is x, or x.T when trans_x: the stored matrix is read transposed, never copied, so
     the gradients of ``y = x @ w`` are ``matmul(dy, w, trans_b=True)`` and
-    ``matmul(x, dy, trans_a=True)``. ``bias`` has N elements. K = 0 gives bias (or zeros).
+    ``matmul(x, dy, trans_a=True)``. ``a`` and ``b`` may also be transposed views (F-contiguous,
+    as ``x.T`` of a C-contiguous x): ``matmul(x.T, dy)`` reads x transposed the same way, as
+    cuBLAS users expect; other strided views are a ValueError. ``bias`` has N elements. K = 0
+    gives bias (or zeros).
     C is float32 and sums are float32 in every mode; summation order differs between versions.
 
     ``precision``: "fp32" (default) multiplies float32 operands exactly on the CUDA cores with
@@ -227,7 +243,7 @@ def matmul(a, b, *, trans_a=False, trans_b=False, bias=None, activation=None, ou
     ``(config, splits)`` to force one. Split K sums its slices in a fixed order, so results
     repeat bit for bit.
     """
-    a_op, b_op = _input("a", a, check_dtype=False), _input("b", b, check_dtype=False)
+    a_op, b_op = (_input(name, x, check_dtype=False, transposed_ok=True) for name, x in (("a", a), ("b", b)))
     bias_op = _input("bias", bias, optional=True)
     version_code, precision_code, bf16_storage = _checks.matmul_kernel(version, precision, a_op.dtype, b_op.dtype)
     m, n, k = _checks.matmul_dims(a_op.shape, b_op.shape, trans_a, trans_b)
@@ -239,7 +255,9 @@ def matmul(a, b, *, trans_a=False, trans_b=False, bias=None, activation=None, ou
     configs = _C.matmul_config_count(version_code)
     if config >= configs:
         raise ValueError(f"plan: config {config} does not exist for this version ({configs} configurations)")
-    a, b = _on_gpu(a_op), _on_gpu(b_op)
+    # Transposed views (F-contiguous) are read as the C-contiguous matrix under them, transposed.
+    a, trans_a = _untransposed(_on_gpu(a_op), a_op, trans_a)
+    b, trans_b = _untransposed(_on_gpu(b_op), b_op, trans_b)
     bias = _on_gpu(bias_op) if bias_op is not None else None
     out = _output(out, (m, n), {"a": a, "b": b, "bias": bias})
     if out.size == 0:

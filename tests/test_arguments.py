@@ -60,12 +60,30 @@ def test_transposed_shapes_are_checked_as_transposed():
 
 
 def test_non_contiguous_is_a_value_error():
-    transposed = fake(4, 3, strides=(4, 16))  # a 3x4 array's .T
-    with pytest.raises(ValueError, match=r"a: expected a C-contiguous array.*ascontiguousarray"):
-        ops.matmul(transposed, GOOD_B)
+    every_other_column = fake(4, 3, strides=(24, 8))  # a 4x6 array's [:, ::2]
+    with pytest.raises(ValueError, match=r"a: expected a C-contiguous array or the transpose of one.*"
+                                         r"ascontiguousarray\(a\)"):
+        ops.matmul(every_other_column, GOOD_B)
+    with pytest.raises(ValueError, match=r"x: expected a C-contiguous array \(shape \(3, 4\)\)"):
+        ops.relu(fake(3, 4, strides=(4, 12)))  # transposed views are for matmul only
     negative = fake(5, strides=(-4,))
     with pytest.raises(ValueError, match=r"x: expected a C-contiguous"):
         ops.relu(negative)
+
+
+def test_transposed_views_are_read_by_matmul():
+    transposed_a = ops._input("a", fake(4, 3, strides=(4, 16)), transposed_ok=True)  # a 3x4 array's .T
+    assert not transposed_a.contiguous and transposed_a.f_contiguous
+    under = np.zeros((3, 4), np.float32)  # the launch gets the C-contiguous matrix under the view, flag flipped
+    a, trans = ops._untransposed(under.T, transposed_a, False)
+    assert a.flags.c_contiguous and a.shape == (3, 4) and trans is True
+    assert ops._untransposed(under.T, transposed_a, True)[1] is False
+    # A matrix with a size-1 dimension is C-contiguous whatever its strides: read as it is.
+    column = ops._input("b", fake(3, 1, strides=(4, 4)), transposed_ok=True)
+    assert column.contiguous and ops._untransposed(under, column, False) == (under, False)
+    # The shape rules apply to the view as given: op(a) of a 4x3 .T view is 4x3.
+    with pytest.raises(ValueError, match=r"op\(a\) is 4x3 .* op\(b\) is 4x5"):
+        ops.matmul(fake(4, 3, strides=(4, 16)), fake(4, 5))
 
 
 def test_contiguous_strides_and_size_one_dimensions_are_accepted():
@@ -143,6 +161,7 @@ def test_options_are_checked():
 @pytest.mark.skipif(pyfast.is_available(), reason="checks the no-GPU path; the fake pointers must not reach a GPU")
 @pytest.mark.parametrize("call", [
     lambda: ops.matmul(GOOD_A, GOOD_B),
+    lambda: ops.matmul(fake(4, 3, strides=(4, 16)), fake(3, 5, strides=(4, 12))),  # transposed views pass
     lambda: ops.matmul(fake(0, 3), GOOD_B),  # zero-size also needs the GPU to allocate
     lambda: ops.relu(fake(3)),
     lambda: ops.relu_backward(fake(3), fake(3)),

@@ -132,9 +132,42 @@ def test_out_must_not_overlap_inputs(rng):
 def test_non_contiguous_cupy_input_is_rejected(rng):
     a = cupy.asarray(randn(rng, 8, 6))
     with pytest.raises(ValueError, match="a: expected a C-contiguous"):
-        ops.matmul(a.T, a)
+        ops.matmul(a[:, ::2], a[:3])
     with pytest.raises(ValueError, match="a: expected a C-contiguous"):
         ops.matmul(a[::-1], a.T.copy())
+    with pytest.raises(ValueError, match="b: expected a C-contiguous"):
+        ops.matmul(a, a.T[::-1])
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("trans_a,trans_b", TRANSPOSES)
+@pytest.mark.parametrize("view_a,view_b", [(True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (17, 3, 97), (97, 127, 33), (130, 66, 17)])
+def test_transposed_views_are_read_as_given(rng, version, trans_a, trans_b, view_a, view_b, m, n, k):
+    """x.T of a C-contiguous x (F-contiguous) is the matrix x.T, as in NumPy: the op folds the
+    view into its transpose flag instead of refusing it or copying it."""
+    a, b, bias = make_operands(rng, m, n, k, trans_a, trans_b, with_bias=True)
+    # The same logical operands, stored transposed: the views' data is a C-contiguous transpose.
+    a_gpu = cupy.ascontiguousarray(cupy.asarray(a).T).T if view_a else cupy.asarray(a)
+    b_gpu = cupy.ascontiguousarray(cupy.asarray(b).T).T if view_b else cupy.asarray(b)
+    assert a_gpu.shape == a.shape and (a_gpu.flags.f_contiguous or not view_a)
+    out = cupy.full((m, n), np.nan, dtype=cupy.float32)
+    got = ops.matmul(a_gpu, b_gpu, trans_a=trans_a, trans_b=trans_b, bias=cupy.asarray(bias), activation="relu",
+                     out=out, version=version)
+    expected = reference.matmul(a, b, trans_a=trans_a, trans_b=trans_b, bias=bias, activation="relu")
+    assert_close(got, expected, atol=reduction_atol(k), name=f"{version} views {view_a},{view_b} {m}x{n}x{k}")
+
+
+def test_transposed_views_in_reduced_precision_and_from_pytorch(rng):
+    a, b = randn(rng, 70, 40), randn(rng, 40, 50)
+    a_view = cupy.ascontiguousarray(cupy.asarray(a).T).T
+    got = ops.matmul(a_view, cupy.asarray(b), precision="tf32")
+    assert_close(got, reference.matmul(a, b, precision="tf32"), atol=reduction_atol(40))
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("PyTorch has no CUDA")
+    b_t = torch.from_numpy(np.ascontiguousarray(b.T)).cuda().t()  # a PyTorch .t() view
+    assert_close(ops.matmul(cupy.asarray(a), b_t), reference.matmul(a, b), atol=reduction_atol(40))
 
 
 def test_runs_on_the_current_stream(rng):
@@ -158,6 +191,6 @@ def test_pytorch_cuda_tensors_are_accepted(rng):
     expected = torch.relu(torch.from_numpy(a).double() @ torch.from_numpy(b).double() + torch.from_numpy(bias))
     assert_close(out, expected.numpy(), atol=reduction_atol(33))
     with pytest.raises(ValueError, match="a: expected a C-contiguous"):
-        ops.matmul(torch.from_numpy(b).cuda().t(), torch.from_numpy(b).cuda())
+        ops.matmul(torch.from_numpy(a).cuda()[:, ::2], torch.from_numpy(b).cuda()[:17])
     with pytest.raises(TypeError, match="a: expected dtype float32"):
         ops.matmul(torch.from_numpy(a).cuda().double(), torch.from_numpy(b).cuda())
