@@ -180,8 +180,9 @@ setup(
     install_requires=requirements(),
     entry_points={"console_scripts": ["pyfast-train = pyfast.train:main"]},
     extras_require={
-        # scikit-learn: cross-checks the shipped digits; ml_dtypes: bfloat16 arrays for matmul's bf16 path
-        "test": ["pytest>=7", "hypothesis", "scikit-learn", "ml_dtypes"],
+        # scikit-learn: cross-checks the shipped digits; ml_dtypes: bfloat16 arrays for matmul's bf16 path;
+        # matplotlib: the training curves and benchmark charts are drawn in the tests
+        "test": ["pytest>=7", "hypothesis", "scikit-learn", "ml_dtypes", "matplotlib"],
         "bench": ["torch", "matplotlib"],
         "train": ["matplotlib", "tqdm"],
     },

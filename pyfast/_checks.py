@@ -226,6 +226,12 @@ def adam_hyperparameters(step, lr, betas, eps, weight_decay, decoupled):
 LINEAR_FIT_MAX_FLOATS = 12000  # kernels/fused.cuh: one block's shared memory
 
 
+def linear_fit_floats(n, f, o):
+    """Floats the fused linear-regression run keeps in shared memory: the targets and the
+    parameters (at most LINEAR_FIT_MAX_FLOATS)."""
+    return n * o + o * (f + 1)
+
+
 def linear_fit_dims(x_shape, y_shape, weight_shape, bias_shape, epochs, lr):
     """(n, f, o) of a fused linear-regression run; raises for shapes, epochs and lr."""
     expect_ndim("x", x_shape, 2, " (samples x features)")
@@ -238,7 +244,7 @@ def linear_fit_dims(x_shape, y_shape, weight_shape, bias_shape, epochs, lr):
     if n < 1 or f < 1 or o < 1:
         raise ValueError(f"x, y: expected at least one sample, feature and output, got x {tuple(x_shape)}, "
                          f"y {tuple(y_shape)}")
-    floats = n * o + o * (f + 1)
+    floats = linear_fit_floats(n, f, o)
     if floats > LINEAR_FIT_MAX_FLOATS:
         raise ValueError(f"x: {n} samples x {o} outputs (+ {o * (f + 1)} parameters) = {floats} floats exceed the "
                          f"fused fit's {LINEAR_FIT_MAX_FLOATS} (one block's shared memory); train with the "

@@ -9,6 +9,7 @@ keep it; ``pyfast.train.predict`` does.)
 """
 
 import math
+import weakref
 
 import numpy as np
 
@@ -87,19 +88,90 @@ def _init_weight_and_bias(init, rng, weight_shape, fan_in, fan_out):
 
 
 # -------------------------------------------------------------------------------- modules
+# id(parameter array) -> the layer holding it, so that an optimizer given model.parameters()
+# finds the gradient array each backward writes (weak: a dropped layer leaves no entry).
+_OWNERS = weakref.WeakValueDictionary()
+
+
+def gradient_of(param):
+    """The gradient array that backward() writes for a layer's parameter array (None when
+    `param` is not a parameter of a live pyfast layer)."""
+    layer = _OWNERS.get(id(param))
+    if layer is None:
+        return None
+    for own, grad in zip(layer.parameters(), layer.gradients()):
+        if own is param:
+            return grad
+    return None  # the layer's attribute was replaced: that array is no longer trained
+
+
+def owner_of(param):
+    """The layer holding parameter array `param`, or None."""
+    layer = _OWNERS.get(id(param))
+    return layer if layer is not None and any(own is param for own in layer.parameters()) else None
+
+
+def _host(name, value):
+    """A NumPy view of a state value given as a NumPy or CuPy array (or anything array-like)."""
+    if hasattr(value, "get") and hasattr(value, "__cuda_array_interface__"):
+        value = value.get()
+    try:
+        value = np.asarray(value)
+    except Exception as error:  # noqa: BLE001 - reported as the entry's type problem
+        raise TypeError(f"{name}: expected an array, got {type(value).__name__} ({error})") from None
+    if value.dtype.kind not in "fiu":
+        raise TypeError(f"{name}: expected a numeric array, got dtype {value.dtype}")
+    return value
+
+
 class Module:
-    """Base: parameters / gradients lists (same order), train / eval modes, reused buffers."""
+    """Base: named parameters / gradients (same order), train / eval modes, state dicts,
+    reused buffers."""
 
     def __init__(self, backend=None):
         self.backend = get_backend(backend)
         self.training = True
         self._buffers = {}
 
-    def parameters(self):
+    def named_parameters(self, prefix=""):
+        """(name, array) pairs in a fixed order, named as PyTorch names them ("0.weight" is the
+        weight of a Sequential's first layer)."""
         return []
 
+    def parameters(self):
+        """The parameter arrays (trained in place), in the order of named_parameters()."""
+        return [param for _, param in self.named_parameters()]
+
     def gradients(self):
+        """The gradient arrays backward() writes, one per parameter, same order."""
         return []
+
+    def state_dict(self):
+        """{name: parameter array} (the arrays themselves, as PyTorch's state_dict holds the
+        tensors: copy them to keep a snapshot; pyfast.train.save writes them to a file)."""
+        return dict(self.named_parameters())
+
+    def load_state_dict(self, state, strict=True):
+        """Copies `state` ({name: array}, NumPy or CuPy) into the parameters, in place (so an
+        optimizer and a captured CUDA graph keep training the same arrays). ``strict``: every
+        name must match; otherwise names missing on either side are skipped. Shapes must match."""
+        if not isinstance(state, dict):
+            raise TypeError(f"state: expected a dict of arrays (from state_dict()), got {type(state).__name__}")
+        own = dict(self.named_parameters())
+        missing = [name for name in own if name not in state]
+        unexpected = [name for name in state if name not in own]
+        if strict and (missing or unexpected):
+            raise ValueError(f"state: missing {missing}, unexpected {unexpected} (this model has {list(own)})")
+        checked = {}
+        for name, param in own.items():
+            if name in state:
+                value = _host(f"state[{name!r}]", state[name])
+                if value.shape != param.shape:
+                    raise ValueError(f"state[{name!r}]: expected shape {param.shape}, got {value.shape}")
+                checked[name] = value
+        for name, value in checked.items():  # nothing is written unless everything fits
+            own[name][...] = self.backend.asarray(value)
+        return self
 
     def train(self, mode=True):
         self.training = mode
@@ -123,6 +195,13 @@ class Module:
         """What load() needs to rebuild this layer (weights travel separately)."""
         return {"type": type(self).__name__}
 
+    def extra_repr(self):
+        """The settings shown inside repr(), as PyTorch's modules show them."""
+        return ""
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.extra_repr()})"
+
     def __call__(self, x):
         return self.forward(x)
 
@@ -132,12 +211,18 @@ class _ParametrizedLayer(Module):
         self.weight, self.bias = self.backend.asarray(weight), self.backend.asarray(bias)
         self.grad_weight = self.backend.xp.zeros_like(self.weight)
         self.grad_bias = self.backend.xp.zeros_like(self.bias)
+        _OWNERS[id(self.weight)] = self
+        _OWNERS[id(self.bias)] = self
 
-    def parameters(self):
-        return [self.weight, self.bias]
+    def named_parameters(self, prefix=""):
+        return [(prefix + "weight", self.weight), (prefix + "bias", self.bias)]
 
     def gradients(self):
         return [self.grad_weight, self.grad_bias]
+
+
+def _size(name, value):
+    return _checks.expect_int(name, value, 1)
 
 
 class Linear(_ParametrizedLayer):
@@ -146,7 +231,9 @@ class Linear(_ParametrizedLayer):
 
     def __init__(self, in_features, out_features, *, activation=None, init="default", rng=None, backend=None):
         super().__init__(backend)
-        self.in_features, self.out_features, self.activation, self.init = in_features, out_features, activation, init
+        self.in_features, self.out_features = _size("in_features", in_features), _size("out_features", out_features)
+        _checks.activation_code(activation)
+        self.activation, self.init = activation, init
         rng = rng if rng is not None else np.random.default_rng(0)
         self._set_parameters(*_init_weight_and_bias(init, rng, (out_features, in_features), in_features,
                                                     out_features))
@@ -170,6 +257,10 @@ class Linear(_ParametrizedLayer):
         return dict(super().config(), in_features=self.in_features, out_features=self.out_features,
                     activation=self.activation)
 
+    def extra_repr(self):
+        text = f"in_features={self.in_features}, out_features={self.out_features}"
+        return text + (f", activation={self.activation!r}" if self.activation else "")
+
 
 class Conv2d(_ParametrizedLayer):
     """2D convolution (NCHW, weight (out, in, kh, kw)) with bias. ``version``: the conv kernels
@@ -180,9 +271,9 @@ class Conv2d(_ParametrizedLayer):
         super().__init__(backend)
         _checks.conv2d_version_code(version)
         self.version = version
-        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
-        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, (kh, kw)
-        self.stride, self.padding, self.dilation = stride, padding, dilation
+        self.in_channels, self.out_channels = _size("in_channels", in_channels), _size("out_channels", out_channels)
+        kh, kw = self.kernel_size = _checks.pair("kernel_size", kernel_size, 1)
+        self.stride, self.padding, self.dilation = _checks.conv2d_options(stride, padding, dilation)
         rng = rng if rng is not None else np.random.default_rng(0)
         fan_in, fan_out = in_channels * kh * kw, out_channels * kh * kw
         self._set_parameters(*_init_weight_and_bias(init, rng, (out_channels, in_channels, kh, kw), fan_in,
@@ -206,8 +297,16 @@ class Conv2d(_ParametrizedLayer):
 
     def config(self):
         return dict(super().config(), in_channels=self.in_channels, out_channels=self.out_channels,
-                    kernel_size=list(self.kernel_size), stride=self.stride, padding=self.padding,
-                    dilation=self.dilation, version=self.version)
+                    kernel_size=list(self.kernel_size), stride=list(self.stride), padding=list(self.padding),
+                    dilation=list(self.dilation), version=self.version)
+
+    def extra_repr(self):
+        text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding != (0, 0):
+            text += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            text += f", dilation={self.dilation}"
+        return text + (f", version={self.version!r}" if self.version else "")
 
 
 class ReLU(Module):
@@ -219,13 +318,30 @@ class ReLU(Module):
         return self.backend.ops.relu_backward(dy, self._y, out=self._buffer("dx", dy.shape))
 
 
-class MaxPool2d(Module):
-    def __init__(self, kernel_size, stride=None, padding=0, *, backend=None):
+class _Pool2d(Module):
+    """The window settings both poolings check at construction (stride None: the kernel)."""
+
+    def __init__(self, kernel_size, stride, padding, backend):
         super().__init__(backend)
-        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.kernel_size, self.stride, self.padding = _checks.pool2d_window(kernel_size, stride, padding)
+
+    def _output_shape(self, x):
+        return _checks.pool2d_dims(x.shape, self.kernel_size, self.stride, self.padding)["y_shape"]
+
+    def config(self):
+        return dict(super().config(), kernel_size=list(self.kernel_size), stride=list(self.stride),
+                    padding=list(self.padding))
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class MaxPool2d(_Pool2d):
+    def __init__(self, kernel_size, stride=None, padding=0, *, backend=None):
+        super().__init__(kernel_size, stride, padding, backend)
 
     def forward(self, x):
-        shape = _checks.pool2d_dims(x.shape, self.kernel_size, self.stride, self.padding)["y_shape"]
+        shape = self._output_shape(x)
         self._x_shape = x.shape
         y, self._indices = self.backend.ops.max_pool2d(x, self.kernel_size, self.stride, self.padding,
                                                        out=self._buffer("y", shape),
@@ -236,21 +352,18 @@ class MaxPool2d(Module):
         return self.backend.ops.max_pool2d_backward(dy, self._indices, self._x_shape,
                                                     out=self._buffer("dx", self._x_shape))
 
-    def config(self):
-        return dict(super().config(), kernel_size=self.kernel_size, stride=self.stride, padding=self.padding)
 
-
-class AvgPool2d(Module):
+class AvgPool2d(_Pool2d):
     def __init__(self, kernel_size, stride=None, padding=0, count_include_pad=True, *, backend=None):
-        super().__init__(backend)
-        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        super().__init__(kernel_size, stride, padding, backend)
+        _checks.expect_bool("count_include_pad", count_include_pad)
         self.count_include_pad = count_include_pad
 
     def _args(self):
         return self.kernel_size, self.stride, self.padding, self.count_include_pad
 
     def forward(self, x):
-        shape = _checks.pool2d_dims(x.shape, self.kernel_size, self.stride, self.padding)["y_shape"]
+        shape = self._output_shape(x)
         self._x_shape = x.shape
         return self.backend.ops.avg_pool2d(x, *self._args(), out=self._buffer("y", shape))
 
@@ -259,8 +372,10 @@ class AvgPool2d(Module):
                                                     out=self._buffer("dx", self._x_shape))
 
     def config(self):
-        return dict(super().config(), kernel_size=self.kernel_size, stride=self.stride, padding=self.padding,
-                    count_include_pad=self.count_include_pad)
+        return dict(super().config(), count_include_pad=self.count_include_pad)
+
+    def extra_repr(self):
+        return super().extra_repr() + ("" if self.count_include_pad else ", count_include_pad=False")
 
 
 class Flatten(Module):
@@ -276,6 +391,9 @@ class Flatten(Module):
 
 class Sequential(Module):
     def __init__(self, *layers, backend=None):
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Module):
+                raise TypeError(f"layers[{i}]: expected a pyfast.nn layer, got {type(layer).__name__}")
         super().__init__(backend if backend is not None else (layers[0].backend if layers else None))
         for layer in layers:
             if layer.backend.name != self.backend.name:
@@ -292,8 +410,8 @@ class Sequential(Module):
             dy = layer.backward(dy)
         return dy
 
-    def parameters(self):
-        return [p for layer in self.layers for p in layer.parameters()]
+    def named_parameters(self, prefix=""):
+        return [pair for i, layer in enumerate(self.layers) for pair in layer.named_parameters(f"{prefix}{i}.")]
 
     def gradients(self):
         return [g for layer in self.layers for g in layer.gradients()]
@@ -305,6 +423,10 @@ class Sequential(Module):
 
     def config(self):
         return dict(super().config(), layers=[layer.config() for layer in self.layers])
+
+    def __repr__(self):
+        lines = [f"  ({i}): " + repr(layer).replace("\n", "\n  ") for i, layer in enumerate(self.layers)]
+        return "Sequential(\n" + "\n".join(lines) + "\n)" if lines else "Sequential()"
 
     def __len__(self):
         return len(self.layers)

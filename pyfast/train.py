@@ -10,7 +10,10 @@ this code; without a usable GPU the NumPy backend is used and one line says so.
 
 import argparse
 import contextlib
+import importlib.util
 import json
+import math
+import os
 import sys
 import time
 
@@ -18,12 +21,67 @@ import numpy as np
 
 from pyfast import _checks, graph, nn
 from pyfast import data as datasets
-from pyfast.optim import SGD, Adam
+from pyfast.optim import SGD, Adam, CosineAnnealingLR, StepLR
 
 
 # ------------------------------------------------------------------------------ training
+PER_EPOCH = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "samples_per_s")
+
+
+class History(dict):
+    """fit()'s record: one list per key of PER_EPOCH, an entry per epoch trained ("epoch" the
+    epoch's number, "lr" the learning rate it trained with, None where a metric does not
+    apply). Run facts that are not per epoch are attributes: ``graphs``, the CUDA graphs
+    captured (one per batch shape, again after each learning-rate change)."""
+
+    def __init__(self, lists=None):
+        super().__init__({key: [] for key in PER_EPOCH})
+        self.graphs = 0
+        if lists is not None:
+            if not isinstance(lists, dict) or set(lists) != set(PER_EPOCH) \
+                    or not all(isinstance(v, list) for v in lists.values()) \
+                    or len({len(v) for v in lists.values()}) != 1:
+                raise ValueError(f"history: expected lists of equal length for {list(PER_EPOCH)}")
+            for key in PER_EPOCH:
+                self[key].extend(lists[key])
+
+    @property
+    def epochs(self):
+        return len(self["epoch"])
+
+
 def _is_classifier(loss):
     return isinstance(loss, nn.CrossEntropyLoss)
+
+
+def _output_classes(model):
+    """The class count of a model ending in a Linear layer (None when it cannot be told)."""
+    last = model.layers[-1] if isinstance(model, nn.Sequential) and len(model) else model
+    return getattr(last, "out_features", None)
+
+
+def _dataset(name, data, classifier, classes=None):
+    """(x, y) host arrays of data set `name` after the checks training and evaluation need."""
+    if isinstance(data, (str, bytes)) or not hasattr(data, "__len__") or len(data) != 2:
+        raise TypeError(f"{name}: expected a pair (x, y) of arrays, got {type(data).__name__}")
+    x, y = (nn._host(f"{name}[{i}]", part) for i, part in enumerate(data))
+    if x.ndim < 2:
+        raise ValueError(f"{name}: x must hold samples along its first axis, (N, features...), got shape {x.shape}")
+    if len(x) != len(y):
+        raise ValueError(f"{name}: x has {len(x)} samples but y has {len(y)} (one target per sample)")
+    if len(x) == 0:
+        raise ValueError(f"{name}: no samples")
+    if classifier:
+        if y.dtype.kind not in "iu":
+            raise TypeError(f"{name}: labels y must be integer class indices, got dtype {y.dtype} (float labels "
+                            f"would be truncated); convert with y.astype(np.int64)")
+        if y.ndim != 1:
+            raise ValueError(f"{name}: labels y must be a 1-D array (N,), got shape {y.shape}")
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or (classes is not None and high >= classes):
+            bound = f"[0, {classes})" if classes is not None else "[0, classes)"
+            raise ValueError(f"{name}: labels must lie in {bound}, got values from {low} to {high}")
+    return x, y
 
 
 def _to_backend(backend, xb, yb, classifier):
@@ -48,13 +106,16 @@ class _Steps:
     (buffers get allocated, labels checked), the second is captured into a CUDA graph
     (pyfast.graph), and every later batch of that shape is copied into the graph's input
     buffers and replayed. Both ways run the same kernels on the same buffers, so they give
-    the same numbers."""
+    the same numbers. A graph replays the optimizer's hyperparameters it was captured with,
+    so when they change (a learning-rate schedule) the graphs are dropped and captured anew."""
 
     def __init__(self, model, loss, optimizer, classifier, use_graph, log):
         self.model, self.loss, self.optimizer, self.classifier = model, loss, optimizer, classifier
         self.backend = model.backend
         self.use_graph, self.log = use_graph, log
         self.graphs, self.inputs, self.seen = {}, {}, set()
+        self.captures = 0
+        self.captured_with = None  # the optimizer's hyperparameters the graphs replay
         self.stream = None
         if use_graph:
             import cupy
@@ -88,6 +149,14 @@ class _Steps:
         self.optimizer.step()
         self._accumulate(value, len(xb), self.backend.ops.accuracy(output, yb) if self.classifier else None)
 
+    def _drop_stale_graphs(self):
+        hyperparameters = self.optimizer.hyperparameters()
+        if hyperparameters != self.captured_with:
+            if self.graphs:
+                self.stream.synchronize()  # no replay of them is still running
+                self.graphs.clear()
+            self.captured_with = hyperparameters
+
     def __call__(self, xb, yb):
         """One step on host batch (xb, yb)."""
         if self.stream is None:
@@ -97,6 +166,7 @@ class _Steps:
             if not self.use_graph:  # a capture failed: eager steps from then on
                 self._step(*_to_backend(self.backend, xb, yb, self.classifier))
                 return
+            self._drop_stale_graphs()
             key = (xb.shape, yb.shape)
             if key not in self.inputs:  # the graph's input buffers for this shape, filled below
                 xp = self.backend.xp
@@ -116,6 +186,7 @@ class _Steps:
                     self.use_graph = False
                     self._step(xs, ys)
                     return
+                self.captures += 1
                 self.graphs[key].replay()
             else:
                 self._step(xs, ys)
@@ -158,50 +229,83 @@ def _graph_usable(backend, optimizer, graph_requested, log):
     return True
 
 
-def fit(model, loss, optimizer, train, val=None, *, epochs, batch_size, shuffle=True, seed=0, augment=0,
-        progress=True, log=print, graph=None):
-    """Trains `model` on train = (x, y) host arrays for `epochs`, in batches (the last partial
-    batch kept), shuffled with a seeded generator. Returns the history: per-epoch loss,
-    accuracy (classifiers), validation loss / accuracy (when `val` is given) and samples/s.
-    The device is synchronized once per epoch, to read the metrics.
+def epoch_rng(seed, epoch):
+    """The generator that shuffles (and augments) epoch `epoch` of a run seeded `seed`: a pure
+    function of the two, so a resumed run draws the batches of an uninterrupted one."""
+    return np.random.default_rng([seed, epoch])
 
+
+def fit(model, loss, optimizer, train, val=None, *, epochs, batch_size, shuffle=True, seed=0, augment=0,
+        progress=True, log=print, graph=None, scheduler=None, initial_epoch=0, history=None, on_epoch_end=None):
+    """Trains `model` on train = (x, y) host arrays through epoch `epochs`, in batches (the last
+    partial batch kept), shuffled with epoch_rng(seed, epoch). Returns a History: per-epoch
+    loss, accuracy (classifiers), validation loss / accuracy (when `val` is given), learning
+    rate and samples/s. The device is synchronized once per epoch, to read the metrics.
+
+    ``scheduler``: an optim.LRScheduler, stepped after each epoch. To continue a run, pass
+    ``initial_epoch`` (the epochs already trained: training starts at the next one), the
+    restored optimizer / scheduler and the earlier ``history`` (extended in place).
+    ``on_epoch_end(epoch, history)`` runs after each epoch (the CLI saves a checkpoint there).
     ``graph``: on the cuda backend, replay each batch shape's step as a CUDA graph (see
     pyfast.graph); None (default) uses graphs when they can work (Adam must be capturable,
     PYFAST_SYNC off), False never does, True also says why when they cannot."""
     backend = model.backend
     classifier = _is_classifier(loss)
-    rng = np.random.default_rng(seed)
-    history = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": [], "samples_per_s": []}
-    x, y = train
+    x, y = _dataset("train", train, classifier, _output_classes(model))
+    if val is not None:
+        val = _dataset("val", val, classifier, _output_classes(model))
+    epochs = _checks.expect_int("epochs", epochs, 0)
+    initial_epoch = _checks.expect_int("initial_epoch", initial_epoch, 0)
+    if initial_epoch > epochs:
+        raise ValueError(f"initial_epoch: {initial_epoch} epochs are already trained, more than epochs={epochs}")
+    batch_size = _checks.expect_int("batch_size", batch_size, 1)
+    seed = _checks.expect_int("seed", seed, 0)
+    augment = _checks.expect_int("augment", augment, 0)
+    if scheduler is not None and scheduler.optimizer is not optimizer:
+        raise ValueError("scheduler: it schedules another optimizer than the one given")
+    history = History() if history is None else history
+    if not isinstance(history, History):
+        raise TypeError(f"history: expected a History (from fit or a checkpoint), got {type(history).__name__}")
     steps = -(-len(x) // batch_size)
     runner = _Steps(model, loss, optimizer, classifier, _graph_usable(backend, optimizer, graph, log), log)
-    for epoch in range(1, epochs + 1):
+    for epoch in range(initial_epoch + 1, epochs + 1):
         model.train()
+        lr = optimizer.lr
         start = time.perf_counter()
         runner.reset()
+        rng = epoch_rng(seed, epoch)
         for xb, yb in _progress(datasets.batches(x, y, batch_size, shuffle=shuffle, rng=rng, augment=augment), steps,
                                 progress, f"epoch {epoch}/{epochs}"):
             runner(xb, yb)
         runner.finish()
         epoch_loss = float(runner.loss_sum) / len(x)
+        history["epoch"].append(epoch)
+        history["lr"].append(lr)
         history["loss"].append(epoch_loss)
         history["accuracy"].append(int(runner.correct) / len(x) if classifier else None)
         history["samples_per_s"].append(len(x) / (time.perf_counter() - start))
         line = f"epoch {epoch}/{epochs}: loss {epoch_loss:.4f}"
         if classifier:
             line += f", accuracy {history['accuracy'][-1]:.4f}"
+        metrics = {}
         if val is not None:
             with runner.stream if runner.stream is not None else contextlib.nullcontext():
                 metrics = evaluate(model, loss, val, batch_size=batch_size)
-            history["val_loss"].append(metrics["loss"])
-            history["val_accuracy"].append(metrics.get("accuracy"))
             line += f", val loss {metrics['loss']:.4f}"
             if classifier:
                 line += f", val accuracy {metrics['accuracy']:.4f}"
+        history["val_loss"].append(metrics.get("loss"))
+        history["val_accuracy"].append(metrics.get("accuracy"))
+        if scheduler is not None:
+            line += f", lr {lr:.3g}"
         line += f", {history['samples_per_s'][-1]:.0f} samples/s"
         if log:
             log(line)
-    history["graphs"] = len(runner.graphs)
+        if scheduler is not None:
+            scheduler.step()
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, history)
+    history.graphs = runner.captures
     return history
 
 
@@ -209,8 +313,9 @@ def evaluate(model, loss, dataset, *, batch_size=256):
     """Mean loss (and accuracy for classifiers) over dataset = (x, y), in eval mode."""
     backend = model.backend
     classifier = _is_classifier(loss)
+    x, y = _dataset("dataset", dataset, classifier, _output_classes(model))
+    batch_size = _checks.expect_int("batch_size", batch_size, 1)
     model.eval()
-    x, y = dataset
     losses, correct = [], []
     for xb, yb in datasets.batches(x, y, batch_size):
         xb, yb = _to_backend(backend, xb, yb, classifier)
@@ -227,35 +332,142 @@ def evaluate(model, loss, dataset, *, batch_size=256):
 
 
 def predict(model, x, *, batch_size=256):
-    """The model's outputs for host array x, as a NumPy array (copied out of the layer buffers)."""
+    """The model's outputs for host array x (N, ...), as a NumPy array (copied out of the layer
+    buffers); an empty x gives an empty (0, outputs) array."""
+    x = nn._host("x", x)
+    if x.ndim < 2:
+        raise ValueError(f"x: expected samples along the first axis, (N, features...), got shape {x.shape}")
+    batch_size = _checks.expect_int("batch_size", batch_size, 1)
     model.eval()
-    outputs = [np.array(model.backend.to_numpy(model.forward(model.backend.asarray(xb))), copy=True)
-               for xb, _ in datasets.batches(x, np.zeros(len(x)), batch_size)]
+    backend = model.backend
+    # An empty x still runs one (empty) batch: the output's shape comes from the model.
+    starts = range(0, len(x), batch_size) if len(x) else [0]
+    outputs = [np.array(backend.to_numpy(model.forward(backend.asarray(x[start: start + batch_size]))), copy=True)
+               for start in starts]
     model.train()
-    return np.concatenate(outputs) if outputs else np.zeros((0,))
+    return np.concatenate(outputs)
 
 
 # --------------------------------------------------------------------------- checkpoints
-def save(model, path, **metadata):
-    """Weights and architecture in one .npz (plus any JSON-able metadata, e.g. normalisation)."""
-    arrays = {f"param_{i}": model.backend.to_numpy(p) for i, p in enumerate(model.parameters())}
-    np.savez(path, config=json.dumps(model.config()), metadata=json.dumps(metadata), **arrays)
+def _json(value):
+    return json.dumps(value, allow_nan=True)
+
+
+def save(model, path, *, optimizer=None, scheduler=None, epoch=None, history=None, **metadata):
+    """Writes a checkpoint: the architecture and weights (enough for load() and inference),
+    JSON-able ``metadata`` (e.g. the normalisation statistics), and, to continue training,
+    the optimizer's and scheduler's states, the epochs trained and the history. Written to a
+    temporary file and renamed, so an interrupted save never leaves a broken checkpoint.
+    ".npz" is appended when `path` lacks it; returns the path written."""
+    path = os.fspath(path)
+    if not path.endswith(".npz"):
+        path += ".npz"
+    to_numpy = model.backend.to_numpy
+    arrays = {f"param.{name}": to_numpy(param) for name, param in model.named_parameters()}
+    training = {}
+    if optimizer is not None:
+        state = optimizer.state_dict()
+        for name, values in state.pop("state").items():
+            arrays.update({f"optimizer.{name}.{i}": to_numpy(value) for i, value in enumerate(values)})
+        training["optimizer"] = state
+    if scheduler is not None:
+        training["scheduler"] = scheduler.state_dict()
+    if epoch is not None:
+        training["epoch"] = _checks.expect_int("epoch", epoch, 0)
+    if history is not None:
+        training["history"] = dict(history)
+    partial = f"{path}.partial"
+    with open(partial, "wb") as f:
+        np.savez(f, format=CHECKPOINT_FORMAT, config=_json(model.config()), metadata=_json(metadata),
+                 training=_json(training), **arrays)
+    os.replace(partial, path)
+    return path
+
+
+CHECKPOINT_FORMAT = "pyfast-checkpoint-1"
+
+
+class _NotACheckpoint(ValueError):
+    def __init__(self, path, what):
+        super().__init__(f"{path}: not a pyfast checkpoint ({what})")
+
+
+def load_checkpoint(path):
+    """Everything save() wrote, checked, as a dict: "config" (the architecture), "model" ({name:
+    NumPy array}, for Module.load_state_dict), "metadata", and "optimizer" (a state dict with
+    NumPy arrays, for Optimizer.load_state_dict), "scheduler", "epoch", "history" (a History)
+    where saved, else None. A file that is not one raises ValueError("PATH: not a pyfast
+    checkpoint (what is wrong)"); a missing file FileNotFoundError."""
+    path = os.fspath(path)
+    try:
+        stored = np.load(path)
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except Exception as error:  # noqa: BLE001 - every other failure means: not an .npz archive
+        raise _NotACheckpoint(path, f"not a NumPy .npz archive: {error}") from None
+    if not isinstance(stored, np.lib.npyio.NpzFile):
+        raise _NotACheckpoint(path, "a single NumPy array (.npy), not an .npz archive")
+    with stored:
+        entries = {}
+        for key in stored.files:
+            try:
+                entries[key] = stored[key]
+            except Exception as error:  # noqa: BLE001 - pickled objects, truncated members
+                raise _NotACheckpoint(path, f"entry {key!r} cannot be read: {error}") from None
+
+    def parse(key, required):
+        if key not in entries:
+            if required:
+                raise _NotACheckpoint(path, f"no {key!r} entry; it holds {sorted(entries)}")
+            return {}
+        try:
+            return json.loads(str(entries[key]))
+        except ValueError as error:
+            raise _NotACheckpoint(path, f"its {key!r} entry is not valid JSON: {error}") from None
+
+    config, metadata, training = parse("config", True), parse("metadata", False), parse("training", False)
+    try:
+        model = nn.from_config(config, backend="numpy")  # checks the architecture; gives the names and shapes
+    except Exception as error:  # noqa: BLE001 - any failure to rebuild the model from its config
+        raise _NotACheckpoint(path, f"its config does not describe a pyfast model: {type(error).__name__}: {error}") \
+            from None
+    names = [name for name, _ in model.named_parameters()]
+    params = {key[len("param."):]: value for key, value in entries.items() if key.startswith("param.")}
+    legacy = sorted((k for k in entries if k.startswith("param_")), key=lambda k: int(k.split("_")[1]))
+    if not params and legacy:  # written before parameters were saved by name: in order
+        if len(legacy) != len(names):
+            raise ValueError(f"{path}: {len(legacy)} stored arrays for a model of {len(names)} parameters")
+        params = dict(zip(names, (entries[k] for k in legacy)))
+    if sorted(params) != sorted(names):
+        raise ValueError(f"{path}: stored parameters {sorted(params)} do not match its model's {names}")
+    for name, param in model.named_parameters():
+        if params[name].shape != param.shape:
+            raise ValueError(f"{path}: param.{name} has shape {params[name].shape}, the model expects {param.shape}")
+    optimizer = training.get("optimizer")
+    if optimizer is not None:
+        state = {}
+        for key, value in entries.items():
+            if key.startswith("optimizer."):
+                name, _, index = key[len("optimizer."):].rpartition(".")
+                if not name or not index.isdigit():
+                    raise _NotACheckpoint(path, f"entry {key!r} names no optimizer state and index")
+                state.setdefault(name, {})[int(index)] = value
+        optimizer = dict(optimizer, state={name: [values[i] for i in sorted(values)] for name, values in state.items()})
+    history = training.get("history")
+    try:
+        history = History(history) if history is not None else None
+    except ValueError as error:
+        raise _NotACheckpoint(path, str(error)) from None
+    return {"config": config, "model": params, "metadata": metadata, "optimizer": optimizer,
+            "scheduler": training.get("scheduler"), "epoch": training.get("epoch"), "history": history}
 
 
 def load(path, backend=None):
     """(model, metadata) rebuilt from save()'s file, on `backend` (default: cuda if usable)."""
-    with np.load(path) as f:
-        model = nn.from_config(json.loads(str(f["config"])), backend=backend)
-        metadata = json.loads(str(f["metadata"]))
-        params = model.parameters()
-        stored = sorted((k for k in f.files if k.startswith("param_")), key=lambda k: int(k.split("_")[1]))
-        if len(stored) != len(params):
-            raise ValueError(f"{path}: {len(stored)} stored arrays for a model of {len(params)} parameters")
-        for param, key in zip(params, stored):
-            if f[key].shape != param.shape:
-                raise ValueError(f"{path}: {key} has shape {f[key].shape}, the model expects {param.shape}")
-            param[...] = model.backend.asarray(f[key])
-    return model, metadata
+    checkpoint = load_checkpoint(path)
+    model = nn.from_config(checkpoint["config"], backend=backend)
+    model.load_state_dict(checkpoint["model"])
+    return model, checkpoint["metadata"]
 
 
 def plot_history(history, path):
@@ -265,22 +477,21 @@ def plot_history(history, path):
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         return False
-    epochs = range(1, len(history["loss"]) + 1)
+    epochs = history["epoch"]
     has_accuracy = any(a is not None for a in history["accuracy"])
+    has_val = any(v is not None for v in history["val_loss"])
     fig, axes = plt.subplots(1, 2 if has_accuracy else 1, figsize=(10 if has_accuracy else 5, 4), squeeze=False)
-    axes[0][0].plot(epochs, history["loss"], label="train")
-    if history["val_loss"]:
-        axes[0][0].plot(epochs, history["val_loss"], label="validation")
-    axes[0][0].set(xlabel="epoch", ylabel="loss", title="loss")
-    axes[0][0].legend()
-    if has_accuracy:
-        axes[0][1].plot(epochs, history["accuracy"], label="train")
-        if history["val_accuracy"]:
-            axes[0][1].plot(epochs, history["val_accuracy"], label="validation")
-        axes[0][1].set(xlabel="epoch", ylabel="accuracy", title="accuracy")
-        axes[0][1].legend()
+    panels = [("loss", "loss", "val_loss")] + ([("accuracy", "accuracy", "val_accuracy")] if has_accuracy else [])
+    for ax, (title, train_key, val_key) in zip(axes[0], panels):
+        ax.plot(epochs, history[train_key], marker="o", label="train")
+        if has_val:
+            ax.plot(epochs, history[val_key], marker="o", label="validation")
+        ax.set(xlabel="epoch", ylabel=title, title=title)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -307,24 +518,50 @@ def cnn_model(backend=None, seed=0, classes=10, image_size=28, conv_version=None
 
 
 # ------------------------------------------------------------------------------------ CLI
-def _backend_from_args(name, out):
+# The CLI checks everything it can before training starts: argument values in argparse (one
+# line and exit code 2, as argparse reports its own errors), then files, folders, data,
+# backend and checkpoint in a preparation step whose errors are reported the same way.
+def _backend_from_args(name, err):
     if name is None and nn.default_backend_name() == "numpy":
         from pyfast._device import unavailable_reason
 
-        print(f"pyfast: {unavailable_reason()}; using the NumPy backend", file=out)
+        print(f"pyfast: {unavailable_reason()}; using the NumPy backend", file=err)
     return nn.get_backend(name)
 
 
-def run_linreg(args, out=None):
-    out = out or sys.stdout
-    backend = _backend_from_args(args.backend, out)
+def _output_path(option, path, suffix):
+    """`path` with `suffix` appended when missing, after checking its folder exists and is
+    writable (so that a run never ends in a failed write)."""
+    if not path.endswith(suffix):
+        path += suffix
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ValueError(f"{option}: {path} is a folder; give a file name")
+    if not os.path.isdir(folder):
+        raise ValueError(f"{option}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"{option}: the folder {folder} is not writable")
+    return path
+
+
+def _prepare_linreg(args, out=None, err=None):
+    out, err = out or sys.stdout, err or sys.stderr
+    backend = _backend_from_args(args.backend, err)
     x, y = datasets.synthetic_regression(args.samples, args.features, seed=args.seed)
     model = nn.Linear(args.features, 1, rng=np.random.default_rng(args.seed), backend=backend)
+    # The one-launch run holds the data in one block's shared memory: bigger runs go op by op.
+    fits_one_launch = _checks.linear_fit_floats(args.samples, args.features, 1) <= _checks.LINEAR_FIT_MAX_FLOATS
+    fused = backend.name == "cuda" and not args.eager and fits_one_launch
+    return argparse.Namespace(args=args, out=out, backend=backend, data=(x, y), model=model, fused=fused)
+
+
+def _train_linreg(plan):
+    args, out, backend, model = plan.args, plan.out, plan.backend, plan.model
     loss = nn.MSELoss(backend)
     optimizer = SGD(model, lr=args.lr)
-    x_dev, y_dev = backend.asarray(x), backend.asarray(y)
+    x_dev, y_dev = (backend.asarray(part) for part in plan.data)
     report = lambda epoch, value: print(f"Epoch {epoch}, loss={value:.6f}", file=out)  # noqa: E731
-    if backend.name == "cuda" and not args.eager:
+    if plan.fused:
         # The whole run in one launch, the same float32 math as the loop below (one read at the end).
         losses = backend.to_numpy(backend.ops.linear_mse_sgd_fit(x_dev, y_dev, model.weight, model.bias, lr=args.lr,
                                                                  epochs=args.epochs))
@@ -344,9 +581,19 @@ def run_linreg(args, out=None):
     return model, float(test_loss)
 
 
+def run_linreg(args, out=None, err=None):
+    """The linreg command on parsed `args`: (model, test loss). Prints to `out` (stdout), notices
+    to `err` (stderr)."""
+    return _train_linreg(_prepare_linreg(args, out, err))
+
+
+DATA_SPECS = ("digits", "digits8", "synthetic", "mnist:PATH")
+
+
 def load_image_data(spec, seed=0):
-    """(train, val, test) for --data: 'digits' (8x8 resized to 28x28), 'digits8', 'synthetic',
-    or 'mnist:PATH'. Normalised with the training set's statistics."""
+    """(train, val, test, stats) for --data: 'digits' (8x8 resized to 28x28), 'digits8',
+    'synthetic', or 'mnist:PATH'; stats = {"mean", "std"} of the training images, with which
+    every split is normalised (pass them to save() so inference can normalise alike)."""
     if spec.startswith("mnist:"):
         (x_train, y_train), test = datasets.load_mnist(spec.split(":", 1)[1])
         train, val, _ = datasets.split(x_train, y_train, (0.9, 0.1, 0.0), seed=seed)
@@ -356,77 +603,233 @@ def load_image_data(spec, seed=0):
         elif spec == "synthetic":
             x, y = datasets.synthetic_images(seed=seed)
         else:
-            raise ValueError(f"--data: expected digits, digits8, synthetic or mnist:PATH, got {spec!r}")
+            raise ValueError(f"--data: expected one of {', '.join(DATA_SPECS)}, got {spec!r}")
         train, val, test = datasets.split(x, y, (0.8, 0.1, 0.1), seed=seed)
     x_train, mean, std = datasets.normalize(train[0])
     normalise = lambda part: (datasets.normalize(part[0], mean, std)[0], part[1])  # noqa: E731
     return (x_train, train[1]), normalise(val), normalise(test), {"mean": mean, "std": std}
 
 
-def run_cnn(args, out=None):
-    out = out or sys.stdout
-    backend = _backend_from_args(args.backend, out)
+# What a resumed run must share with the run that wrote the checkpoint for the two to be one
+# run (--epochs may grow, except under the cosine schedule, whose horizon it is).
+RUN_SETTINGS = ("data", "seed", "limit", "batch_size", "augment", "lr", "lr_schedule", "lr_step_size", "lr_gamma",
+                "lr_min")
+
+
+def _run_settings(args):
+    settings = {name: getattr(args, name) for name in RUN_SETTINGS}
+    if args.lr_schedule == "cosine":
+        settings["epochs"] = args.epochs
+    return settings
+
+
+def _scheduler(args, optimizer):
+    if args.lr_schedule == "step":
+        return StepLR(optimizer, args.lr_step_size, args.lr_gamma)
+    if args.lr_schedule == "cosine":
+        return CosineAnnealingLR(optimizer, args.epochs, args.lr_min)
+    return None
+
+
+def _flag(name):
+    return "--" + name.replace("_", "-")
+
+
+def _prepare_cnn(args, out=None, err=None):
+    out, err = out or sys.stdout, err or sys.stderr
+    save_path = _output_path("--save", args.save, ".npz") if args.save else None
+    plot_path = _output_path("--plot", args.plot, ".png") if args.plot else None
+    if plot_path and importlib.util.find_spec("matplotlib") is None:
+        raise ValueError("--plot: needs matplotlib (pip install 'pyfast[train]')")
+    checkpoint = load_checkpoint(args.resume) if args.resume else None
+    if checkpoint is not None:
+        if checkpoint["epoch"] is None or checkpoint["optimizer"] is None:
+            raise ValueError(f"--resume: {args.resume} holds a model but no training state (epoch, optimizer): "
+                             f"it was not written by 'pyfast-train cnn --save'")
+        if checkpoint["epoch"] >= args.epochs:
+            raise ValueError(f"--epochs: {args.resume} has already trained {checkpoint['epoch']} epochs; pass "
+                             f"--epochs above {checkpoint['epoch']} to train more")
+        saved = checkpoint["metadata"].get("run", {})
+        differ = [f"{_flag(name)} {saved.get(name)!r} there, {value!r} here"
+                  for name, value in _run_settings(args).items() if saved.get(name) != value]
+        if differ:
+            raise ValueError(f"--resume: {args.resume} comes from a run with other settings ({'; '.join(differ)}); "
+                             f"resume with the settings it was trained with")
+    backend = _backend_from_args(args.backend, err)
     train, val, test, stats = load_image_data(args.data, seed=args.seed)
     if args.limit:
         train = (train[0][: args.limit], train[1][: args.limit])
+    height, width = train[0].shape[2:]
+    if args.augment >= min(height, width):
+        raise ValueError(f"--augment: shifts of {args.augment} pixels would move a {height}x{width} image out of its "
+                         f"frame; expected less than {min(height, width)}")
+    model = cnn_model(backend, seed=args.seed, image_size=height, conv_version=args.conv_version)
+    optimizer = Adam(model, lr=args.lr, capturable=backend.name == "cuda" and not args.no_graph)
+    scheduler = _scheduler(args, optimizer)
+    start, history = 0, None
+    if checkpoint is not None:
+        if checkpoint["metadata"].get("mean") != stats["mean"] or checkpoint["metadata"].get("std") != stats["std"]:
+            raise ValueError(f"--resume: {args.resume} was trained on data normalised otherwise "
+                             f"(mean {checkpoint['metadata'].get('mean')}, std {checkpoint['metadata'].get('std')})")
+        try:
+            model.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(checkpoint["scheduler"])
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"--resume: {args.resume} does not fit this command's model and optimizer: {error}") \
+                from None
+        start, history = checkpoint["epoch"], checkpoint["history"] or History()
+    return argparse.Namespace(args=args, out=out, backend=backend, data=(train, val, test), stats=stats, model=model,
+                              optimizer=optimizer, scheduler=scheduler, start=start, history=history,
+                              save_path=save_path, plot_path=plot_path)
+
+
+def _train_cnn(plan):
+    args, out, backend, model, optimizer = plan.args, plan.out, plan.backend, plan.model, plan.optimizer
+    train, val, test = plan.data
     print(f"data: {args.data}, {len(train[0])} train / {len(val[0])} validation / {len(test[0])} test images of "
           f"{train[0].shape[2]}x{train[0].shape[3]}; backend {backend.name}", file=out)
-    model = cnn_model(backend, seed=args.seed, image_size=train[0].shape[2], conv_version=args.conv_version)
+    if plan.start:
+        print(f"resuming {args.resume} after epoch {plan.start}", file=out)
     loss = nn.CrossEntropyLoss(backend)
-    optimizer = Adam(model, lr=args.lr, capturable=backend.name == "cuda" and not args.no_graph)
-    history = fit(model, loss, optimizer, train, val, epochs=args.epochs, batch_size=args.batch_size,
-                  seed=args.seed, augment=args.augment, progress=not args.no_progress,
-                  log=lambda line: print(line, file=out), graph=False if args.no_graph else None)
+    metadata = dict(plan.stats, run=_run_settings(args))
+
+    def checkpoint(epoch, history):  # after every epoch: an interrupted run loses at most one
+        if plan.save_path:
+            save(model, plan.save_path, optimizer=optimizer, scheduler=plan.scheduler, epoch=epoch, history=history,
+                 **metadata)
+        plan.finished = epoch
+
+    plan.finished = plan.start
+    history = fit(model, loss, optimizer, train, val, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                  augment=args.augment, progress=not args.no_progress, log=lambda line: print(line, file=out),
+                  graph=False if args.no_graph else None, scheduler=plan.scheduler, initial_epoch=plan.start,
+                  history=plan.history, on_epoch_end=checkpoint)
     metrics = evaluate(model, loss, test, batch_size=args.batch_size)
     print(f"test accuracy {metrics['accuracy']:.4f} (loss {metrics['loss']:.4f})", file=out)
-    if args.save:
-        save(model, args.save, **stats)
-        print(f"saved {args.save}", file=out)
-    if args.plot:
-        if plot_history(history, args.plot):
-            print(f"plotted {args.plot}", file=out)
-        else:
-            print("--plot needs matplotlib (pip install 'pyfast[train]')", file=out)
+    if plan.save_path:
+        print(f"saved {plan.save_path}", file=out)
+    if plan.plot_path:
+        plot_history(history, plan.plot_path)
+        print(f"plotted {plan.plot_path}", file=out)
     return model, history, metrics
+
+
+def run_cnn(args, out=None, err=None):
+    """The cnn command on parsed `args`: (model, history, test metrics). Prints to `out`
+    (stdout), notices to `err` (stderr)."""
+    return _train_cnn(_prepare_cnn(args, out, err))
+
+
+def _number(kind, minimum=None, above=None):
+    """An argparse type: an int or a finite float, >= minimum / > above; its error is argparse's
+    one line ("argument --epochs: expected an integer >= 1, got '-1'")."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") \
+                from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        if minimum is not None and value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'} >= {minimum}, "
+                                             f"got {text!r}")
+        if above is not None and not value > above:
+            raise argparse.ArgumentTypeError(f"expected a number > {above}, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _data_spec(text):
+    if text in DATA_SPECS[:3]:
+        return text
+    if text.startswith("mnist:"):
+        location = text.split(":", 1)[1]
+        if not location:
+            raise argparse.ArgumentTypeError("mnist: needs a path, as mnist:PATH (a folder of IDX files or an .npz)")
+        if not os.path.exists(location):
+            raise argparse.ArgumentTypeError(f"mnist:{location}: no such file or folder (nothing is downloaded)")
+        return text
+    raise argparse.ArgumentTypeError(f"expected one of {', '.join(DATA_SPECS)}, got {text!r}")
+
+
+class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: ...)" where there is a default worth showing (not None / False)."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def parser():
     root = argparse.ArgumentParser(prog="pyfast-train", description="Train the two starter workloads on pyfast.")
     commands = root.add_subparsers(dest="command", required=True)
-    linreg = commands.add_parser("linreg", help="linear regression: Linear(features, 1), MSE, SGD")
-    linreg.add_argument("--samples", type=int, default=100)
-    linreg.add_argument("--features", type=int, default=2)
-    linreg.add_argument("--epochs", type=int, default=1000)
-    linreg.add_argument("--lr", type=float, default=0.01)
-    linreg.add_argument("--seed", type=int, default=0)
+    positive, count, rate = _number(int, minimum=1), _number(int, minimum=0), _number(float, minimum=0)
+    linreg = commands.add_parser("linreg", help="linear regression: Linear(features, 1), MSE, SGD",
+                                 formatter_class=_HelpWithDefaults)
+    linreg.add_argument("--samples", type=positive, default=100, help="training samples")
+    linreg.add_argument("--features", type=positive, default=2, help="input features")
+    linreg.add_argument("--epochs", type=positive, default=1000, help="full-batch SGD steps")
+    linreg.add_argument("--lr", type=rate, default=0.01, help="learning rate")
+    linreg.add_argument("--seed", type=count, default=0, help="seed of the data and the initial weights")
     linreg.add_argument("--backend", choices=["cuda", "numpy"], help="default: cuda when a GPU is usable")
     linreg.add_argument("--eager", action="store_true",
                         help="on the GPU, one launch per op per step instead of the fused one-launch run")
-    cnn = commands.add_parser("cnn", help="the small CNN on handwritten digits, cross-entropy, Adam")
-    cnn.add_argument("--data", default="digits", help="digits (default, 28x28), digits8, synthetic, mnist:PATH")
-    cnn.add_argument("--epochs", type=int, default=10)
-    cnn.add_argument("--batch-size", type=int, default=64)
-    cnn.add_argument("--lr", type=float, default=1e-3)
-    cnn.add_argument("--seed", type=int, default=0)
-    cnn.add_argument("--augment", type=int, default=0, help="random shifts of up to this many pixels")
-    cnn.add_argument("--limit", type=int, default=0, help="use only the first N training images")
-    cnn.add_argument("--save", help="write the trained model (.npz) here")
-    cnn.add_argument("--plot", help="write the loss / accuracy curves (.png) here")
+    cnn = commands.add_parser("cnn", help="the small CNN on handwritten digits, cross-entropy, Adam",
+                              formatter_class=_HelpWithDefaults)
+    cnn.add_argument("--data", type=_data_spec, default="digits",
+                     help="digits (28x28), digits8 (8x8), synthetic, or mnist:PATH (IDX files or .npz you have)")
+    cnn.add_argument("--epochs", type=positive, default=10, help="train through this epoch (with --resume too)")
+    cnn.add_argument("--batch-size", type=positive, default=64, help="images per step")
+    cnn.add_argument("--lr", type=rate, default=1e-3, help="Adam's learning rate (the schedule's start)")
+    cnn.add_argument("--lr-schedule", choices=["constant", "step", "cosine"], default="constant",
+                     help="per epoch: constant; step (times --lr-gamma every --lr-step-size epochs); cosine (to "
+                          "--lr-min at --epochs)")
+    cnn.add_argument("--lr-step-size", type=positive, default=5, help="epochs per step of the step schedule")
+    cnn.add_argument("--lr-gamma", type=rate, default=0.1, help="the step schedule's factor")
+    cnn.add_argument("--lr-min", type=rate, default=0.0, help="the cosine schedule's final learning rate")
+    cnn.add_argument("--seed", type=count, default=0, help="seed of the split, the weights and the shuffling")
+    cnn.add_argument("--augment", type=count, default=0, help="random shifts of up to this many pixels")
+    cnn.add_argument("--limit", type=positive, help="use only the first N training images")
+    cnn.add_argument("--save", metavar="PATH",
+                     help="write a checkpoint (.npz: model, optimizer, epoch) here after every epoch")
+    cnn.add_argument("--resume", metavar="PATH",
+                     help="continue the run that --save wrote PATH with (same settings; --epochs may grow)")
+    cnn.add_argument("--plot", metavar="PATH", help="write the loss / accuracy curves (.png) here")
     cnn.add_argument("--backend", choices=["cuda", "numpy"], help="default: cuda when a GPU is usable")
     cnn.add_argument("--no-progress", action="store_true", help="no progress bar")
     cnn.add_argument("--conv-version", choices=list(_checks.CONV2D_VERSIONS),
                      help=f"conv kernels on the GPU (default {_checks.DEFAULT_CONV2D_VERSION})")
     cnn.add_argument("--no-graph", action="store_true",
                      help="on the GPU, launch every op of every step instead of replaying a CUDA graph")
+    root.commands = {"linreg": linreg, "cnn": cnn}
     return root
 
 
 def main(argv=None):
-    args = parser().parse_args(argv)
-    if args.command == "linreg":
-        run_linreg(args)
-    else:
-        run_cnn(args)
+    """The CLI: 0 when done, 2 for a bad argument or setting (one line on stderr), 130 when
+    interrupted (with how to resume)."""
+    root = parser()
+    args = root.parse_args(argv)
+    prepare, run = (_prepare_linreg, _train_linreg) if args.command == "linreg" else (_prepare_cnn, _train_cnn)
+    try:
+        plan = prepare(args)
+    except (ValueError, OSError, RuntimeError) as error:  # found before training: a usage error
+        root.commands[args.command].error(str(error))
+    try:
+        run(plan)
+    except KeyboardInterrupt:
+        message = "pyfast-train: interrupted"
+        if getattr(plan, "save_path", None) and plan.finished > plan.start:
+            message += (f" after epoch {plan.finished}, which is saved in {plan.save_path}; to continue, run the same "
+                        f"command with --resume {plan.save_path}")
+        print(message, file=sys.stderr)
+        return 130
     return 0
 
 

@@ -56,7 +56,7 @@ def test_numpy_backend_never_uses_graphs(rng):
     model = nn.Linear(3, 1, rng=rng, backend=NUMPY)
     history = train.fit(model, nn.MSELoss(NUMPY), optim.SGD(model, lr=0.1), (x, y), epochs=2, batch_size=8,
                         progress=False, log=None, graph=True)
-    assert history["graphs"] == 0 and len(history["loss"]) == 2
+    assert history.graphs == 0 and len(history["loss"]) == 2
 
 
 # ------------------------------------------------------------------ GPU
@@ -80,7 +80,7 @@ def _cnn_fit(graph, epochs=2, capturable=True, seed=0):
 def test_graph_replay_gives_the_eager_numbers_bit_for_bit():
     eager, eager_params, _ = _cnn_fit(graph=False)
     graphed, graphed_params, lines = _cnn_fit(graph=True)
-    assert graphed["graphs"] == 2, lines  # the full batch and the last partial batch
+    assert graphed.graphs == 2, lines  # the full batch and the last partial batch
     assert graphed["loss"] == eager["loss"] and graphed["accuracy"] == eager["accuracy"]
     for a, b in zip(graphed_params, eager_params):
         np.testing.assert_array_equal(a, b)
@@ -141,7 +141,7 @@ def test_no_graphs_when_they_cannot_work(monkeypatch):
     assert any("capturable=True" in line for line in lines)
     monkeypatch.setattr(_C, "get_sync", lambda: True)
     history, _, lines = _cnn_fit(graph=True, epochs=1)
-    assert history["graphs"] == 0 and any("PYFAST_SYNC" in line for line in lines)
+    assert history.graphs == 0 and any("PYFAST_SYNC" in line for line in lines)
 
 
 @gpu
@@ -150,7 +150,7 @@ def test_cnn_cli_with_and_without_graphs(capsys):
     common = ["cnn", "--backend", "cuda", "--epochs", "1", "--limit", "300", "--no-progress"]
     _, with_graph, metrics = train.run_cnn(train.parser().parse_args(common))
     _, without, metrics_eager = train.run_cnn(train.parser().parse_args([*common, "--no-graph"]))
-    assert with_graph["graphs"] >= 1 and without["graphs"] == 0
+    assert with_graph.graphs >= 1 and without.graphs == 0
     # --no-graph also takes Adam's step count from the host, whose float rounding of the bias
     # correction may differ in the last bit from the device's: close, not bitwise.
     np.testing.assert_allclose(with_graph["loss"], without["loss"], rtol=1e-5)
@@ -167,7 +167,7 @@ def test_linreg_data_through_fit_with_graphs():
         model = nn.Linear(2, 1, rng=np.random.default_rng(0), backend="cuda")
         history = train.fit(model, nn.MSELoss("cuda"), optim.SGD(model, lr=0.01), (x, y), epochs=5, batch_size=32,
                             shuffle=False, progress=False, log=None, graph=graph)
-        results.append((history["loss"], [p.get() for p in model.parameters()], history["graphs"]))
+        results.append((history["loss"], [p.get() for p in model.parameters()], history.graphs))
     assert results[1][2] == 2 and results[0][0] == results[1][0]
     for a, b in zip(results[0][1], results[1][1]):
         np.testing.assert_array_equal(a, b)
@@ -184,7 +184,7 @@ def test_a_failed_capture_falls_back_to_eager_steps(monkeypatch):
     eager, eager_params, _ = _cnn_fit(graph=False)
     monkeypatch.setattr(graph, "CapturedStep", refuse)
     fallback, fallback_params, lines = _cnn_fit(graph=True)
-    assert fallback["graphs"] == 0 and any("capture refused (test)" in line for line in lines)
+    assert fallback.graphs == 0 and any("capture refused (test)" in line for line in lines)
     assert fallback["loss"] == eager["loss"]
     for a, b in zip(fallback_params, eager_params):
         np.testing.assert_array_equal(a, b)
