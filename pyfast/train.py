@@ -399,14 +399,18 @@ def load_checkpoint(path):
     where saved, else None. A file that is not one raises ValueError("PATH: not a pyfast
     checkpoint (what is wrong)"); a missing file FileNotFoundError."""
     path = os.fspath(path)
+    with open(path, "rb") as f:  # FileNotFoundError, IsADirectoryError, PermissionError as they are
+        magic = f.read(6)
+    if magic == b"\x93NUMPY":
+        raise _NotACheckpoint(path, "a single NumPy array (.npy), not an .npz archive")
+    if not magic.startswith(b"PK"):
+        raise _NotACheckpoint(path, "not a NumPy .npz archive (a zip file)")
     try:
         stored = np.load(path)
-    except (FileNotFoundError, IsADirectoryError, PermissionError):
-        raise
-    except Exception as error:  # noqa: BLE001 - every other failure means: not an .npz archive
-        raise _NotACheckpoint(path, f"not a NumPy .npz archive: {error}") from None
+    except Exception as error:  # noqa: BLE001 - a damaged archive
+        raise _NotACheckpoint(path, f"not a readable NumPy .npz archive: {error}") from None
     if not isinstance(stored, np.lib.npyio.NpzFile):
-        raise _NotACheckpoint(path, "a single NumPy array (.npy), not an .npz archive")
+        raise _NotACheckpoint(path, "not a NumPy .npz archive")
     with stored:
         entries = {}
         for key in stored.files:
@@ -470,16 +474,15 @@ def load(path, backend=None):
     return model, checkpoint["metadata"]
 
 
-def plot_history(history, path):
-    """Loss (and accuracy) per epoch as a PNG; returns False when matplotlib is missing."""
-    try:
-        import matplotlib
+def history_figure(history):
+    """A matplotlib Figure of the loss (and accuracy) per epoch, train and validation (raises
+    ImportError without matplotlib)."""
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib.ticker import MaxNLocator
-    except ImportError:
-        return False
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
     epochs = history["epoch"]
     has_accuracy = any(a is not None for a in history["accuracy"])
     has_val = any(v is not None for v in history["val_loss"])
@@ -493,6 +496,17 @@ def plot_history(history, path):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.legend()
     fig.tight_layout()
+    return fig
+
+
+def plot_history(history, path):
+    """Loss (and accuracy) per epoch as a PNG; returns False when matplotlib is missing."""
+    try:
+        fig = history_figure(history)
+    except ImportError:
+        return False
+    import matplotlib.pyplot as plt
+
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
@@ -532,11 +546,11 @@ def _backend_from_args(name, err):
 def _output_path(option, path, suffix):
     """`path` with `suffix` appended when missing, after checking its folder exists and is
     writable (so that a run never ends in a failed write)."""
+    if os.path.isdir(path):
+        raise ValueError(f"{option}: {path} is a folder; give a file name")
     if not path.endswith(suffix):
         path += suffix
     folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise ValueError(f"{option}: {path} is a folder; give a file name")
     if not os.path.isdir(folder):
         raise ValueError(f"{option}: the folder {folder} does not exist")
     if not os.access(folder, os.W_OK):
@@ -641,7 +655,10 @@ def _prepare_cnn(args, out=None, err=None):
     plot_path = _output_path("--plot", args.plot, ".png") if args.plot else None
     if plot_path and importlib.util.find_spec("matplotlib") is None:
         raise ValueError("--plot: needs matplotlib (pip install 'pyfast[train]')")
-    checkpoint = load_checkpoint(args.resume) if args.resume else None
+    try:
+        checkpoint = load_checkpoint(args.resume) if args.resume else None
+    except OSError as error:  # missing, a folder, unreadable
+        raise ValueError(f"--resume: cannot read {args.resume}: {error.strerror or error}") from None
     if checkpoint is not None:
         if checkpoint["epoch"] is None or checkpoint["optimizer"] is None:
             raise ValueError(f"--resume: {args.resume} holds a model but no training state (epoch, optimizer): "
@@ -653,8 +670,10 @@ def _prepare_cnn(args, out=None, err=None):
         differ = [f"{_flag(name)} {saved.get(name)!r} there, {value!r} here"
                   for name, value in _run_settings(args).items() if saved.get(name) != value]
         if differ:
+            why = " (under --lr-schedule cosine, --epochs is where the schedule ends)" if "epochs" in saved and \
+                saved["epochs"] != args.epochs else ""
             raise ValueError(f"--resume: {args.resume} comes from a run with other settings ({'; '.join(differ)}); "
-                             f"resume with the settings it was trained with")
+                             f"resume with the settings it was trained with{why}")
     backend = _backend_from_args(args.backend, err)
     train, val, test, stats = load_image_data(args.data, seed=args.seed)
     if args.limit:
@@ -761,7 +780,7 @@ class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
     """Shows "(default: ...)" where there is a default worth showing (not None / False)."""
 
     def _get_help_string(self, action):
-        if action.default in (None, False) or action.default is argparse.SUPPRESS:
+        if action.default is None or action.default is False or action.default is argparse.SUPPRESS:
             return action.help
         return super()._get_help_string(action)
 

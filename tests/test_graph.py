@@ -64,14 +64,15 @@ cupy = pytest.importorskip("cupy")
 gpu = pytest.mark.gpu
 
 
-def _cnn_fit(graph, epochs=2, capturable=True, seed=0):
+def _cnn_fit(graph, epochs=2, capturable=True, seed=0, schedule=False):
     (x, y), _, _, _ = train.load_image_data("digits", seed=seed)
     x, y = x[:200], y[:200]  # 3 batches of 64 and a partial batch of 8 per epoch
     model = train.cnn_model("cuda", seed=seed)
     opt = optim.Adam(model, lr=1e-3, capturable=capturable)
+    scheduler = optim.StepLR(opt, step_size=1, gamma=0.5) if schedule else None
     lines = []
     history = train.fit(model, nn.CrossEntropyLoss("cuda"), opt, (x, y), epochs=epochs, batch_size=64,
-                        progress=False, log=lines.append, graph=graph, seed=seed)
+                        progress=False, log=lines.append, graph=graph, seed=seed, scheduler=scheduler)
     return history, [p.get() for p in model.parameters()], lines
 
 
@@ -81,6 +82,20 @@ def test_graph_replay_gives_the_eager_numbers_bit_for_bit():
     eager, eager_params, _ = _cnn_fit(graph=False)
     graphed, graphed_params, lines = _cnn_fit(graph=True)
     assert graphed.graphs == 2, lines  # the full batch and the last partial batch
+    assert graphed["loss"] == eager["loss"] and graphed["accuracy"] == eager["accuracy"]
+    for a, b in zip(graphed_params, eager_params):
+        np.testing.assert_array_equal(a, b)
+
+
+@gpu
+@pytest.mark.trains
+def test_a_learning_rate_schedule_recaptures_the_graphs():
+    """A graph replays the learning rate it was captured with: each epoch of a schedule drops
+    the graphs and captures them anew, so replay stays the eager run bit for bit."""
+    eager, eager_params, _ = _cnn_fit(graph=False, epochs=3, schedule=True)
+    graphed, graphed_params, lines = _cnn_fit(graph=True, epochs=3, schedule=True)
+    assert graphed["lr"] == eager["lr"] == [1e-3, 5e-4, 2.5e-4]
+    assert graphed.graphs == 5, lines  # epoch 1: the full batch; epochs 2 and 3: both shapes again
     assert graphed["loss"] == eager["loss"] and graphed["accuracy"] == eager["accuracy"]
     for a, b in zip(graphed_params, eager_params):
         np.testing.assert_array_equal(a, b)

@@ -3,6 +3,8 @@ the CNN learning real digits, checkpoints, data loading and the CLI (NumPy backe
 then the same steps on the GPU against the NumPy backend and PyTorch."""
 
 import gzip
+import json
+import re
 import struct
 
 import numpy as np
@@ -145,6 +147,171 @@ def test_load_rejects_mismatched_checkpoints(tmp_path):
     np.savez(tmp_path / "bad.npz", **arrays)
     with pytest.raises(ValueError, match=r"bad.npz: param.0.weight has shape \(5, 5\), the model expects \(2, 3\)"):
         train.load(tmp_path / "bad.npz", backend="numpy")
+
+
+# ============================================================ fit / evaluate / predict (CPU)
+def _tiny_classifier(seed=0):
+    rng = np.random.default_rng(seed)
+    model = nn.Sequential(nn.Flatten(backend=NUMPY), nn.Linear(16, 5, activation="relu", rng=rng, backend=NUMPY),
+                          nn.Linear(5, 3, rng=rng, backend=NUMPY))
+    x = rng.standard_normal((40, 1, 4, 4)).astype(np.float32)
+    y = rng.integers(0, 3, 40)
+    return model, nn.CrossEntropyLoss(NUMPY), optim.Adam(model, lr=0.01), x, y
+
+
+@pytest.mark.parametrize("change, error, message", [
+    (lambda x, y: (x, y + 0.9), TypeError, r"train: labels y must be integer class indices, got dtype float64"),
+    (lambda x, y: (x, np.concatenate([y, y[:3]])), ValueError, r"train: x has 40 samples but y has 43"),
+    (lambda x, y: (x, y[:-1]), ValueError, r"train: x has 40 samples but y has 39"),
+    (lambda x, y: (x[:0], y[:0]), ValueError, r"train: no samples"),
+    (lambda x, y: (x, y[:, None]), ValueError, r"train: labels y must be a 1-D array"),
+    (lambda x, y: (x, y + 1), ValueError, r"train: labels must lie in \[0, 3\), got values from 1 to 3"),
+    (lambda x, y: (x, y - 1), ValueError, r"train: labels must lie in \[0, 3\), got values from -1 to 1"),
+    (lambda x, y: (x[:, 0, 0, 0], y), ValueError, r"train: x must hold samples along its first axis"),
+    (lambda x, y: x, TypeError, r"train: expected a pair \(x, y\)"),
+    (lambda x, y: (x.astype(str), y), TypeError, r"train\[0\]: expected a numeric array"),
+])
+def test_fit_refuses_bad_data_before_training(change, error, message):
+    model, loss, optimizer, x, y = _tiny_classifier()
+    before = [p.copy() for p in model.parameters()]
+    with pytest.raises(error, match=message):
+        train.fit(model, loss, optimizer, change(x, y), epochs=1, batch_size=8, progress=False, log=None)
+    for a, b in zip(before, model.parameters()):
+        np.testing.assert_array_equal(a, b)  # nothing trained
+    with pytest.raises(error, match=message.replace("train", "dataset", 1)):
+        train.evaluate(model, loss, change(x, y))
+
+
+@pytest.mark.parametrize("options, error, message", [
+    (dict(batch_size=0), ValueError, r"batch_size: expected an int >= 1, got 0"),
+    (dict(batch_size=8.0), TypeError, r"batch_size: expected an int"),
+    (dict(epochs=-1), ValueError, r"epochs: expected an int >= 0"),
+    (dict(initial_epoch=3), ValueError, r"initial_epoch: 3 epochs are already trained, more than epochs=2"),
+    (dict(seed=-1), ValueError, r"seed: expected an int >= 0"),
+    (dict(augment=-2), ValueError, r"augment: expected an int >= 0"),
+    (dict(history={"loss": []}), TypeError, r"history: expected a History"),
+])
+def test_fit_refuses_bad_settings(options, error, message):
+    model, loss, optimizer, x, y = _tiny_classifier()
+    with pytest.raises(error, match=message):
+        train.fit(model, loss, optimizer, (x, y), **{"epochs": 2, "batch_size": 8, "progress": False, "log": None,
+                                                     **options})
+    with pytest.raises(ValueError, match=r"val: x has 40 samples but y has 2"):
+        train.fit(model, loss, optimizer, (x, y), (x, y[:2]), epochs=1, batch_size=8, progress=False, log=None)
+    with pytest.raises(ValueError, match=r"scheduler: it schedules another optimizer"):
+        train.fit(model, loss, optimizer, (x, y), epochs=1, batch_size=8, progress=False, log=None,
+                  scheduler=optim.StepLR(optim.SGD(model, lr=0.1), 1))
+
+
+def test_history_holds_per_epoch_lists_and_run_facts_apart():
+    model, loss, optimizer, x, y = _tiny_classifier()
+    scheduler = optim.StepLR(optimizer, step_size=1, gamma=0.5)
+    lines = []
+    history = train.fit(model, loss, optimizer, (x, y), (x[:10], y[:10]), epochs=3, batch_size=16, progress=False,
+                        log=lines.append, scheduler=scheduler)
+    assert isinstance(history, train.History) and set(history) == set(train.PER_EPOCH)
+    assert all(len(values) == 3 for values in history.values())
+    assert history["epoch"] == [1, 2, 3] and history["lr"] == [0.01, 0.005, 0.0025]
+    assert history.graphs == 0 and history.epochs == 3
+    assert "lr 0.005" in lines[1] and "val accuracy" in lines[1]
+    regression = nn.Linear(3, 1, backend=NUMPY)
+    plain = train.fit(regression, nn.MSELoss(NUMPY), optim.SGD(regression, lr=0.1),
+                      (x[:, 0, 0, :3], y[:, None].astype(np.float32)), epochs=2, batch_size=16, progress=False,
+                      log=None)
+    assert plain["accuracy"] == plain["val_loss"] == plain["val_accuracy"] == [None, None]
+
+
+def test_predict_of_an_empty_input_has_the_output_shape():
+    model = train.cnn_model(NUMPY, image_size=8)
+    assert train.predict(model, np.zeros((0, 1, 8, 8), np.float32)).shape == (0, 10)
+    assert train.predict(model, np.zeros((3, 1, 8, 8), np.float32)).shape == (3, 10)
+    with pytest.raises(ValueError, match=r"x: expected samples along the first axis"):
+        train.predict(model, np.zeros(3, np.float32))
+
+
+def test_plot_has_whole_epochs_on_its_axis(tmp_path):
+    pytest.importorskip("matplotlib")
+    model, loss, optimizer, x, y = _tiny_classifier()
+    history = train.fit(model, loss, optimizer, (x, y), (x, y), epochs=3, batch_size=16, progress=False, log=None)
+    figure = train.history_figure(history)
+    for axis in figure.axes:
+        low, high = axis.get_xlim()
+        ticks = [t for t in axis.get_xticks() if low <= t <= high]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    assert train.plot_history(history, tmp_path / "curves.png") and (tmp_path / "curves.png").stat().st_size > 0
+
+
+# ========================================================================= checkpoints (CPU)
+def _write(path, content):
+    path.write_text(content) if isinstance(content, str) else np.save(path, content)
+    return path
+
+
+@pytest.mark.parametrize("make, what", [
+    (lambda d: _write(d / "notes.txt", "epoch 1: loss 0.3\n"), r"not a NumPy .npz archive"),
+    (lambda d: _write(d / "weights.npy", np.zeros(3)), r"a single NumPy array \(.npy\)"),
+    (lambda d: np.savez(d / "data.npz", x=np.zeros(3)) or d / "data.npz", r"no 'config' entry; it holds \['x'\]"),
+    (lambda d: np.savez(d / "json.npz", config="{not json") or d / "json.npz", r"its 'config' entry is not valid JSON"),
+    (lambda d: np.savez(d / "model.npz", config='{"type": "Transformer"}') or d / "model.npz",
+     r"its config does not describe a pyfast model"),
+    (lambda d: np.savez(d / "layers.npz", config='{"type": "Linear", "in_features": -1}') or d / "layers.npz",
+     r"its config does not describe a pyfast model"),
+])
+def test_load_says_clearly_what_is_not_a_checkpoint(tmp_path, make, what):
+    path = make(tmp_path)
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: not a pyfast checkpoint \({what}"):
+        train.load(path, backend="numpy")
+    with pytest.raises(FileNotFoundError):
+        train.load(tmp_path / "missing.npz", backend="numpy")
+
+
+def test_save_writes_npz_and_checkpoints_written_by_position_still_load(tmp_path):
+    model = nn.Sequential(nn.Linear(3, 2, backend=NUMPY), nn.ReLU(backend=NUMPY), nn.Linear(2, 1, backend=NUMPY))
+    written = train.save(model, tmp_path / "m", mean=0.5)
+    assert written == str(tmp_path / "m.npz") and not list(tmp_path.glob("*.partial"))
+    loaded, metadata = train.load(written, backend="numpy")
+    assert metadata == {"mean": 0.5}
+    # The format before parameters were saved by name: param_0, param_1, ... in order.
+    arrays = {f"param_{i}": p for i, p in enumerate(model.parameters())}
+    np.savez(tmp_path / "old.npz", config=json.dumps(model.config()), metadata="{}", **arrays)
+    old, _ = train.load(tmp_path / "old.npz", backend="numpy")
+    for a, b in zip(old.parameters(), model.parameters()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_run_resumed_from_its_checkpoint_is_the_uninterrupted_run(tmp_path):
+    """Train 4 epochs (cosine schedule, augmentation, validation) in one go, or 2, save, then
+    load everything into fresh objects and train epochs 3-4: the same weights, bit for bit,
+    and the same history."""
+    (x, y), val, _, _ = train.load_image_data("digits8")
+    x, y = x[:300], y[:300]
+
+    def objects():
+        model = train.cnn_model(NUMPY, seed=4, image_size=8)
+        optimizer = optim.Adam(model, lr=3e-3)
+        return model, optimizer, optim.CosineAnnealingLR(optimizer, T_max=4, eta_min=1e-4)
+
+    common = dict(batch_size=32, seed=7, augment=1, progress=False, log=None)
+    model, optimizer, scheduler = objects()
+    whole = train.fit(model, nn.CrossEntropyLoss(NUMPY), optimizer, (x, y), val, epochs=4, scheduler=scheduler,
+                      **common)
+    first, first_optimizer, first_scheduler = objects()
+    half = train.fit(first, nn.CrossEntropyLoss(NUMPY), first_optimizer, (x, y), val, epochs=2,
+                     scheduler=first_scheduler, **common)
+    train.save(first, tmp_path / "half.npz", optimizer=first_optimizer, scheduler=first_scheduler, epoch=2,
+               history=half)
+    checkpoint = train.load_checkpoint(tmp_path / "half.npz")
+    assert checkpoint["epoch"] == 2 and checkpoint["history"]["epoch"] == [1, 2]
+    second, second_optimizer, second_scheduler = objects()
+    second.load_state_dict(checkpoint["model"])
+    second_optimizer.load_state_dict(checkpoint["optimizer"])
+    second_scheduler.load_state_dict(checkpoint["scheduler"])
+    resumed = train.fit(second, nn.CrossEntropyLoss(NUMPY), second_optimizer, (x, y), val, epochs=4,
+                        scheduler=second_scheduler, initial_epoch=2, history=checkpoint["history"], **common)
+    for a, b in zip(model.parameters(), second.parameters()):
+        np.testing.assert_array_equal(a, b)
+    for key in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr"):
+        assert resumed[key] == whole[key], key
 
 
 # ======================================================================== data (CPU)
