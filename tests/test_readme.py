@@ -1,0 +1,37 @@
+"""The README's Python snippets run as written (on the NumPy backend: the Use snippet through
+the substitution the README itself gives for machines without a GPU)."""
+
+import re
+from pathlib import Path
+
+import pyfast
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def _snippet(after):
+    """The first ```python block after the text `after`."""
+    return re.search(r"```python\n(.*?)```", README[README.index(after):], re.S).group(1)
+
+
+def test_use_snippet_runs_on_the_numpy_twins():
+    code = _snippet("## Use")
+    if not pyfast.is_available():
+        substituted = code.replace("import cupy, pyfast\nfrom pyfast import ops",
+                                   "import numpy as cupy, pyfast\nfrom pyfast import reference as ops")
+        assert substituted != code, "the README's substitution no longer applies to its snippet"
+        code = substituted
+    scope = {}
+    exec(compile(code, "README.md (Use)", "exec"), scope)
+    assert scope["dx"].shape == (64, 3136) and scope["dw"].shape == (3136, 128) and scope["loss"].shape == ()
+
+
+def test_train_snippet_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # it saves m.npz
+    code = _snippet("In Python (")
+    short = code.replace("epochs=10", "epochs=1").replace("T_max=10", "T_max=1")  # one epoch is enough here
+    assert short.count("=1,") == 1 and "T_max=1)" in short
+    scope = {}
+    exec(compile(short, "README.md (Train)", "exec"), scope)
+    assert scope["history"]["epoch"] == [1] and set(scope["stats"]) == {"mean", "std"}
+    assert (tmp_path / "m.npz").exists()
