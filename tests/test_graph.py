@@ -78,24 +78,17 @@ def _cnn_fit(graph, epochs=2, capturable=True, seed=0, schedule=False):
 
 @gpu
 @pytest.mark.trains
-def test_graph_replay_gives_the_eager_numbers_bit_for_bit():
-    eager, eager_params, _ = _cnn_fit(graph=False)
-    graphed, graphed_params, lines = _cnn_fit(graph=True)
-    assert graphed.graphs == 2, lines  # the full batch and the last partial batch
-    assert graphed["loss"] == eager["loss"] and graphed["accuracy"] == eager["accuracy"]
-    for a, b in zip(graphed_params, eager_params):
-        np.testing.assert_array_equal(a, b)
-
-
-@gpu
-@pytest.mark.trains
-def test_a_learning_rate_schedule_recaptures_the_graphs():
-    """A graph replays the learning rate it was captured with: each epoch of a schedule drops
-    the graphs and captures them anew, so replay stays the eager run bit for bit."""
-    eager, eager_params, _ = _cnn_fit(graph=False, epochs=3, schedule=True)
-    graphed, graphed_params, lines = _cnn_fit(graph=True, epochs=3, schedule=True)
-    assert graphed["lr"] == eager["lr"] == [1e-3, 5e-4, 2.5e-4]
-    assert graphed.graphs == 5, lines  # epoch 1: the full batch; epochs 2 and 3: both shapes again
+@pytest.mark.parametrize("epochs, schedule, captures", [
+    (2, False, 2),  # the full batch and the last partial batch, once each
+    # A graph replays the learning rate it was captured with: each epoch of a schedule drops the
+    # graphs and captures them anew (epoch 1: the full batch; epochs 2 and 3: both shapes again).
+    (3, True, 5),
+])
+def test_graph_replay_gives_the_eager_numbers_bit_for_bit(epochs, schedule, captures):
+    eager, eager_params, _ = _cnn_fit(graph=False, epochs=epochs, schedule=schedule)
+    graphed, graphed_params, lines = _cnn_fit(graph=True, epochs=epochs, schedule=schedule)
+    assert graphed.graphs == captures, lines
+    assert graphed["lr"] == eager["lr"] == [1e-3 * (0.5 ** e if schedule else 1) for e in range(epochs)]
     assert graphed["loss"] == eager["loss"] and graphed["accuracy"] == eager["accuracy"]
     for a, b in zip(graphed_params, eager_params):
         np.testing.assert_array_equal(a, b)
