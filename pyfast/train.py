@@ -349,8 +349,7 @@ def predict(model, x, *, batch_size=256):
 
 
 # --------------------------------------------------------------------------- checkpoints
-def _json(value):
-    return json.dumps(value, allow_nan=True)
+CHECKPOINT_FORMAT = "pyfast-checkpoint-1"  # older checkpoints have no format entry (and param_<i> arrays)
 
 
 def save(model, path, *, optimizer=None, scheduler=None, epoch=None, history=None, **metadata):
@@ -378,13 +377,10 @@ def save(model, path, *, optimizer=None, scheduler=None, epoch=None, history=Non
         training["history"] = dict(history)
     partial = f"{path}.partial"
     with open(partial, "wb") as f:
-        np.savez(f, format=CHECKPOINT_FORMAT, config=_json(model.config()), metadata=_json(metadata),
-                 training=_json(training), **arrays)
+        np.savez(f, format=CHECKPOINT_FORMAT, config=json.dumps(model.config()), metadata=json.dumps(metadata),
+                 training=json.dumps(training), **arrays)
     os.replace(partial, path)
     return path
-
-
-CHECKPOINT_FORMAT = "pyfast-checkpoint-1"
 
 
 class _NotACheckpoint(ValueError):
@@ -429,7 +425,12 @@ def load_checkpoint(path):
         except ValueError as error:
             raise _NotACheckpoint(path, f"its {key!r} entry is not valid JSON: {error}") from None
 
+    if "format" in entries and str(entries["format"]) != CHECKPOINT_FORMAT:
+        raise _NotACheckpoint(path, f"format {str(entries['format'])!r}; this pyfast reads {CHECKPOINT_FORMAT!r}")
     config, metadata, training = parse("config", True), parse("metadata", False), parse("training", False)
+    epoch = training.get("epoch")
+    if epoch is not None and not (_checks.is_integer(epoch) and epoch >= 0):
+        raise _NotACheckpoint(path, f"its epoch {epoch!r} is not a count of epochs")
     try:
         model = nn.from_config(config, backend="numpy")  # checks the architecture; gives the names and shapes
     except Exception as error:  # noqa: BLE001 - any failure to rebuild the model from its config
@@ -437,7 +438,7 @@ def load_checkpoint(path):
             from None
     names = [name for name, _ in model.named_parameters()]
     params = {key[len("param."):]: value for key, value in entries.items() if key.startswith("param.")}
-    legacy = sorted((k for k in entries if k.startswith("param_")), key=lambda k: int(k.split("_")[1]))
+    legacy = sorted((k for k in entries if k.startswith("param_") and k[6:].isdigit()), key=lambda k: int(k[6:]))
     if not params and legacy:  # written before parameters were saved by name: in order
         if len(legacy) != len(names):
             raise ValueError(f"{path}: {len(legacy)} stored arrays for a model of {len(names)} parameters")
@@ -463,7 +464,7 @@ def load_checkpoint(path):
     except ValueError as error:
         raise _NotACheckpoint(path, str(error)) from None
     return {"config": config, "model": params, "metadata": metadata, "optimizer": optimizer,
-            "scheduler": training.get("scheduler"), "epoch": training.get("epoch"), "history": history}
+            "scheduler": training.get("scheduler"), "epoch": epoch, "history": history}
 
 
 def load(path, backend=None):

@@ -256,6 +256,10 @@ def _write(path, content):
      r"its config does not describe a pyfast model"),
     (lambda d: np.savez(d / "layers.npz", config='{"type": "Linear", "in_features": -1}') or d / "layers.npz",
      r"its config does not describe a pyfast model"),
+    (lambda d: np.savez(d / "future.npz", format="pyfast-checkpoint-9", config="{}") or d / "future.npz",
+     r"format 'pyfast-checkpoint-9'; this pyfast reads 'pyfast-checkpoint-1'"),
+    (lambda d: np.savez(d / "epoch.npz", config='{"type": "ReLU"}', training='{"epoch": "two"}') or d / "epoch.npz",
+     r"its epoch 'two' is not a count of epochs"),
 ])
 def test_load_says_clearly_what_is_not_a_checkpoint(tmp_path, make, what):
     path = make(tmp_path)
