@@ -129,8 +129,10 @@ def random_shift(images, max_shift, rng):
     out = np.zeros_like(images)
     h, w = images.shape[-2:]
     for i, (dy, dx) in enumerate(rng.integers(-max_shift, max_shift + 1, size=(len(images), 2))):
-        src = images[i, ..., max(0, -dy): h - max(0, dy), max(0, -dx): w - max(0, dx)]
-        out[i, ..., max(0, dy): max(0, dy) + src.shape[-2], max(0, dx): max(0, dx) + src.shape[-1]] = src
+        # Source rows / columns that stay in the frame (none when the shift is the image's size or more).
+        top, bottom, left, right = max(0, -dy), min(h, h - dy), max(0, -dx), min(w, w - dx)
+        if top < bottom and left < right:
+            out[i, ..., top + dy: bottom + dy, left + dx: right + dx] = images[i, ..., top:bottom, left:right]
     return out
 
 

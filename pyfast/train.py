@@ -661,13 +661,13 @@ def _prepare_cnn(args, out=None, err=None):
     except OSError as error:  # missing, a folder, unreadable
         raise ValueError(f"--resume: cannot read {args.resume}: {error.strerror or error}") from None
     if checkpoint is not None:
-        if checkpoint["epoch"] is None or checkpoint["optimizer"] is None:
-            raise ValueError(f"--resume: {args.resume} holds a model but no training state (epoch, optimizer): "
-                             f"it was not written by 'pyfast-train cnn --save'")
+        if checkpoint["epoch"] is None or checkpoint["optimizer"] is None or "run" not in checkpoint["metadata"]:
+            raise ValueError(f"--resume: {args.resume} holds a model but not the state of a pyfast-train run (epoch, "
+                             f"optimizer, settings): it was not written by 'pyfast-train cnn --save'")
         if checkpoint["epoch"] >= args.epochs:
             raise ValueError(f"--epochs: {args.resume} has already trained {checkpoint['epoch']} epochs; pass "
                              f"--epochs above {checkpoint['epoch']} to train more")
-        saved = checkpoint["metadata"].get("run", {})
+        saved = checkpoint["metadata"]["run"]
         differ = [f"{_flag(name)} {saved.get(name)!r} there, {value!r} here"
                   for name, value in _run_settings(args).items() if saved.get(name) != value]
         if differ:
@@ -742,9 +742,9 @@ def run_cnn(args, out=None, err=None):
     return _train_cnn(_prepare_cnn(args, out, err))
 
 
-def _number(kind, minimum=None, above=None):
-    """An argparse type: an int or a finite float, >= minimum / > above; its error is argparse's
-    one line ("argument --epochs: expected an integer >= 1, got '-1'")."""
+def _number(kind, minimum):
+    """An argparse type: an int or a finite float, >= minimum; its error is argparse's one line
+    ("argument --epochs: expected an integer >= 1, got '-1'")."""
     def parse(text):
         try:
             value = kind(text)
@@ -753,11 +753,9 @@ def _number(kind, minimum=None, above=None):
                 from None
         if kind is float and not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-        if minimum is not None and value < minimum:
+        if value < minimum:
             raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'} >= {minimum}, "
                                              f"got {text!r}")
-        if above is not None and not value > above:
-            raise argparse.ArgumentTypeError(f"expected a number > {above}, got {text!r}")
         return value
 
     parse.__name__ = kind.__name__
@@ -789,7 +787,7 @@ class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
 def parser():
     root = argparse.ArgumentParser(prog="pyfast-train", description="Train the two starter workloads on pyfast.")
     commands = root.add_subparsers(dest="command", required=True)
-    positive, count, rate = _number(int, minimum=1), _number(int, minimum=0), _number(float, minimum=0)
+    positive, count, rate = _number(int, 1), _number(int, 0), _number(float, 0)
     linreg = commands.add_parser("linreg", help="linear regression: Linear(features, 1), MSE, SGD",
                                  formatter_class=_HelpWithDefaults)
     linreg.add_argument("--samples", type=positive, default=100, help="training samples")

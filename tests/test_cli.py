@@ -159,7 +159,7 @@ def test_resume_refuses_a_different_run(capsys, tmp_path):
     assert code == 0 and "epoch 3/3" in out
     model_only = tmp_path / "model_only.npz"
     train.save(train.cnn_model("numpy", image_size=8), model_only)
-    refused(capsys, [*SMALL, "--epochs", "4", "--resume", str(model_only)], "holds a model but no training state")
+    refused(capsys, [*SMALL, "--epochs", "4", "--resume", str(model_only)], "holds a model but not the state of a pyfast-train run")
 
 
 def test_cosine_resume_needs_the_same_horizon(capsys, tmp_path):

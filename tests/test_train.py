@@ -342,6 +342,20 @@ def test_split_normalize_and_shift():
         datasets.split(x, y, (0.5, 0.1, 0.1))
 
 
+@pytest.mark.parametrize("max_shift", [1, 3, 7, 8, 20])
+def test_random_shift_moves_each_image_and_fills_zeros(max_shift):
+    images = np.arange(5 * 2 * 6 * 8, dtype=np.float32).reshape(5, 2, 6, 8) + 1
+    shifts = np.random.default_rng(3).integers(-max_shift, max_shift + 1, size=(5, 2))  # what random_shift draws
+    out = datasets.random_shift(images, max_shift, np.random.default_rng(3))
+    for i, (dy, dx) in enumerate(shifts):
+        expected = np.zeros((2, 6, 8), np.float32)
+        for r in range(6):
+            for c in range(8):
+                if 0 <= r - dy < 6 and 0 <= c - dx < 8:
+                    expected[:, r, c] = images[i, :, r - dy, c - dx]
+        np.testing.assert_array_equal(out[i], expected, err_msg=f"shift {dy, dx}")
+
+
 def test_digits_are_real_and_resized():
     x, y = datasets.load_digits()
     assert x.shape == (1797, 1, 28, 28) and y.shape == (1797,) and set(y) == set(range(10))
