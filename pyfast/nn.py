@@ -93,22 +93,21 @@ def _init_weight_and_bias(init, rng, weight_shape, fan_in, fan_out):
 _OWNERS = weakref.WeakValueDictionary()
 
 
-def gradient_of(param):
-    """The gradient array that backward() writes for a layer's parameter array (None when
-    `param` is not a parameter of a live pyfast layer)."""
-    layer = _OWNERS.get(id(param))
-    if layer is None:
-        return None
-    for own, grad in zip(layer.parameters(), layer.gradients()):
-        if own is param:
-            return grad
-    return None  # the layer's attribute was replaced: that array is no longer trained
-
-
 def owner_of(param):
-    """The layer holding parameter array `param`, or None."""
+    """(layer, gradient array) of a layer's parameter array: the layer holding it and the array
+    its backward() writes the gradient into; (None, None) when `param` is not a parameter of a
+    live pyfast layer (or no longer is: the layer's attribute was replaced)."""
     layer = _OWNERS.get(id(param))
-    return layer if layer is not None and any(own is param for own in layer.parameters()) else None
+    if layer is not None:
+        for own, grad in zip(layer.parameters(), layer.gradients()):
+            if own is param:
+                return layer, grad
+    return None, None
+
+
+def gradient_of(param):
+    """The gradient array backward() writes for a layer's parameter array (None: not one)."""
+    return owner_of(param)[1]
 
 
 def _host(name, value):

@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from pyfast import _checks
-from pyfast.nn import Module, _host, get_backend, gradient_of, owner_of
+from pyfast.nn import Module, _host, get_backend, owner_of
 
 
 def _trained_arrays(params):
@@ -29,8 +29,8 @@ def _trained_arrays(params):
     for i, param in enumerate(params):
         if isinstance(param, dict):
             raise TypeError(f"params[{i}]: parameter groups (dicts) are not supported; pass the arrays")
-        grad, layer = gradient_of(param), owner_of(param)
-        if grad is None or layer is None:
+        layer, grad = owner_of(param)
+        if layer is None:
             raise TypeError(f"params[{i}]: not a parameter of a pyfast layer (an optimizer needs the gradient "
                             f"array the layer's backward writes); pass model.parameters() or the model")
         if any(param is other for other in params[:i]):

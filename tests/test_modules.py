@@ -53,6 +53,9 @@ def test_named_parameters_follow_pytorch_names():
     assert names == ["0.weight", "0.bias", "3.weight", "3.bias", "7.weight", "7.bias", "8.weight", "8.bias"]
     assert all(a is b for a, b in zip(model.parameters(), dict(model.named_parameters()).values()))
     assert list(model.state_dict()) == names
+    # Each parameter's gradient array (what PyTorch keeps in param.grad), found from the array.
+    assert all(nn.gradient_of(p) is g for p, g in zip(model.parameters(), model.gradients()))
+    assert nn.gradient_of(model[7].weight.copy()) is None
 
 
 def test_load_state_dict_copies_in_place_and_checks_everything():
