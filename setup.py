@@ -27,7 +27,7 @@ from setuptools.command.build_ext import build_ext
 ROOT = Path(__file__).resolve().parent
 DEFAULT_ARCHS = "80;90"
 # Files inside pyfast/ that the wheel must carry (tests/test_packaging.py checks the list is whole).
-PACKAGE_DATA = ["matmul_tuning.json", "digits.npz"]
+PACKAGE_DATA = ["matmul_tuning.json", "conv_tuning.json", "digits.npz"]
 
 
 class CudaNotFound(RuntimeError):

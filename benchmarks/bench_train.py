@@ -104,7 +104,7 @@ def graph_row(rows, eager_row, batch, xb, yb, conv_version=None):
             captured = graph.CapturedStep(step, stream)
             captured.replay()
             losses.append(float(captured.result))
-            label = conv_version or ops.DEFAULT_CONV2D_VERSION
+            label = conv_version or "auto"
             row = dict(case=f"cnn step b{batch} (graph, {label} conv)", batch=batch, first_loss=losses[-1])
             if losses[0] != losses[1]:
                 print(f"WRONG RESULT: graph replay loss {losses[1]!r} != eager {losses[0]!r}", file=sys.stderr)

@@ -339,8 +339,24 @@ PYBIND11_MODULE(_C, m) {
     // -------------------------------------------------------- convolution and pooling
     // geometry: conv (n, c, h, w, k, r, s, p, q, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w);
     //           pool (planes, h, w, p, q, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, count_include_pad).
+    // version: 0 direct, 1 gemm, 2 implicit, 3 tiled; pass: 0 forward, 1 input gradient, 2 weight
+    // gradient; config: the tiled version's configuration (-1: its default; others ignore it).
+    m.def("conv2d_tiled_fits", [](const std::vector<std::int64_t>& geometry) {
+              return conv2d_tiled_fits(conv2d_params(geometry));
+          },
+          py::arg("geometry"),
+          "Whether version 'tiled' covers this geometry (stride 1, dilation 1, 3x3 or 5x5, padding below the "
+          "kernel size, Q <= 256).");
+    m.def("conv2d_tiled_plan",
+          [](const std::vector<std::int64_t>& geometry, int pass, int config, int sms) {
+              return conv2d_tiled_plan(conv2d_params(geometry), static_cast<Conv2dPass>(pass), config, sms);
+          },
+          py::arg("geometry"), py::arg("pass"), py::arg("config"), py::arg("sms"),
+          "Version 'tiled''s launch plan for a pass (see kernels/conv2d.cuh; empty: not covered).");
+    m.def("conv2d_config_count", [](int pass) { return conv2d_tiled_config_count(static_cast<Conv2dPass>(pass)); },
+          py::arg("pass"), "How many configurations version 'tiled' has for a pass (0 forward, 1 dx, 2 dw).");
     m.def("conv2d_workspace_size",
-          [](const std::vector<std::int64_t>& geometry, int version) {
+          [](const std::vector<std::int64_t>& geometry, int version, int pass, int config) {
               const Conv2dParams g = conv2d_params(geometry);
               if (version == 1 && !conv2d_gemm_fits(g)) {
                   throw std::invalid_argument("conv2d: version 'gemm' needs C*R*S, N*P*Q and K below 2^31");
@@ -349,45 +365,52 @@ PYBIND11_MODULE(_C, m) {
                   throw std::invalid_argument(
                       "conv2d: version 'implicit' needs C*R*S, N*P*Q, N*H*W, K*R*S, C and K below 2^31");
               }
-              return conv2d_workspace_size(g, static_cast<Conv2dVersion>(version));
+              return conv2d_workspace_size(g, static_cast<Conv2dVersion>(version), static_cast<Conv2dPass>(pass),
+                                           config);
           },
-          py::arg("geometry"), py::arg("version"), "Floats of scratch memory a conv2d version needs (0: none).");
+          py::arg("geometry"), py::arg("version"), py::arg("pass"), py::arg("config"),
+          "Floats of scratch memory a conv2d version needs for one pass (0: none).");
     m.def("conv2d",
           [](std::uintptr_t x, std::uintptr_t w, std::uintptr_t bias, std::uintptr_t y, std::uintptr_t workspace,
-             const std::vector<std::int64_t>& geometry, int version, int device, std::uintptr_t stream) {
+             const std::vector<std::int64_t>& geometry, int version, int config, bool relu, int device,
+             std::uintptr_t stream) {
               const Conv2dParams g = conv2d_params(geometry);
               run_op("conv2d", device, stream, [&](cudaStream_t s) {
                   return conv2d(device_ptr<const float>(x), device_ptr<const float>(w), device_ptr<const float>(bias),
                                 device_ptr<float>(y), device_ptr<float>(workspace), g,
-                                static_cast<Conv2dVersion>(version), s);
+                                static_cast<Conv2dVersion>(version), config, relu, s);
               });
           },
           py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("y"), py::arg("workspace"), py::arg("geometry"),
-          py::arg("version"), py::arg("device"), py::arg("stream"), "y = conv2d(x, w) (+ bias; 0 for none).");
+          py::arg("version"), py::arg("config"), py::arg("relu"), py::arg("device"), py::arg("stream"),
+          "y = conv2d(x, w) (+ bias; 0 for none), then ReLU if relu.");
     m.def("conv2d_backward_input",
           [](std::uintptr_t dy, std::uintptr_t w, std::uintptr_t dx, std::uintptr_t workspace,
-             const std::vector<std::int64_t>& geometry, int version, int device, std::uintptr_t stream) {
+             const std::vector<std::int64_t>& geometry, int version, int config, int device, std::uintptr_t stream) {
               const Conv2dParams g = conv2d_params(geometry);
               run_op("conv2d_backward_input", device, stream, [&](cudaStream_t s) {
                   return conv2d_backward_input(device_ptr<const float>(dy), device_ptr<const float>(w),
                                                device_ptr<float>(dx), device_ptr<float>(workspace), g,
-                                               static_cast<Conv2dVersion>(version), s);
+                                               static_cast<Conv2dVersion>(version), config, s);
               });
           },
           py::arg("dy"), py::arg("w"), py::arg("dx"), py::arg("workspace"), py::arg("geometry"), py::arg("version"),
-          py::arg("device"), py::arg("stream"), "dx, the gradient of conv2d for its input.");
+          py::arg("config"), py::arg("device"), py::arg("stream"), "dx, the gradient of conv2d for its input.");
     m.def("conv2d_backward_weight",
-          [](std::uintptr_t dy, std::uintptr_t x, std::uintptr_t dw, std::uintptr_t workspace,
-             const std::vector<std::int64_t>& geometry, int version, int device, std::uintptr_t stream) {
+          [](std::uintptr_t dy, std::uintptr_t x, std::uintptr_t dw, std::uintptr_t db, std::uintptr_t workspace,
+             const std::vector<std::int64_t>& geometry, int version, int config, int device, std::uintptr_t stream) {
               const Conv2dParams g = conv2d_params(geometry);
               run_op("conv2d_backward_weight", device, stream, [&](cudaStream_t s) {
                   return conv2d_backward_weight(device_ptr<const float>(dy), device_ptr<const float>(x),
-                                                device_ptr<float>(dw), device_ptr<float>(workspace), g,
-                                                static_cast<Conv2dVersion>(version), s);
+                                                device_ptr<float>(dw), device_ptr<float>(db),
+                                                device_ptr<float>(workspace), g, static_cast<Conv2dVersion>(version),
+                                                config, s);
               });
           },
-          py::arg("dy"), py::arg("x"), py::arg("dw"), py::arg("workspace"), py::arg("geometry"), py::arg("version"),
-          py::arg("device"), py::arg("stream"), "dw, the gradient of conv2d for its weight.");
+          py::arg("dy"), py::arg("x"), py::arg("dw"), py::arg("db"), py::arg("workspace"), py::arg("geometry"),
+          py::arg("version"), py::arg("config"), py::arg("device"), py::arg("stream"),
+          "dw (and db, the bias gradient, where db is not 0: version 'tiled' only), the gradient of conv2d for its "
+          "weight.");
     m.def("max_pool2d",
           [](std::uintptr_t x, std::uintptr_t y, std::uintptr_t indices, const std::vector<std::int64_t>& geometry,
              int device, std::uintptr_t stream) {

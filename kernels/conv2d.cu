@@ -22,10 +22,13 @@
 //                                             = dy[n,k,p,q] where p*sh - ph + r*dh = i and
 //                                             q*sw - pw + s*dw = j, else 0 (a gather)
 //           Workspace: only backward_weight's split-K partial sums (slices x K x CRS floats).
+//           v3 tiled - direct convolution through shared-memory tiles, register-blocked, for
+//           stride 1 / dilation 1 3x3 and 5x5 filters: its own file, conv2d_tiled.cu.
 // Out-of-range taps (padding) contribute zero; every index is 64-bit.
 
 #include "common.cuh"
 #include "conv2d.cuh"
+#include "elementwise.cuh"
 #include "matmul.cuh"
 #include "tiled_gemm.cuh"
 
@@ -417,36 +420,43 @@ bool conv2d_implicit_fits(const Conv2dParams& g) {
     return conv2d_gemm_fits(g) && g.n * g.h * g.w <= limit && g.k * g.r * g.s <= limit && g.c <= limit;
 }
 
-std::int64_t conv2d_workspace_size(const Conv2dParams& g, Conv2dVersion version) {
+std::int64_t conv2d_workspace_size(const Conv2dParams& g, Conv2dVersion version, Conv2dPass pass, int config) {
     if (version == Conv2dVersion::kGemm) return (g.c * g.r * g.s + g.k) * (g.n * g.p * g.q);
+    if (pass != Conv2dPass::kBackwardWeight) return 0;
     if (version == Conv2dVersion::kImplicit) {
         const SplitK split = weight_grad_split(g, nullptr);
         return split.slices > 1 ? split.slices * g.k * g.c * g.r * g.s : 0;
     }
+    if (version == Conv2dVersion::kTiled) return conv2d_tiled_workspace_size(g, config);
     return 0;
 }
 
 cudaError_t conv2d(const float* x, const float* w, const float* bias, float* y, float* workspace,
-                   const Conv2dParams& g, Conv2dVersion version, cudaStream_t stream) {
+                   const Conv2dParams& g, Conv2dVersion version, int config, bool relu, cudaStream_t stream) {
+    if (version == Conv2dVersion::kTiled) return conv2d_tiled(x, w, bias, y, g, relu, config, stream);
     if (version == Conv2dVersion::kDirect) {
-        return launch_grid_stride(conv2d_direct_kernel, g.n * g.k * g.p * g.q, stream, x, w, bias, y, g);
-    }
-    if (version == Conv2dVersion::kImplicit) {
+        PYFAST_TRY(launch_grid_stride(conv2d_direct_kernel, g.n * g.k * g.p * g.q, stream, x, w, bias, y, g));
+    } else if (version == Conv2dVersion::kImplicit) {
         if (!conv2d_implicit_fits(g)) return cudaErrorInvalidValue;
         const MatmulParams p = implicit_gemm(w, y, bias, g.k, g.n * g.p * g.q, g.c * g.r * g.s, false);
         const bool vector_w = is_aligned16(w) && p.k % 4 == 0;
-        return tiled_gemm::launch_default_config(p, tiled_gemm::split_k(p.k, 1, nullptr),
-                                                 ConvForwardTiles{x, conv_shape(g)}, vector_w, false, false, stream);
+        PYFAST_TRY(tiled_gemm::launch_default_config(p, tiled_gemm::split_k(p.k, 1, nullptr),
+                                                     ConvForwardTiles{x, conv_shape(g)}, vector_w, false, false,
+                                                     stream));
+    } else {
+        if (version != Conv2dVersion::kGemm || !conv2d_gemm_fits(g)) return cudaErrorInvalidValue;
+        const GemmView v = gemm_view(g, workspace);
+        PYFAST_TRY(launch_grid_stride(im2col_kernel, v.crs * v.npq, stream, x, v.cols, g));
+        PYFAST_TRY(gemm(w, v.cols, v.knpq, g.k, v.npq, v.crs, false, false, stream));
+        PYFAST_TRY(launch_grid_stride(knpq_to_nchw_kernel, g.k * v.npq, stream, v.knpq, bias, y, g));
     }
-    if (version != Conv2dVersion::kGemm || !conv2d_gemm_fits(g)) return cudaErrorInvalidValue;
-    const GemmView v = gemm_view(g, workspace);
-    PYFAST_TRY(launch_grid_stride(im2col_kernel, v.crs * v.npq, stream, x, v.cols, g));
-    PYFAST_TRY(gemm(w, v.cols, v.knpq, g.k, v.npq, v.crs, false, false, stream));
-    return launch_grid_stride(knpq_to_nchw_kernel, g.k * v.npq, stream, v.knpq, bias, y, g);
+    // Versions without a fused epilogue: ReLU in place, a second pass over y.
+    return relu ? pyfast::relu(y, y, g.n * g.k * g.p * g.q, stream) : cudaSuccess;
 }
 
 cudaError_t conv2d_backward_input(const float* dy, const float* w, float* dx, float* workspace,
-                                  const Conv2dParams& g, Conv2dVersion version, cudaStream_t stream) {
+                                  const Conv2dParams& g, Conv2dVersion version, int config, cudaStream_t stream) {
+    if (version == Conv2dVersion::kTiled) return conv2d_tiled_backward_input(dy, w, dx, g, config, stream);
     if (version == Conv2dVersion::kDirect) {
         return launch_grid_stride(conv2d_backward_input_direct_kernel, g.n * g.c * g.h * g.w, stream, dy, w, dx, g);
     }
@@ -463,8 +473,12 @@ cudaError_t conv2d_backward_input(const float* dy, const float* w, float* dx, fl
     return launch_grid_stride(col2im_kernel, g.n * g.c * g.h * g.w, stream, v.cols, dx, g);
 }
 
-cudaError_t conv2d_backward_weight(const float* dy, const float* x, float* dw, float* workspace,
-                                   const Conv2dParams& g, Conv2dVersion version, cudaStream_t stream) {
+cudaError_t conv2d_backward_weight(const float* dy, const float* x, float* dw, float* db, float* workspace,
+                                   const Conv2dParams& g, Conv2dVersion version, int config, cudaStream_t stream) {
+    if (version == Conv2dVersion::kTiled) {
+        return conv2d_tiled_backward_weight(dy, x, dw, db, workspace, g, config, stream);
+    }
+    if (db != nullptr) return cudaErrorInvalidValue;  // only the tiled version folds the bias gradient in
     if (version == Conv2dVersion::kDirect) {
         return launch_grid_stride(conv2d_backward_weight_direct_kernel, g.k * g.c * g.r * g.s, stream, dy, x, dw, g);
     }

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 #include <cuda_runtime.h>
 
 namespace pyfast {
@@ -14,23 +15,48 @@ struct Conv2dParams {
 };
 
 // Numbering follows the versions in conv2d.cu's header; the Python layer names them.
-enum class Conv2dVersion : int { kDirect = 0, kGemm = 1, kImplicit = 2 };
+enum class Conv2dVersion : int { kDirect = 0, kGemm = 1, kImplicit = 2, kTiled = 3 };
+// The three passes, for the scratch-size and configuration queries.
+enum class Conv2dPass : int { kForward = 0, kBackwardInput = 1, kBackwardWeight = 2 };
 
-// Floats of scratch memory a version needs for these sizes (0: none), the same for every pass.
-std::int64_t conv2d_workspace_size(const Conv2dParams& params, Conv2dVersion version);
+// Floats of scratch memory a version needs for these sizes and this pass (0: none); `config`
+// is the tiled version's configuration (-1: its default).
+std::int64_t conv2d_workspace_size(const Conv2dParams& params, Conv2dVersion version, Conv2dPass pass, int config);
 // Whether the gemm / implicit versions' matrix dimensions fit their 32-bit GEMM (else they
 // return an error).
 bool conv2d_gemm_fits(const Conv2dParams& params);
 bool conv2d_implicit_fits(const Conv2dParams& params);
+// Whether the tiled version (conv2d_tiled.cu) covers this geometry: stride 1, dilation 1,
+// 3x3 or 5x5, padding below the kernel size, Q <= 256, 32-bit sizes.
+bool conv2d_tiled_fits(const Conv2dParams& params);
+// How many configurations the tiled version has for a pass (the `config` range).
+int conv2d_tiled_config_count(Conv2dPass pass);
 
-// y = conv(x, w) (+ bias[k], bias may be nullptr).
+// y = conv(x, w) (+ bias[k], bias may be nullptr), then max(y, 0) when `relu`. `config`: the
+// tiled version's configuration (-1: its default; other versions ignore it).
 cudaError_t conv2d(const float* x, const float* w, const float* bias, float* y, float* workspace,
-                   const Conv2dParams& params, Conv2dVersion version, cudaStream_t stream);
+                   const Conv2dParams& params, Conv2dVersion version, int config, bool relu, cudaStream_t stream);
 // dx = gradient of conv with respect to x, given dy (N x K x P x Q).
 cudaError_t conv2d_backward_input(const float* dy, const float* w, float* dx, float* workspace,
-                                  const Conv2dParams& params, Conv2dVersion version, cudaStream_t stream);
-// dw = gradient of conv with respect to w, given dy and x.
-cudaError_t conv2d_backward_weight(const float* dy, const float* x, float* dw, float* workspace,
-                                   const Conv2dParams& params, Conv2dVersion version, cudaStream_t stream);
+                                  const Conv2dParams& params, Conv2dVersion version, int config, cudaStream_t stream);
+// dw = gradient of conv with respect to w, given dy and x; db (K floats): the bias gradient from
+// the same pass, tiled version only (nullptr for the others, which return an error otherwise).
+cudaError_t conv2d_backward_weight(const float* dy, const float* x, float* dw, float* db, float* workspace,
+                                   const Conv2dParams& params, Conv2dVersion version, int config,
+                                   cudaStream_t stream);
+
+// The tiled version's launch plan for a pass on a card with `sms` SMs (empty: not covered), for
+// tests and tuners: forward / input gradient {PX, KT, TX, TY, KG, CB, tiles_w, tiles_h,
+// threads, shared bytes}; weight gradient {KT, PXW, KG, CB, RG, chunk, slices, tasks per
+// slice, QP, LD, threads, shared bytes} (conv2d_tiled.cu's header names them).
+std::vector<int> conv2d_tiled_plan(const Conv2dParams& params, Conv2dPass pass, int config, int sms);
+// The tiled version's launchers (conv2d_tiled.cu), called by the three above.
+std::int64_t conv2d_tiled_workspace_size(const Conv2dParams& params, int config);
+cudaError_t conv2d_tiled(const float* x, const float* w, const float* bias, float* y, const Conv2dParams& params,
+                         bool relu, int config, cudaStream_t stream);
+cudaError_t conv2d_tiled_backward_input(const float* dy, const float* w, float* dx, const Conv2dParams& params,
+                                        int config, cudaStream_t stream);
+cudaError_t conv2d_tiled_backward_weight(const float* dy, const float* x, float* dw, float* db, float* workspace,
+                                         const Conv2dParams& params, int config, cudaStream_t stream);
 
 }  // namespace pyfast

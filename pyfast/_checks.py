@@ -289,14 +289,81 @@ def pair(name, value, minimum):
     return int(h), int(w)
 
 
-CONV2D_VERSIONS = ("direct", "gemm", "implicit")  # index = the kernel's version number
-# "gemm" (im2col + the tiled matmul) or "implicit" (the tiled matmul gathering its tiles) becomes
-# the default once a GPU run has checked and timed them.
-DEFAULT_CONV2D_VERSION = "direct"
+CONV2D_VERSIONS = ("direct", "gemm", "implicit", "tiled")  # index = the kernel's version number
+CONV2D_PASSES = ("forward", "backward_input", "backward_weight")  # index = the kernel's pass number
+# version=None chooses per pass and shape: the card's measured table (pyfast/conv_tuning.json),
+# else a rule written from the latest measurements (pyfast.ops.conv2d_plan says which ran).
+DEFAULT_CONV2D_VERSION = None
 
 
 def conv2d_version_code(version):
-    return version_code(version, CONV2D_VERSIONS, DEFAULT_CONV2D_VERSION)
+    """The kernel's version number of `version`, or None for "choose per pass"."""
+    if version is None:
+        return None
+    return version_code(version, CONV2D_VERSIONS, None)
+
+
+def conv2d_config(config):
+    """The tiled version's configuration number (-1: its default)."""
+    if config is None:
+        return -1
+    if not is_integer(config):
+        raise TypeError(f"config: expected an int or None, got {config!r}")
+    if config < 0:
+        raise ValueError(f"config: expected a configuration number >= 0, got {config}")
+    return int(config)
+
+
+def conv2d_activation(activation):
+    """True for "relu", False for None (the convolution's fused epilogues)."""
+    if activation not in (None, "relu"):
+        raise ValueError(f"activation: expected None or 'relu', got {activation!r}")
+    return activation == "relu"
+
+
+# Configurations of the tiled version per pass (kernels/conv2d_tiled.cu; a test holds the two equal).
+CONV2D_TILED_CONFIGS = {"forward": 6, "backward_input": 6, "backward_weight": 4}
+_INT32_MAX = 2 ** 31 - 1
+
+
+def conv2d_fits(g, version_code):
+    """Whether a version takes geometry `g` (conv2d_dims): 32-bit GEMM dimensions for gemm and
+    implicit; for tiled its shape class (stride 1, dilation 1, 3x3 or 5x5, padding below the
+    kernel size, Q <= 256), as kernels/conv2d*.cu's *_fits."""
+    crs, npq = g["c"] * g["r"] * g["s"], g["n"] * g["p"] * g["q"]
+    name = CONV2D_VERSIONS[version_code]
+    if name == "gemm":
+        return max(crs, npq, g["k"]) <= _INT32_MAX
+    if name == "implicit":
+        return max(crs, npq, g["n"] * g["h"] * g["w"], g["k"] * g["r"] * g["s"], g["c"], g["k"]) <= _INT32_MAX
+    if name == "tiled":
+        return (g["r"] == g["s"] and g["r"] in (3, 5) and g["stride"] == (1, 1) and g["dilation"] == (1, 1)
+                and g["padding"][0] <= g["r"] - 1 and g["padding"][1] <= g["s"] - 1 and g["q"] <= 256
+                and max(g["n"] * g["c"] * g["h"] * g["w"], g["n"] * g["k"] * g["p"] * g["q"]) <= _INT32_MAX)
+    return True
+
+
+def conv2d_plan(g, pass_name, version, config):
+    """(version code, config) for one pass as the caller asked, checked against geometry `g`;
+    version code None for version=None (chosen later, per card); config -1: the default."""
+    code = conv2d_version_code(version)
+    config_code = conv2d_config(config)
+    if code is None:
+        if config is not None:
+            raise ValueError(f"config: a configuration needs version='tiled', got version=None and config={config}")
+    elif CONV2D_VERSIONS[code] == "tiled":
+        if not conv2d_fits(g, code):
+            raise ValueError("version: 'tiled' needs stride 1, dilation 1, a 3x3 or 5x5 kernel, padding below the "
+                             f"kernel size and an output width <= 256; got kernel {g['r']}x{g['s']}, stride "
+                             f"{g['stride']}, padding {g['padding']}, dilation {g['dilation']}, output width {g['q']}")
+        count = CONV2D_TILED_CONFIGS[pass_name]
+        if config_code >= count:
+            raise ValueError(f"config: the tiled {pass_name} has configurations 0..{count - 1}, got {config}")
+    elif config is not None:
+        raise ValueError(f"config: only version 'tiled' has configurations, got version={version!r}")
+    elif not conv2d_fits(g, code):
+        raise ValueError(f"version: {version!r} needs the GEMM dimensions of this convolution below 2^31")
+    return code, config_code
 
 
 def conv2d_options(stride, padding, dilation):

@@ -263,7 +263,7 @@ class Linear(_ParametrizedLayer):
 
 class Conv2d(_ParametrizedLayer):
     """2D convolution (NCHW, weight (out, in, kh, kw)) with bias. ``version``: the conv kernels
-    to run on the GPU (one of pyfast.ops.CONV2D_VERSIONS; None: the ops' default)."""
+    to run on the GPU (one of pyfast.ops.CONV2D_VERSIONS; None: chosen per pass and shape)."""
 
     def __init__(self, in_channels, out_channels, kernel_size, *, stride=1, padding=0, dilation=1, init="default",
                  rng=None, backend=None, version=None):

@@ -16,6 +16,7 @@ import numpy as np
 
 from pyfast import _checks, _tuning
 from pyfast._checks import (  # noqa: F401  (public)
+    CONV2D_PASSES,
     CONV2D_VERSIONS,
     DEFAULT_CONV2D_VERSION,
     DEFAULT_MATMUL_VERSION,
@@ -574,40 +575,96 @@ def _conv_geometry(g):
             *g["dilation"]]
 
 
-def _conv_workspace(g, version_code):
-    """Scratch memory for the convolution version (None when it needs none), from CuPy's pool."""
-    size = _C.conv2d_workspace_size(_conv_geometry(g), version_code)
+_TILED = CONV2D_VERSIONS.index("tiled")
+_GEMM_WORKSPACE_LIMIT = 2 ** 28  # floats (1 GiB): the rule does not pick "gemm" above this
+
+
+def _conv_rule(g, pass_code):
+    """The version when the card's table is silent, from the H100 measurements of 2026-11-26
+    (../shared/measurements): "implicit" was the fastest forward and weight gradient of every
+    measured layer and "gemm" the fastest input gradient (its im2col workspace permitting).
+    "tiled" enters through the measured table (benchmarks/tune_conv.py) once a GPU run has
+    checked and timed it."""
+    gemm, implicit = CONV2D_VERSIONS.index("gemm"), CONV2D_VERSIONS.index("implicit")
+    workspace = (g["c"] * g["r"] * g["s"] + g["k"]) * g["n"] * g["p"] * g["q"]
+    if pass_code == 1 and workspace <= _GEMM_WORKSPACE_LIMIT and _checks.conv2d_fits(g, gemm):
+        return gemm
+    return implicit if _checks.conv2d_fits(g, implicit) else CONV2D_VERSIONS.index("direct")
+
+
+def _conv_choice(g, pass_name, device):
+    """version=None: the card's measured plan for the pass's class, else the rule."""
+    pass_code = CONV2D_PASSES.index(pass_name)
+    measured = _tuning.conv_lookup(_device_name(device), pass_code, g)
+    if measured is not None and 0 <= measured[0] < len(CONV2D_VERSIONS) and _checks.conv2d_fits(g, measured[0]):
+        version_code, config = int(measured[0]), int(measured[1])
+        if version_code != _TILED or 0 <= config < _checks.CONV2D_TILED_CONFIGS[pass_name]:
+            return version_code, config if version_code == _TILED else -1
+    return _conv_rule(g, pass_code), -1
+
+
+def _conv_plan_on(g, pass_name, plan, device):
+    return plan if plan[0] is not None else _conv_choice(g, pass_name, device)
+
+
+def conv2d_plan(pass_name, x_shape, w_shape, *, stride=1, padding=0, dilation=1, version=None, config=None):
+    """(version name, config) that a pass ("forward", "backward_input" or "backward_weight") of
+    this convolution runs with on the current GPU: what ``version=None`` chooses (config -1:
+    the version's default)."""
+    if pass_name not in CONV2D_PASSES:
+        raise ValueError(f"pass_name: expected one of {list(CONV2D_PASSES)}, got {pass_name!r}")
+    g = _checks.conv2d_dims(_checks.image_shape("x_shape", x_shape), _checks.image_shape("w_shape", w_shape),
+                            stride, padding, dilation)
+    plan = _checks.conv2d_plan(g, pass_name, version, config)
+    require_gpu("conv2d_plan")
+    version_code, config_code = _conv_plan_on(g, pass_name, plan, cupy.cuda.runtime.getDevice())
+    return CONV2D_VERSIONS[version_code], config_code
+
+
+def _conv_workspace(g, version_code, pass_name, config):
+    """Scratch memory for one pass (None when it needs none), from CuPy's pool."""
+    size = _C.conv2d_workspace_size(_conv_geometry(g), version_code, CONV2D_PASSES.index(pass_name), config)
     return _empty(size, cupy.float32) if size else None
 
 
-def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, out=None, version=None):
+def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, activation=None, out=None, version=None,
+           config=None):
     """2D cross-correlation of NCHW ``x`` with OIHW ``w`` (+ ``bias`` per output channel), as
     torch.nn.functional.conv2d with groups=1. ``stride``, ``padding``, ``dilation``: an int or
     an (h, w) pair; output size (H + 2 pad - dilation (R - 1) - 1) // stride + 1. An input
-    smaller than the dilated kernel is a ValueError. ``version``: one of ``CONV2D_VERSIONS``:
-    "direct" (one thread per output, the on-GPU oracle), "gemm" (im2col into a workspace of
-    (C*R*S + K) * N*P*Q floats from CuPy's pool, then the tiled matmul) or "implicit" (the tiled
-    matmul gathering its tiles straight from x and w: no workspace but the weight gradient's
-    split-K partial sums)."""
+    smaller than the dilated kernel is a ValueError. ``activation="relu"``: max(y, 0) on the
+    way out (NaN kept, as torch.relu; fused into the tiled kernel's epilogue, a second pass for
+    the others).
+
+    ``version``: None (default) chooses per pass and shape, from the card's measured table
+    (``pyfast/conv_tuning.json``), else a rule from the latest measurements (``conv2d_plan``
+    says which). Or one of ``CONV2D_VERSIONS``: "direct" (one thread per output, the on-GPU
+    oracle), "gemm" (im2col into a workspace of (C*R*S + K) * N*P*Q floats from CuPy's pool,
+    then the tiled matmul), "implicit" (the tiled matmul gathering its tiles straight from x and
+    w), "tiled" (direct convolution through shared-memory tiles: stride 1, dilation 1, 3x3 or
+    5x5). ``config``: one of the tiled version's configurations (benchmarks and the tuner)."""
     x_op, w_op = _input("x", x), _input("w", w)
     bias_op = _input("bias", bias, optional=True)
     g = _checks.conv2d_dims(x_op.shape, w_op.shape, stride, padding, dilation)
     if bias_op is not None:
         _checks.expect_shape("bias", bias_op.shape, (g["k"],))
-    version_code = _checks.conv2d_version_code(version)
+    relu = _checks.conv2d_activation(activation)
+    plan = _checks.conv2d_plan(g, "forward", version, config)
     require_gpu("conv2d")
     x, w = _on_gpu(x_op), _on_gpu(w_op)
     bias = _on_gpu(bias_op) if bias_op is not None else None
     out = _output(out, g["y_shape"], {"x": x, "w": w, "bias": bias})
+    device, stream = _launch_args()
+    version_code, config_code = _conv_plan_on(g, "forward", plan, device)
     if out.size:
-        workspace = _conv_workspace(g, version_code)  # alive until the launch is queued
-        _C.conv2d(_ptr(x), _ptr(w), _ptr(bias), _ptr(out), _ptr(workspace),
-                  _conv_geometry(g), version_code, *_launch_args())
+        workspace = _conv_workspace(g, version_code, "forward", config_code)  # alive until the launch is queued
+        _C.conv2d(_ptr(x), _ptr(w), _ptr(bias), _ptr(out), _ptr(workspace), _conv_geometry(g), version_code,
+                  config_code, relu, device, stream)
     return out
 
 
-def _conv_gradient(op_name, dy, other_name, other, x_shape, w_shape, stride, padding, dilation, version):
-    """Checks shared by the two convolution gradients; returns (dy, other, geometry, version)."""
+def _conv_gradient(op_name, dy, other_name, other, x_shape, w_shape, stride, padding, dilation, version, config):
+    """Checks shared by the two convolution gradients; returns (dy, other, geometry, plan)."""
     dy_op, other_op = _input("dy", dy), _input(other_name, other)
     if x_shape is None:
         x_shape = other_op.shape
@@ -615,37 +672,54 @@ def _conv_gradient(op_name, dy, other_name, other, x_shape, w_shape, stride, pad
         w_shape = other_op.shape
     g = _checks.conv2d_dims(x_shape, w_shape, stride, padding, dilation)
     _checks.expect_shape("dy", dy_op.shape, g["y_shape"])
-    version_code = _checks.conv2d_version_code(version)
+    plan = _checks.conv2d_plan(g, op_name.replace("conv2d_", ""), version, config)
     require_gpu(op_name)
-    return _on_gpu(dy_op), _on_gpu(other_op), g, version_code
+    return _on_gpu(dy_op), _on_gpu(other_op), g, plan
 
 
-def conv2d_backward_input(dy, w, x_shape, *, stride=1, padding=0, dilation=1, out=None, version=None):
+def conv2d_backward_input(dy, w, x_shape, *, stride=1, padding=0, dilation=1, out=None, version=None, config=None):
     """dL/dx of conv2d given dL/dy (N, K, P, Q), the weight and the input's shape. Each input
-    element gathers its own sum: deterministic, no atomics."""
+    element gathers its own sum: deterministic, no atomics. ``version`` / ``config``: as conv2d
+    (the tiled version runs the forward kernel on dy with the weights flipped and transposed)."""
     x_shape = _checks.image_shape("x_shape", x_shape)
-    dy, w, g, version_code = _conv_gradient("conv2d_backward_input", dy, "w", w, x_shape, None, stride, padding,
-                                            dilation, version)
+    dy, w, g, plan = _conv_gradient("conv2d_backward_input", dy, "w", w, x_shape, None, stride, padding, dilation,
+                                    version, config)
     out = _output(out, x_shape, {"dy": dy, "w": w})
+    device, stream = _launch_args()
+    version_code, config_code = _conv_plan_on(g, "backward_input", plan, device)
     if out.size:
-        workspace = _conv_workspace(g, version_code)  # alive until the launch is queued
-        _C.conv2d_backward_input(_ptr(dy), _ptr(w), _ptr(out), _ptr(workspace),
-                                 _conv_geometry(g), version_code, *_launch_args())
+        workspace = _conv_workspace(g, version_code, "backward_input", config_code)
+        _C.conv2d_backward_input(_ptr(dy), _ptr(w), _ptr(out), _ptr(workspace), _conv_geometry(g), version_code,
+                                 config_code, device, stream)
     return out
 
 
-def conv2d_backward_weight(dy, x, w_shape, *, stride=1, padding=0, dilation=1, out=None, version=None):
+def conv2d_backward_weight(dy, x, w_shape, *, stride=1, padding=0, dilation=1, bias=False, out=None,
+                           out_bias=None, version=None, config=None):
     """dL/dw of conv2d given dL/dy, the input and the weight's shape (a sum over N, P, Q in a
-    fixed order: deterministic). The bias gradient is ``bias_grad(dy)``."""
+    fixed order: deterministic). ``bias=True`` also returns the bias gradient, as ``(dw, db)``
+    (``out_bias``: its array): the tiled version sums it in the same pass over dy, the others
+    call ``bias_grad(dy)``. ``version`` / ``config``: as conv2d."""
     w_shape = _checks.image_shape("w_shape", w_shape)
-    dy, x, g, version_code = _conv_gradient("conv2d_backward_weight", dy, "x", x, None, w_shape, stride, padding,
-                                            dilation, version)
+    _checks.expect_bool("bias", bias)
+    if out_bias is not None and not bias:
+        raise ValueError("out_bias: given without bias=True")
+    dy, x, g, plan = _conv_gradient("conv2d_backward_weight", dy, "x", x, None, w_shape, stride, padding, dilation,
+                                    version, config)
     out = _output(out, w_shape, {"dy": dy, "x": x})
+    db = _output(out_bias, (g["k"],), {"dy": dy, "x": x, "out": out}, name="out_bias") if bias else None
+    device, stream = _launch_args()
+    version_code, config_code = _conv_plan_on(g, "backward_weight", plan, device)
+    fold_bias = db is not None and db.size and version_code == _TILED
     if out.size:
-        workspace = _conv_workspace(g, version_code)  # alive until the launch is queued
-        _C.conv2d_backward_weight(_ptr(dy), _ptr(x), _ptr(out), _ptr(workspace),
-                                  _conv_geometry(g), version_code, *_launch_args())
-    return out
+        workspace = _conv_workspace(g, version_code, "backward_weight", config_code)
+        _C.conv2d_backward_weight(_ptr(dy), _ptr(x), _ptr(out), _ptr(db) if fold_bias else 0, _ptr(workspace),
+                                  _conv_geometry(g), version_code, config_code, device, stream)
+    if db is None:
+        return out
+    if not fold_bias or not out.size:
+        bias_grad(dy, out=db)
+    return out, db
 
 
 def _pool_geometry(g, count_include_pad=True):
@@ -732,6 +806,6 @@ def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, count_
 __all__ = ["linear_mse_sgd_fit", "matmul", "relu", "relu_backward", "add_bias", "bias_grad", "mse_loss",
            "softmax_cross_entropy",
            "softmax", "log_softmax", "accuracy", "sgd_step", "adam_step", "conv2d", "conv2d_backward_input",
-           "conv2d_backward_weight", "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+           "conv2d_backward_weight", "conv2d_plan", "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
            "MATMUL_VERSIONS", "DEFAULT_MATMUL_VERSION", "MATMUL_PRECISIONS", "TENSOR_CORE_VERSION",
-           "CONV2D_VERSIONS", "DEFAULT_CONV2D_VERSION"]
+           "CONV2D_VERSIONS", "CONV2D_PASSES", "DEFAULT_CONV2D_VERSION"]

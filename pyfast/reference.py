@@ -294,36 +294,39 @@ def _pad(x, padding, value=0.0):
     return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
 
 
-def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, out=None, version=None):
+def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, activation=None, out=None, version=None,
+           config=None):
     """2D cross-correlation, NCHW x OIHW -> NCHW, as torch.nn.functional.conv2d (groups=1):
-    y[n,k,p,q] = sum_{c,r,s} x[n, c, p*sh - ph + r*dh, q*sw - pw + s*dw] * w[k,c,r,s] (+ bias[k]).
-    ``version`` is checked and otherwise ignored here."""
-    _checks.conv2d_version_code(version)
+    y[n,k,p,q] = sum_{c,r,s} x[n, c, p*sh - ph + r*dh, q*sw - pw + s*dw] * w[k,c,r,s] (+ bias[k]),
+    then max(y, 0) with ``activation="relu"`` (NaN kept). ``version`` and ``config`` are
+    checked as on the GPU and otherwise ignored here."""
     x64, w64 = _input("x", x), _input("w", w)
     bias64 = _input("bias", bias, optional=True)
     g = _checks.conv2d_dims(x64.shape, w64.shape, stride, padding, dilation)
     if bias64 is not None:
         _checks.expect_shape("bias", bias64.shape, (g["k"],))
+    relu = _checks.conv2d_activation(activation)
+    _checks.conv2d_plan(g, "forward", version, config)
     patches = _windows(_pad(x64, g["padding"]), g["r"], g["s"], g["stride"], g["dilation"])
     y = np.tensordot(w64, patches, axes=([1, 2, 3], [1, 2, 3]))  # (K, N, P, Q)
     y = y.transpose(1, 0, 2, 3)
     if bias64 is not None:
         y = y + bias64[None, :, None, None]
-    return _finish(y, out)
+    return _finish(_relu(y) if relu else y, out)
 
 
-def _conv_gradient_dims(dy, x_shape, w_shape, stride, padding, dilation):
+def _conv_gradient_dims(pass_name, dy, x_shape, w_shape, stride, padding, dilation, version, config):
     g = _checks.conv2d_dims(x_shape, w_shape, stride, padding, dilation)
     _checks.expect_shape("dy", dy.shape, g["y_shape"])
+    _checks.conv2d_plan(g, pass_name, version, config)
     return g
 
 
-def conv2d_backward_input(dy, w, x_shape, *, stride=1, padding=0, dilation=1, out=None, version=None):
+def conv2d_backward_input(dy, w, x_shape, *, stride=1, padding=0, dilation=1, out=None, version=None, config=None):
     """Gradient of conv2d with respect to x: dx[n,c,i,j] = sum over (k, r, s) hitting (i, j)."""
-    _checks.conv2d_version_code(version)
-    dy64, w64 = _input("dy", dy), _input("w", w)
     x_shape = _checks.image_shape("x_shape", x_shape)
-    g = _conv_gradient_dims(dy64, x_shape, w64.shape, stride, padding, dilation)
+    dy64, w64 = _input("dy", dy), _input("w", w)
+    g = _conv_gradient_dims("backward_input", dy64, x_shape, w64.shape, stride, padding, dilation, version, config)
     (sh, sw), (ph, pw), (dh, dw) = g["stride"], g["padding"], g["dilation"]
     # Every tap's contribution in one product, (N, P, Q, C, R, S); then each tap's slice is
     # added where it lands in the padded input.
@@ -336,14 +339,21 @@ def conv2d_backward_input(dy, w, x_shape, *, stride=1, padding=0, dilation=1, ou
     return _finish(dx[:, :, ph: ph + g["h"], pw: pw + g["w"]], out)
 
 
-def conv2d_backward_weight(dy, x, w_shape, *, stride=1, padding=0, dilation=1, out=None, version=None):
-    """Gradient of conv2d with respect to w: dw[k,c,r,s] = sum_{n,p,q} dy[n,k,p,q] * x[window]."""
-    _checks.conv2d_version_code(version)
-    dy64, x64 = _input("dy", dy), _input("x", x)
+def conv2d_backward_weight(dy, x, w_shape, *, stride=1, padding=0, dilation=1, bias=False, out=None,
+                           out_bias=None, version=None, config=None):
+    """Gradient of conv2d with respect to w: dw[k,c,r,s] = sum_{n,p,q} dy[n,k,p,q] * x[window];
+    with ``bias=True`` also the bias gradient (dy summed over N, P, Q), as ``(dw, db)``."""
     w_shape = _checks.image_shape("w_shape", w_shape)
-    g = _conv_gradient_dims(dy64, x64.shape, w_shape, stride, padding, dilation)
+    _checks.expect_bool("bias", bias)
+    if out_bias is not None and not bias:
+        raise ValueError("out_bias: given without bias=True")
+    dy64, x64 = _input("dy", dy), _input("x", x)
+    g = _conv_gradient_dims("backward_weight", dy64, x64.shape, w_shape, stride, padding, dilation, version, config)
     patches = _windows(_pad(x64, g["padding"]), g["r"], g["s"], g["stride"], g["dilation"])
-    return _finish(np.tensordot(dy64, patches, axes=([0, 2, 3], [0, 4, 5])), out)
+    dw = _finish(np.tensordot(dy64, patches, axes=([0, 2, 3], [0, 4, 5])), out)
+    if not bias:
+        return dw
+    return dw, _finish(dy64.sum(axis=(0, 2, 3)), out_bias)
 
 
 def _pool_windows(x64, g, pad_value):

@@ -822,7 +822,7 @@ def parser():
     cnn.add_argument("--backend", choices=["cuda", "numpy"], help="default: cuda when a GPU is usable")
     cnn.add_argument("--no-progress", action="store_true", help="no progress bar")
     cnn.add_argument("--conv-version", choices=list(_checks.CONV2D_VERSIONS),
-                     help=f"conv kernels on the GPU (default {_checks.DEFAULT_CONV2D_VERSION})")
+                     help="conv kernels on the GPU (default: chosen per pass and shape, see pyfast.ops.conv2d_plan)")
     cnn.add_argument("--no-graph", action="store_true",
                      help="on the GPU, launch every op of every step instead of replaying a CUDA graph")
     root.commands = {"linreg": linreg, "cnn": cnn}

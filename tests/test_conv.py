@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import fake, numeric_gradient, randn
-from pyfast import ops, reference
+from pyfast import _checks, ops, reference
 from pyfast.testing import assert_close, reduction_atol
 
 try:
@@ -148,9 +148,17 @@ GPU_CONFIGS = [
 ]
 
 
+def _covered(version, param):
+    """The (version, geometry) pairs a version takes ('tiled' has its shape class), plus None."""
+    x_shape, w_shape, stride, padding, dilation = param.values
+    g = _checks.conv2d_dims(x_shape, w_shape, stride, padding, dilation)
+    return version is None or _checks.conv2d_fits(g, ops.CONV2D_VERSIONS.index(version))
+
+
 @pytest.mark.gpu
-@pytest.mark.parametrize("version", ops.CONV2D_VERSIONS)
-@pytest.mark.parametrize("x_shape,w_shape,stride,padding,dilation", GPU_CONFIGS)
+@pytest.mark.parametrize("version,x_shape,w_shape,stride,padding,dilation", [
+    pytest.param(version, *param.values, id=f"{version}-{param.id}", marks=param.marks)
+    for version in (*ops.CONV2D_VERSIONS, None) for param in GPU_CONFIGS if _covered(version, param)])
 def test_gpu_conv2d_all_passes_against_reference(rng, version, x_shape, w_shape, stride, padding, dilation):
     import cupy
 

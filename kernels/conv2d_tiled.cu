@@ -1,0 +1,589 @@
+// conv2d_tiled.cu - conv2d version 3 "tiled": direct convolution through shared-memory tiles with
+// register blocking, for stride 1, dilation 1 and square 3x3 / 5x5 filters (the CNN's layers, the
+// 5x5 1->20 layer, ResNet-style 3x3). No GEMM padding: a tile is a patch of output pixels times
+// a group of output channels, so C = 1 or K = 1 wastes nothing.
+//
+// Forward (and the input gradient, see below), kernel conv_tiled_kernel<R, S, PX, KT, FLIPPED>:
+//   A block computes a TY x (TX*PX) patch of one image's output for KG*KT output channels.
+//   Thread (group g, k-group kg) owns PX adjacent output pixels of one row times KT output
+//   channels (PX*KT accumulators). Per chunk of CB input channels the block stages the input
+//   patch with its halo ((TY+R-1) x (TX*PX+S-1) per channel, zeros outside the image) and the
+//   weights [c][r][s][k] (k fastest) in shared memory. Per (channel, filter row) a thread reads
+//   PX+S-1 input values and KT*S weights (float4 broadcasts: every lane of a k-group reads the
+//   same address) and does PX*KT*S FMAs: with PX=4, KT=8, 3x3: 6 + 6 LDS.128 per 96 FMAs.
+//   Bytes: each input element is read from memory once per k-block (the halo re-reads come from
+//   L2), each output written once: the 1->32 layer is store-bound (its output is 32x its input).
+//   Epilogue: + bias[k], optional ReLU (NaN kept, as torch.relu), 16-byte stores when the rows
+//   allow.
+// Input gradient (stride 1): dx = conv(dy, w') with w'[c][k][r][s] = w[k][c][R-1-r][S-1-s] and
+//   padding (R-1-ph, S-1-pw): the same kernel with FLIPPED = true, which reads w transposed and
+//   flipped while staging it (no extra launch and no workspace for a flipped copy).
+// Weight gradient, kernel conv_wgrad_tiled_kernel<S, KT, PXW>:
+//   dw[k][c][r][s] = sum over row tasks (n, p) and q of dy[n][k][p][q] * x[n][c][p-ph+r][q-pw+s].
+//   A block owns KG*KT output channels x CB input channels x all R x S taps and one slice of the
+//   N*P row tasks; thread (kg, c, r) keeps KT x S sums (and KT bias sums when c = r = 0) and
+//   walks runs of PXW pixels: per run PXW+S-1 input values and KT float4 dy loads for
+//   KT*PXW*S FMAs. RG row groups of threads take interleaved row tasks and are summed in a
+//   fixed order in shared memory at the end; each slice's sums go to a workspace and one more
+//   pass adds the slices in order: the result repeats bit for bit, no atomics.
+// Every index inside an image is 32-bit; offsets into the tensors are 64-bit.
+// Measured results: benchmarks/NOTES.md ("conv2d v3 tiled").
+
+#include <vector>
+
+#include "common.cuh"
+#include "conv2d.cuh"
+
+namespace pyfast {
+namespace {
+
+constexpr int kSharedFloats = 48 * 1024 / 4;  // static limit of shared memory per block, no opt-in
+constexpr int kTargetThreads = 256;
+
+__host__ __device__ constexpr int round_up(int v, int m) { return (v + m - 1) / m * m; }
+
+// One forward-shaped convolution: out[n][ko][i][j] = sum over ci, r, s of
+// in[n][ci][i - pad_h + r][j - pad_w + s] * weight(ko, ci, r, s) (+ bias[ko], ReLU).
+struct TiledConv {
+    const float* in;
+    const float* w;  // OIHW (kout x cin x R x S), or with FLIPPED the (cin x kout x R x S) weight flipped
+    const float* bias;
+    float* out;
+    int n, cin, hin, win, kout, hout, wout, pad_h, pad_w;
+    bool relu, vector_out;
+    // tile geometry (set by the launcher): pixel groups per row, rows, k-groups, channels per stage
+    int tx, ty, kg, cb, tiles_w, tiles_h;
+};
+
+template <int R, int S, int PX, int KT, bool FLIPPED>
+__global__ void __launch_bounds__(512) conv_tiled_kernel(TiledConv t) {
+    extern __shared__ __align__(16) float smem[];
+    const int kb = t.kg * KT;  // output channels of this block
+    const int in_h = t.ty + R - 1;
+    const int in_w = t.tx * PX + S - 1;
+    const int ld = in_w | 1;  // odd row stride: the rows one warp reads start in different banks
+    float* in_s = smem;                                  // [cb][in_h][ld]
+    float* w_s = smem + round_up(t.cb * in_h * ld, 4);  // [cb][R][S][kb], 16-byte aligned
+
+    const int tiles = t.tiles_w * t.tiles_h;
+    const int n = blockIdx.x / tiles, tile = blockIdx.x - n * tiles;
+    const int oy0 = tile / t.tiles_w * t.ty;
+    const int ox0 = (tile - tile / t.tiles_w * t.tiles_w) * t.tx * PX;
+    const int k0 = blockIdx.y * kb;
+    const int groups = t.tx * t.ty;
+    const int tid = threadIdx.x, threads = blockDim.x;
+    const int lane = tid % 32, warp = tid / 32, warps = threads / 32;
+    const int g = tid % groups, kgi = tid / groups;  // kgi >= kg: staging only (block rounded to warps)
+    const int row = g / t.tx, col = (g - row * t.tx) * PX;
+    const std::int64_t plane = (std::int64_t)t.hin * t.win;
+    const float* in_n = t.in + (std::int64_t)n * t.cin * plane;
+
+    float acc[KT][PX];
+#pragma unroll
+    for (int kt = 0; kt < KT; ++kt)
+#pragma unroll
+        for (int px = 0; px < PX; ++px) acc[kt][px] = 0.0f;
+
+    for (int c0 = 0; c0 < t.cin; c0 += t.cb) {
+        // Input rows: one warp per (channel, row), lanes along the row (coalesced), zeros in the halo.
+        for (int rr = warp; rr < t.cb * in_h; rr += warps) {
+            const int ci = rr / in_h, y = rr - ci * in_h;
+            const int gi = oy0 - t.pad_h + y;
+            const bool row_ok = c0 + ci < t.cin && gi >= 0 && gi < t.hin;
+            for (int x = lane; x < in_w; x += 32) {
+                const int gj = ox0 - t.pad_w + x;
+                float v = 0.0f;
+                if (row_ok && gj >= 0 && gj < t.win) v = __ldg(in_n + (c0 + ci) * plane + (std::int64_t)gi * t.win + gj);
+                in_s[rr * ld + x] = v;
+            }
+        }
+        // Weights [ci][r][s][kk]; channels past cin or kout are zeros (their products vanish).
+        for (int e = tid; e < t.cb * R * S * kb; e += threads) {
+            const int kk = e % kb, cirs = e / kb;
+            const int ci = cirs / (R * S), rs = cirs - ci * (R * S);
+            const int ko = k0 + kk, c = c0 + ci;
+            float v = 0.0f;
+            if (ko < t.kout && c < t.cin) {
+                v = FLIPPED ? __ldg(t.w + ((std::int64_t)c * t.kout + ko) * (R * S) + (R * S - 1 - rs))
+                            : __ldg(t.w + ((std::int64_t)ko * t.cin + c) * (R * S) + rs);
+            }
+            w_s[e] = v;
+        }
+        __syncthreads();
+        if (kgi < t.kg) {
+            for (int ci = 0; ci < t.cb; ++ci) {
+#pragma unroll
+                for (int r = 0; r < R; ++r) {
+                    const float* src = in_s + (ci * in_h + row + r) * ld + col;
+                    float v[PX + S - 1];
+#pragma unroll
+                    for (int j = 0; j < PX + S - 1; ++j) v[j] = src[j];
+#pragma unroll
+                    for (int s = 0; s < S; ++s) {
+                        const float* wp = w_s + ((ci * R + r) * S + s) * kb + kgi * KT;
+                        float wv[KT];
+                        if constexpr (KT % 4 == 0) {
+#pragma unroll
+                            for (int q = 0; q < KT; q += 4) {
+                                const float4 w4 = *reinterpret_cast<const float4*>(wp + q);
+                                wv[q] = w4.x;
+                                wv[q + 1] = w4.y;
+                                wv[q + 2] = w4.z;
+                                wv[q + 3] = w4.w;
+                            }
+                        } else {
+#pragma unroll
+                            for (int q = 0; q < KT; ++q) wv[q] = wp[q];
+                        }
+#pragma unroll
+                        for (int kt = 0; kt < KT; ++kt)
+#pragma unroll
+                            for (int px = 0; px < PX; ++px) acc[kt][px] = fmaf(v[px + s], wv[kt], acc[kt][px]);
+                    }
+                }
+            }
+        }
+        __syncthreads();  // the next chunk overwrites what this one read
+    }
+
+    const int oy = oy0 + row, ox = ox0 + col;
+    if (kgi >= t.kg || oy >= t.hout || ox >= t.wout) return;
+#pragma unroll
+    for (int kt = 0; kt < KT; ++kt) {
+        const int ko = k0 + kgi * KT + kt;
+        if (ko >= t.kout) break;
+        const float b = t.bias != nullptr ? __ldg(t.bias + ko) : 0.0f;
+        float v[PX];
+#pragma unroll
+        for (int px = 0; px < PX; ++px) {
+            v[px] = acc[kt][px] + b;
+            if (t.relu) v[px] = v[px] < 0.0f ? 0.0f : v[px];  // NaN stays NaN
+        }
+        float* dst = t.out + (((std::int64_t)n * t.kout + ko) * t.hout + oy) * t.wout + ox;
+        if constexpr (PX % 4 == 0) {
+            if (t.vector_out) {  // wout % 4 == 0 and ox % 4 == 0: each run of 4 is wholly in or out
+#pragma unroll
+                for (int px = 0; px < PX; px += 4)
+                    if (ox + px < t.wout)
+                        *reinterpret_cast<float4*>(dst + px) = make_float4(v[px], v[px + 1], v[px + 2], v[px + 3]);
+                continue;
+            }
+        }
+#pragma unroll
+        for (int px = 0; px < PX; ++px)
+            if (ox + px < t.wout) dst[px] = v[px];
+    }
+}
+
+// Forward / input-gradient configurations (index = the `config` a plan names): PX output
+// pixels per thread along a row, KT output channels per thread.
+//   0: PX 4, KT 8 (the default)   1: PX 4, KT 4   2: PX 2, KT 8   3: PX 7, KT 8 (14- and 28-wide
+//   planes without a ragged run)   4: PX 4, KT 1 (one or few output channels: a first layer's
+//   input gradient)   5: PX 8, KT 4
+constexpr int kForwardConfigs = 6;
+constexpr int kForwardShape[kForwardConfigs][2] = {{4, 8}, {4, 4}, {2, 8}, {7, 8}, {4, 1}, {8, 4}};
+
+// The block's tile for a config: rows no wider than 64 pixels, about kTargetThreads threads,
+// tiles of equal size (the last one not mostly empty), CB channels per stage within the static
+// shared-memory limit. Returns false when even one channel does not fit.
+bool forward_tile(TiledConv& t, int r, int s, int px, int kt) {
+    t.tx = ceil_div(t.wout < 64 ? t.wout : 64, px);
+    t.tiles_w = ceil_div(t.wout, t.tx * px);
+    t.tx = ceil_div(ceil_div(t.wout, t.tiles_w), px);
+    const int kg_needed = ceil_div(t.kout, kt);
+    const int kg_cap = 128 / t.tx > 1 ? 128 / t.tx : 1;
+    t.kg = kg_needed < kg_cap ? kg_needed : kg_cap;
+    int ty = kTargetThreads / (t.tx * t.kg);
+    ty = ty < 1 ? 1 : (ty > t.hout ? t.hout : ty);
+    t.tiles_h = ceil_div(t.hout, ty);
+    t.ty = ceil_div(t.hout, t.tiles_h);
+    const int per_channel = (t.ty + r - 1) * ((t.tx * px + s - 1) | 1) + r * s * t.kg * kt;
+    int cb = (kSharedFloats - 4) / per_channel;
+    if (cb < 1) return false;
+    cb = cb < t.cin ? cb : t.cin;
+    t.cb = ceil_div(t.cin, ceil_div(t.cin, cb));  // equal chunks
+    return true;
+}
+
+template <int R, int S, bool FLIPPED>
+cudaError_t launch_forward_shaped(TiledConv t, int config, cudaStream_t stream) {
+    if (config < 0 || config >= kForwardConfigs) return cudaErrorInvalidValue;
+    const int px = kForwardShape[config][0], kt = kForwardShape[config][1];
+    if (!forward_tile(t, R, S, px, kt)) return cudaErrorInvalidValue;
+    const std::int64_t blocks_x = (std::int64_t)t.n * t.tiles_w * t.tiles_h;
+    const int blocks_y = ceil_div(t.kout, t.kg * kt);
+    if (blocks_x > 0x7fffffff || blocks_y > kMaxGridY) return cudaErrorInvalidValue;
+    const int threads = round_up(t.tx * t.ty * t.kg, 32);
+    const int in_floats = round_up(t.cb * (t.ty + R - 1) * ((t.tx * px + S - 1) | 1), 4);
+    const size_t bytes = sizeof(float) * (in_floats + t.cb * R * S * t.kg * kt);
+    t.vector_out = t.wout % 4 == 0 && is_aligned16(t.out);
+    const dim3 grid(static_cast<unsigned>(blocks_x), blocks_y);
+    switch (config) {
+        case 0: conv_tiled_kernel<R, S, 4, 8, FLIPPED><<<grid, threads, bytes, stream>>>(t); break;
+        case 1: conv_tiled_kernel<R, S, 4, 4, FLIPPED><<<grid, threads, bytes, stream>>>(t); break;
+        case 2: conv_tiled_kernel<R, S, 2, 8, FLIPPED><<<grid, threads, bytes, stream>>>(t); break;
+        case 3: conv_tiled_kernel<R, S, 7, 8, FLIPPED><<<grid, threads, bytes, stream>>>(t); break;
+        case 4: conv_tiled_kernel<R, S, 4, 1, FLIPPED><<<grid, threads, bytes, stream>>>(t); break;
+        default: conv_tiled_kernel<R, S, 8, 4, FLIPPED><<<grid, threads, bytes, stream>>>(t); break;
+    }
+    return cudaGetLastError();
+}
+
+template <bool FLIPPED>
+cudaError_t launch_forward_shaped(const TiledConv& t, int r, int config, cudaStream_t stream) {
+    if (r == 3) return launch_forward_shaped<3, 3, FLIPPED>(t, config, stream);
+    if (r == 5) return launch_forward_shaped<5, 5, FLIPPED>(t, config, stream);
+    return cudaErrorInvalidValue;
+}
+
+// ------------------------------------------------------------------------- weight gradient
+struct TiledWgrad {
+    const float* dy;
+    const float* x;
+    float* partial;  // [slices][K][C*R*S], then [slices][K] of bias sums
+    int n, c, h, w, k, r, p, q, pad_h, pad_w;
+    int kg, cb, rg, chunk;  // k-groups of KT, channels per block, row groups, row tasks per stage
+    int slices, tasks_per_slice;
+    int qp, ld;  // dy row length in shared memory (q rounded up to PXW), staged input row length
+};
+
+template <int S, int KT, int PXW>
+__global__ void __launch_bounds__(512) conv_wgrad_tiled_kernel(TiledWgrad t) {
+    extern __shared__ __align__(16) float smem[];
+    const int kb = t.kg * KT;
+    float* dy_s = smem;                                      // [kb][chunk][qp]
+    float* x_s = smem + kb * t.chunk * t.qp;                 // [cb][chunk][R][ld]
+    const int slice = blockIdx.x, c0 = blockIdx.y * t.cb, k0 = blockIdx.z * kb;
+    const int units = t.kg * t.cb * t.r;
+    const int tid = threadIdx.x, threads = blockDim.x;
+    const int unit = tid % units, rgi = tid / units;  // rgi >= rg: staging only
+    const int cr = unit % (t.cb * t.r), kgi = unit / (t.cb * t.r);
+    const int ci = cr / t.r, r = cr - ci * t.r;
+    const bool bias_unit = blockIdx.y == 0 && ci == 0 && r == 0;
+    const int total_tasks = t.n * t.p;
+    const int task_lo = slice * t.tasks_per_slice;
+    const int task_hi = task_lo + t.tasks_per_slice < total_tasks ? task_lo + t.tasks_per_slice : total_tasks;
+    const std::int64_t plane_x = (std::int64_t)t.h * t.w, plane_y = (std::int64_t)t.p * t.q;
+
+    float acc[KT][S], acc_b[KT];
+#pragma unroll
+    for (int kt = 0; kt < KT; ++kt) {
+        acc_b[kt] = 0.0f;
+#pragma unroll
+        for (int s = 0; s < S; ++s) acc[kt][s] = 0.0f;
+    }
+
+    for (int t0 = task_lo; t0 < task_hi; t0 += t.chunk) {
+        // dy rows [kk][task][qq], zeros past Q, past K and past the slice.
+        for (int e = tid; e < kb * t.chunk * t.qp; e += threads) {
+            const int qq = e % t.qp, kt_task = e / t.qp;
+            const int task = kt_task % t.chunk, kk = kt_task / t.chunk;
+            const int tk = t0 + task, ko = k0 + kk;
+            float v = 0.0f;
+            if (qq < t.q && tk < task_hi && ko < t.k) {
+                const int nn = tk / t.p, pp = tk - nn * t.p;
+                v = __ldg(t.dy + ((std::int64_t)nn * t.k + ko) * plane_y + (std::int64_t)pp * t.q + qq);
+            }
+            dy_s[e] = v;
+        }
+        // The input rows each (task, filter row) reads, [ci][task][r][jj], jj = column + pad_w.
+        for (int e = tid; e < t.cb * t.chunk * t.r * t.ld; e += threads) {
+            const int jj = e % t.ld, rest = e / t.ld;
+            const int rr = rest % t.r, rest2 = rest / t.r;
+            const int task = rest2 % t.chunk, cc = rest2 / t.chunk;
+            const int tk = t0 + task, c = c0 + cc;
+            float v = 0.0f;
+            if (tk < task_hi && c < t.c) {
+                const int nn = tk / t.p, pp = tk - nn * t.p;
+                const int i = pp - t.pad_h + rr, j = jj - t.pad_w;
+                if (i >= 0 && i < t.h && j >= 0 && j < t.w)
+                    v = __ldg(t.x + ((std::int64_t)nn * t.c + c) * plane_x + (std::int64_t)i * t.w + j);
+            }
+            x_s[e] = v;
+        }
+        __syncthreads();
+        if (rgi < t.rg) {
+            for (int task = rgi; task < t.chunk; task += t.rg) {
+                const float* xrow = x_s + ((ci * t.chunk + task) * t.r + r) * t.ld;
+                const float* dyrow = dy_s + (kgi * KT * t.chunk + task) * t.qp;
+                for (int q0 = 0; q0 < t.qp; q0 += PXW) {
+                    float xv[PXW + S - 1];
+#pragma unroll
+                    for (int j = 0; j < PXW + S - 1; ++j) xv[j] = xrow[q0 + j];
+#pragma unroll
+                    for (int kt = 0; kt < KT; ++kt) {
+                        float d[PXW];
+#pragma unroll
+                        for (int j = 0; j < PXW; j += 4) {
+                            const float4 d4 = *reinterpret_cast<const float4*>(dyrow + kt * t.chunk * t.qp + q0 + j);
+                            d[j] = d4.x;
+                            d[j + 1] = d4.y;
+                            d[j + 2] = d4.z;
+                            d[j + 3] = d4.w;
+                        }
+#pragma unroll
+                        for (int s = 0; s < S; ++s)
+#pragma unroll
+                            for (int j = 0; j < PXW; ++j) acc[kt][s] = fmaf(d[j], xv[j + s], acc[kt][s]);
+                        if (bias_unit) {
+#pragma unroll
+                            for (int j = 0; j < PXW; ++j) acc_b[kt] += d[j];
+                        }
+                    }
+                }
+            }
+        }
+        __syncthreads();
+    }
+
+    // Row groups summed in order 0, 1, ..., rg-1 through shared memory (the staging space is
+    // free now; the launcher sized it for this too).
+    constexpr int kPerUnit = KT * (S + 1);
+    if (rgi < t.rg && t.rg > 1) {
+        float* mine = smem + (rgi * units + unit) * kPerUnit;
+#pragma unroll
+        for (int kt = 0; kt < KT; ++kt) {
+#pragma unroll
+            for (int s = 0; s < S; ++s) mine[kt * S + s] = acc[kt][s];
+            mine[KT * S + kt] = acc_b[kt];
+        }
+    }
+    __syncthreads();
+    if (rgi != 0) return;
+    if (t.rg > 1) {
+#pragma unroll
+        for (int kt = 0; kt < KT; ++kt) {
+#pragma unroll
+            for (int s = 0; s < S; ++s) acc[kt][s] = smem[unit * kPerUnit + kt * S + s];
+            acc_b[kt] = smem[unit * kPerUnit + KT * S + kt];
+        }
+        for (int group = 1; group < t.rg; ++group) {
+            const float* theirs = smem + (group * units + unit) * kPerUnit;
+#pragma unroll
+            for (int kt = 0; kt < KT; ++kt) {
+#pragma unroll
+                for (int s = 0; s < S; ++s) acc[kt][s] += theirs[kt * S + s];
+                acc_b[kt] += theirs[KT * S + kt];
+            }
+        }
+    }
+    const int c = c0 + ci;
+    if (c >= t.c) return;
+    const std::int64_t crs = (std::int64_t)t.c * t.r * S;
+    float* out = t.partial + (std::int64_t)slice * t.k * crs;
+    float* out_b = t.partial + (std::int64_t)t.slices * t.k * crs + (std::int64_t)slice * t.k;
+#pragma unroll
+    for (int kt = 0; kt < KT; ++kt) {
+        const int ko = k0 + kgi * KT + kt;
+        if (ko >= t.k) break;
+#pragma unroll
+        for (int s = 0; s < S; ++s) out[((std::int64_t)ko * t.c + c) * t.r * S + r * S + s] = acc[kt][s];
+        if (bias_unit) out_b[ko] = acc_b[kt];
+    }
+}
+
+// dw[e] (and db) = the slices' sums added in slice order.
+__global__ void sum_slices_kernel(const float* __restrict__ partial, int slices, std::int64_t size,
+                                  float* __restrict__ out) {
+    for (std::int64_t e = blockIdx.x * (std::int64_t)blockDim.x + threadIdx.x; e < size;
+         e += (std::int64_t)gridDim.x * blockDim.x) {
+        float v = partial[e];
+        for (int z = 1; z < slices; ++z) v += partial[z * size + e];
+        out[e] = v;
+    }
+}
+
+// Weight-gradient configurations: KT output channels per thread, PXW pixels per run.
+//   0: KT 8, PXW 4 (the default)   1: KT 4, PXW 4   2: KT 8, PXW 8   3: KT 4, PXW 8
+constexpr int kWgradConfigs = 4;
+constexpr int kWgradShape[kWgradConfigs][2] = {{8, 4}, {4, 4}, {8, 8}, {4, 8}};
+
+// The block shape and slices of a config: K in groups of KT (at most 64 channels a block), C in
+// blocks so that a block has 96..256 (k-group, c, r) units, row groups up to kTargetThreads
+// threads, and enough slices for about three blocks per SM.
+bool wgrad_plan(TiledWgrad& t, int s, int kt, int pxw, int sms) {
+    const int kg_needed = ceil_div(t.k, kt);
+    t.kg = kg_needed < 64 / kt ? kg_needed : 64 / kt;
+    int cb = kTargetThreads / (t.kg * t.r);
+    cb = cb < 1 ? 1 : (cb > t.c ? t.c : cb);
+    t.cb = ceil_div(t.c, ceil_div(t.c, cb));
+    const int units = t.kg * t.cb * t.r;
+    if (units > 512) return false;
+    t.qp = round_up(t.q, pxw);
+    t.ld = t.qp + s - 1;
+    // Row tasks per stage: two per row group, within shared memory; no more groups than tasks.
+    const int per_task = t.kg * kt * t.qp + t.cb * t.r * t.ld;
+    const int fit = kSharedFloats / per_task;
+    if (fit < 1) return false;
+    t.rg = kTargetThreads / units > 1 ? kTargetThreads / units : 1;
+    t.rg = t.rg < fit ? t.rg : fit;
+    t.chunk = 2 * t.rg < fit ? 2 * t.rg : fit;
+    while (t.rg > 1 && (std::int64_t)t.rg * units * kt * (s + 1) > kSharedFloats) --t.rg;  // the final sum
+    const int tasks = t.n * t.p > 0 ? t.n * t.p : 1;  // an empty batch still writes zeros
+    const int blocks_ck = ceil_div(t.c, t.cb) * ceil_div(t.k, t.kg * kt);
+    int slices = ceil_div(3 * sms, blocks_ck);
+    const int max_slices = ceil_div(tasks, t.chunk);
+    slices = slices < max_slices ? slices : max_slices;
+    t.slices = slices > 1 ? slices : 1;
+    t.tasks_per_slice = ceil_div(tasks, t.slices);
+    t.slices = ceil_div(tasks, t.tasks_per_slice);
+    return blocks_ck <= kMaxGridY && ceil_div(t.k, t.kg * kt) <= 65535;
+}
+
+size_t wgrad_shared_bytes(const TiledWgrad& t, int s, int kt) {
+    const size_t staging = (size_t)t.kg * kt * t.chunk * t.qp + (size_t)t.cb * t.chunk * t.r * t.ld;
+    const size_t reduction = t.rg > 1 ? (size_t)t.rg * t.kg * t.cb * t.r * kt * (s + 1) : 0;
+    return sizeof(float) * (staging > reduction ? staging : reduction);
+}
+
+TiledWgrad wgrad_params(const Conv2dParams& g, const float* dy, const float* x, float* workspace) {
+    TiledWgrad t{};
+    t.dy = dy;
+    t.x = x;
+    t.partial = workspace;
+    t.n = static_cast<int>(g.n);
+    t.c = static_cast<int>(g.c);
+    t.h = static_cast<int>(g.h);
+    t.w = static_cast<int>(g.w);
+    t.k = static_cast<int>(g.k);
+    t.r = static_cast<int>(g.r);
+    t.p = static_cast<int>(g.p);
+    t.q = static_cast<int>(g.q);
+    t.pad_h = g.pad_h;
+    t.pad_w = g.pad_w;
+    return t;
+}
+
+bool wgrad_config_ok(int config) { return config >= 0 && config < kWgradConfigs; }
+
+}  // namespace
+
+int conv2d_tiled_config_count(Conv2dPass pass) {
+    return pass == Conv2dPass::kBackwardWeight ? kWgradConfigs : kForwardConfigs;
+}
+
+bool conv2d_tiled_fits(const Conv2dParams& g) {
+    const std::int64_t limit = 0x7fffffff;
+    const bool square = g.r == g.s && (g.r == 3 || g.r == 5);
+    const bool unit_steps = g.stride_h == 1 && g.stride_w == 1 && g.dilation_h == 1 && g.dilation_w == 1;
+    // The input gradient runs the forward kernel with padding R-1-pad, which must not be negative.
+    const bool pads = g.pad_h <= g.r - 1 && g.pad_w <= g.s - 1;
+    return square && unit_steps && pads && g.q <= 256 && g.n * g.c * g.h * g.w <= limit &&
+           g.n * g.k * g.p * g.q <= limit && g.n * g.p <= limit;
+}
+
+std::int64_t conv2d_tiled_workspace_size(const Conv2dParams& g, int config) {
+    if (!conv2d_tiled_fits(g)) return 0;
+    if (config < 0) config = 0;
+    if (!wgrad_config_ok(config)) return 0;
+    TiledWgrad t = wgrad_params(g, nullptr, nullptr, nullptr);
+    if (!wgrad_plan(t, static_cast<int>(g.s), kWgradShape[config][0], kWgradShape[config][1], sm_count())) {
+        return 0;
+    }
+    return (std::int64_t)t.slices * g.k * (g.c * g.r * g.s + 1);
+}
+
+std::vector<int> conv2d_tiled_plan(const Conv2dParams& g, Conv2dPass pass, int config, int sms) {
+    if (!conv2d_tiled_fits(g)) return {};
+    if (pass == Conv2dPass::kBackwardWeight) {
+        if (config < 0) config = 0;
+        if (!wgrad_config_ok(config)) return {};
+        const int kt = kWgradShape[config][0], pxw = kWgradShape[config][1];
+        TiledWgrad t = wgrad_params(g, nullptr, nullptr, nullptr);
+        if (!wgrad_plan(t, t.r, kt, pxw, sms)) return {};
+        return {kt, pxw, t.kg, t.cb, t.rg, t.chunk, t.slices, t.tasks_per_slice, t.qp, t.ld,
+                round_up(t.kg * t.cb * t.r * t.rg, 32), static_cast<int>(wgrad_shared_bytes(t, t.r, kt))};
+    }
+    const bool input_grad = pass == Conv2dPass::kBackwardInput;
+    if (config < 0) config = input_grad && g.c < 8 ? 4 : 0;
+    if (config >= kForwardConfigs) return {};
+    const int px = kForwardShape[config][0], kt = kForwardShape[config][1];
+    TiledConv t{};
+    t.cin = static_cast<int>(input_grad ? g.k : g.c);
+    t.kout = static_cast<int>(input_grad ? g.c : g.k);
+    t.hout = static_cast<int>(input_grad ? g.h : g.p);
+    t.wout = static_cast<int>(input_grad ? g.w : g.q);
+    const int r = static_cast<int>(g.r), s = static_cast<int>(g.s);
+    if (!forward_tile(t, r, s, px, kt)) return {};
+    const int in_floats = round_up(t.cb * (t.ty + r - 1) * ((t.tx * px + s - 1) | 1), 4);
+    return {px, kt, t.tx, t.ty, t.kg, t.cb, t.tiles_w, t.tiles_h, round_up(t.tx * t.ty * t.kg, 32),
+            static_cast<int>(sizeof(float) * (in_floats + t.cb * r * s * t.kg * kt))};
+}
+
+cudaError_t conv2d_tiled(const float* x, const float* w, const float* bias, float* y, const Conv2dParams& g,
+                         bool relu, int config, cudaStream_t stream) {
+    if (!conv2d_tiled_fits(g)) return cudaErrorInvalidValue;
+    TiledConv t{};
+    t.in = x;
+    t.w = w;
+    t.bias = bias;
+    t.out = y;
+    t.n = static_cast<int>(g.n);
+    t.cin = static_cast<int>(g.c);
+    t.hin = static_cast<int>(g.h);
+    t.win = static_cast<int>(g.w);
+    t.kout = static_cast<int>(g.k);
+    t.hout = static_cast<int>(g.p);
+    t.wout = static_cast<int>(g.q);
+    t.pad_h = g.pad_h;
+    t.pad_w = g.pad_w;
+    t.relu = relu;
+    return launch_forward_shaped<false>(t, static_cast<int>(g.r), config < 0 ? 0 : config, stream);
+}
+
+cudaError_t conv2d_tiled_backward_input(const float* dy, const float* w, float* dx, const Conv2dParams& g,
+                                        int config, cudaStream_t stream) {
+    if (!conv2d_tiled_fits(g)) return cudaErrorInvalidValue;
+    TiledConv t{};
+    t.in = dy;
+    t.w = w;
+    t.out = dx;
+    t.n = static_cast<int>(g.n);
+    t.cin = static_cast<int>(g.k);
+    t.hin = static_cast<int>(g.p);
+    t.win = static_cast<int>(g.q);
+    t.kout = static_cast<int>(g.c);
+    t.hout = static_cast<int>(g.h);
+    t.wout = static_cast<int>(g.w);
+    t.pad_h = static_cast<int>(g.r) - 1 - g.pad_h;
+    t.pad_w = static_cast<int>(g.s) - 1 - g.pad_w;
+    if (config < 0) config = g.c < 8 ? 4 : 0;  // one or few input channels: KT = 1 (as conv2d_tiled_plan)
+    return launch_forward_shaped<true>(t, static_cast<int>(g.r), config, stream);
+}
+
+cudaError_t conv2d_tiled_backward_weight(const float* dy, const float* x, float* dw, float* db, float* workspace,
+                                         const Conv2dParams& g, int config, cudaStream_t stream) {
+    if (!conv2d_tiled_fits(g) || workspace == nullptr) return cudaErrorInvalidValue;
+    if (config < 0) config = 0;
+    if (!wgrad_config_ok(config)) return cudaErrorInvalidValue;
+    const int kt = kWgradShape[config][0], pxw = kWgradShape[config][1];
+    TiledWgrad t = wgrad_params(g, dy, x, workspace);
+    if (!wgrad_plan(t, t.r, kt, pxw, sm_count())) return cudaErrorInvalidValue;
+    const size_t bytes = wgrad_shared_bytes(t, t.r, kt);
+    if (bytes > sizeof(float) * kSharedFloats) return cudaErrorInvalidValue;
+    const dim3 grid(t.slices, ceil_div(t.c, t.cb), ceil_div(t.k, t.kg * kt));
+    const int threads = round_up(t.kg * t.cb * t.r * t.rg, 32);
+    auto launch = [&](auto kernel) { kernel<<<grid, threads, bytes, stream>>>(t); };
+    const int key = t.r * 10 + config;
+    switch (key) {
+        case 30: launch(conv_wgrad_tiled_kernel<3, 8, 4>); break;
+        case 31: launch(conv_wgrad_tiled_kernel<3, 4, 4>); break;
+        case 32: launch(conv_wgrad_tiled_kernel<3, 8, 8>); break;
+        case 33: launch(conv_wgrad_tiled_kernel<3, 4, 8>); break;
+        case 50: launch(conv_wgrad_tiled_kernel<5, 8, 4>); break;
+        case 51: launch(conv_wgrad_tiled_kernel<5, 4, 4>); break;
+        case 52: launch(conv_wgrad_tiled_kernel<5, 8, 8>); break;
+        case 53: launch(conv_wgrad_tiled_kernel<5, 4, 8>); break;
+        default: return cudaErrorInvalidValue;
+    }
+    PYFAST_RETURN_IF_LAUNCH_FAILED();
+    const std::int64_t weights = g.k * g.c * g.r * g.s;
+    cudaError_t status = launch_grid_stride(sum_slices_kernel, weights, stream, static_cast<const float*>(workspace),
+                                            t.slices, weights, dw);
+    if (status != cudaSuccess || db == nullptr) return status;
+    return launch_grid_stride(sum_slices_kernel, g.k, stream,
+                              static_cast<const float*>(workspace + (std::int64_t)t.slices * weights), t.slices, g.k,
+                              db);
+}
+
+}  // namespace pyfast
