@@ -8,6 +8,9 @@
 #                                         bench_matmul --quick and tune_matmul --quick (the tuned
 #                                         table comes back in results.tar; copy it over
 #                                         pyfast/matmul_tuning.json to adopt it)
+#   bash benchmarks/gpu_check.sh conv     build, the conv tests (plain, memcheck, racecheck on the tiled
+#                                         kernels), bench_conv --quick and tune_conv --quick (the tuned
+#                                         table comes back in results.tar as conv_tuning.json)
 # 1. builds pyfast in place (pip --no-build-isolation --no-deps; PYFAST_CUDA_ARCHS, default 90),
 # 2. runs the whole pytest suite, GPU tests included,
 # 3. runs the GPU kernel tests under compute-sanitizer memcheck with CuPy's pool disabled
@@ -19,7 +22,7 @@
 # table last. Exits non-zero if any step failed. Per-step limits: STEP_TIMEOUT (seconds, 600).
 set -u
 mode=${1:-full}
-case "$mode" in full|quick|sanitize|matmul) ;; *) echo "usage: $0 [full|quick|sanitize|matmul]" >&2; exit 2 ;; esac
+case "$mode" in full|quick|sanitize|matmul|conv) ;; *) echo "usage: $0 [full|quick|sanitize|matmul|conv]" >&2; exit 2 ;; esac
 cd "$(dirname "$0")/.." || exit 2
 PYTHON=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
@@ -60,7 +63,7 @@ fi
 step build "$limit" env PYFAST_CUDA_ARCHS="${PYFAST_CUDA_ARCHS:-90}" \
     "$PYTHON" -m pip install --no-build-isolation --no-deps -v -e .
 GPU_TESTS=(tests/test_matmul.py tests/test_matmul_precision.py tests/test_elementwise.py tests/test_loss.py
-           tests/test_optim.py tests/test_conv.py tests/test_pool.py tests/test_fused.py tests/test_train.py
+           tests/test_optim.py tests/test_conv.py tests/test_conv_tiled.py tests/test_pool.py tests/test_fused.py tests/test_train.py
            tests/test_graph.py tests/test_bad_inputs.py tests/test_properties.py tests/test_reliability.py)
 # sanitize TOOL [TEST FILES]: the GPU tests (default GPU_TESTS) under one compute-sanitizer tool.
 # CuPy's pool is disabled (an overrun inside a larger pooled block would go unseen); slow shapes,
@@ -109,6 +112,25 @@ if [ "$mode" = matmul ]; then
     grep -E 'passed|failed|error' "$logs/tests.log" | tail -1
     grep -hE 'ERROR SUMMARY|RACECHECK SUMMARY' "$logs/memcheck.log" "$logs/racecheck.log" | tail -4
     grep -E '^ *(case|square|fc1 fwd b64 )' "$logs/bench.log" | head -60 || true
+    cat "$summary"
+    exit $failed
+fi
+
+if [ "$mode" = conv ]; then
+    conv_tests=(tests/test_conv.py tests/test_conv_tiled.py)
+    step tests "$limit" "$PYTHON" -m pytest -q -ra -p no:cacheprovider "${conv_tests[@]}"
+    sanitize memcheck tests/test_conv_tiled.py
+    sanitize racecheck tests/test_conv_tiled.py
+    mkdir -p "$logs/results"
+    step bench "$limit" "$PYTHON" -m benchmarks.bench_conv --quick --out "$logs/results"
+    cp pyfast/conv_tuning.json "$logs/results/conv_tuning.json"
+    step tune "$limit" "$PYTHON" -m benchmarks.tune_conv --quick --table "$logs/results/conv_tuning.json"
+    mv "$logs/tune.log" "$logs/results/tune.log"
+    tar -cf "$logs/results.tar" -C "$logs" results && rm -r "$logs/results"
+    echo "=== summary (conv) on $(nvidia-smi --query-gpu=name --format=csv,noheader 2> /dev/null | head -1)"
+    grep -E 'passed|failed|error' "$logs/tests.log" | tail -1
+    grep -hE 'ERROR SUMMARY|RACECHECK SUMMARY' "$logs/memcheck.log" "$logs/racecheck.log" | tail -4
+    grep -E '^ *(case|cnn|5x5|resnet)' "$logs/bench.log" | head -80 || true
     cat "$summary"
     exit $failed
 fi

@@ -336,3 +336,41 @@ def test_gpu_version_none_runs_the_chosen_plan(rng):
     assert cupy.array_equal(ops.conv2d(xg, wg, bg, padding=1), ops.conv2d(xg, wg, bg, padding=1, **explicit))
     dw, db = ops.conv2d_backward_weight(dyg, xg, wg.shape, padding=1, bias=True)
     assert_close(db, reference.bias_grad(dy), atol=reduction_atol(4 * 14 * 14))
+
+
+def test_measured_table_is_read_per_card_and_pass(tmp_path, monkeypatch):
+    from pyfast import _tuning
+
+    g, _ = geometry((64, 32, 14, 14), (64, 32, 3, 3), 1)
+    key = _tuning.conv_class_key(2, g)
+    assert key == "p2-r3x3-st1x1-d1x1-n6-c5-k6-hw8"
+    assert _tuning.conv_class_key(2, _checks.conv2d_dims((70, 30, 14, 14), (60, 30, 3, 3), 1, 1, 1)) == key
+    table = tmp_path / "conv.json"
+    table.write_text('{"format": 1, "cards": {"Card A": {"%s": {"plan": [3, 2]}}}}' % key)
+    monkeypatch.setattr(_tuning, "CONV_TABLE_PATH", table)
+    _tuning.clear_cache()
+    try:
+        assert _tuning.conv_lookup("Card A", 2, g) == (3, 2)
+        assert _tuning.conv_lookup("Card A", 0, g) is None and _tuning.conv_lookup("Card B", 2, g) is None
+    finally:
+        monkeypatch.undo()
+        _tuning.clear_cache()
+
+
+def test_rule_without_a_table_follows_the_h100_measurements():
+    g, _ = geometry((128, 32, 14, 14), (64, 32, 3, 3), 1)
+    names = [ops.CONV2D_VERSIONS[ops._conv_rule(g, code)] for code in range(3)]
+    assert names == ["implicit", "gemm", "implicit"]
+    huge, _ = geometry((65536, 64, 56, 56), (64, 64, 3, 3), 1)  # gemm's im2col would be ~100 GB
+    assert ops.CONV2D_VERSIONS[ops._conv_rule(huge, 1)] == "implicit"
+
+
+def test_tuner_candidates_respect_the_shape_class():
+    from benchmarks import tune_conv
+
+    g, _ = geometry((8, 32, 14, 14), (64, 32, 3, 3), 1)
+    got = list(tune_conv.candidates(g, "backward_weight"))
+    assert ("gemm", None) in got and ("implicit", None) in got
+    assert [c for v, c in got if v == "tiled"] == list(range(_checks.CONV2D_TILED_CONFIGS["backward_weight"]))
+    strided = _checks.conv2d_dims((8, 32, 14, 14), (64, 32, 3, 3), 2, 1, 1)
+    assert all(v != "tiled" for v, _ in tune_conv.candidates(strided, "forward"))
