@@ -247,7 +247,9 @@ struct TiledWgrad {
     int qp, ld;  // dy row length in shared memory (q rounded up to PXW), staged input row length
 };
 
-template <int S, int KT, int PXW>
+// BIAS: also sum dy per output channel (its own instantiation: the predicated adds cost a third
+// of the inner loop's issue slots when nobody wants the bias gradient).
+template <int S, int KT, int PXW, bool BIAS>
 __global__ void __launch_bounds__(512) conv_wgrad_tiled_kernel(TiledWgrad t) {
     extern __shared__ __align__(16) float smem[];
     const int kb = t.kg * KT;
@@ -259,7 +261,7 @@ __global__ void __launch_bounds__(512) conv_wgrad_tiled_kernel(TiledWgrad t) {
     const int unit = tid % units, rgi = tid / units;  // rgi >= rg: staging only
     const int cr = unit % (t.cb * t.r), kgi = unit / (t.cb * t.r);
     const int ci = cr / t.r, r = cr - ci * t.r;
-    const bool bias_unit = blockIdx.y == 0 && ci == 0 && r == 0;
+    const bool bias_unit = BIAS && blockIdx.y == 0 && ci == 0 && r == 0;
     const int total_tasks = t.n * t.p;
     const int task_lo = slice * t.tasks_per_slice;
     const int task_hi = task_lo + t.tasks_per_slice < total_tasks ? task_lo + t.tasks_per_slice : total_tasks;
@@ -564,16 +566,25 @@ cudaError_t conv2d_tiled_backward_weight(const float* dy, const float* x, float*
     const dim3 grid(t.slices, ceil_div(t.c, t.cb), ceil_div(t.k, t.kg * kt));
     const int threads = round_up(t.kg * t.cb * t.r * t.rg, 32);
     auto launch = [&](auto kernel) { kernel<<<grid, threads, bytes, stream>>>(t); };
-    const int key = t.r * 10 + config;
+    // Instantiations by (R, config, bias gradient wanted).
+    const int key = (t.r * 10 + config) * 2 + (db != nullptr ? 1 : 0);
     switch (key) {
-        case 30: launch(conv_wgrad_tiled_kernel<3, 8, 4>); break;
-        case 31: launch(conv_wgrad_tiled_kernel<3, 4, 4>); break;
-        case 32: launch(conv_wgrad_tiled_kernel<3, 8, 8>); break;
-        case 33: launch(conv_wgrad_tiled_kernel<3, 4, 8>); break;
-        case 50: launch(conv_wgrad_tiled_kernel<5, 8, 4>); break;
-        case 51: launch(conv_wgrad_tiled_kernel<5, 4, 4>); break;
-        case 52: launch(conv_wgrad_tiled_kernel<5, 8, 8>); break;
-        case 53: launch(conv_wgrad_tiled_kernel<5, 4, 8>); break;
+        case 60: launch(conv_wgrad_tiled_kernel<3, 8, 4, false>); break;
+        case 61: launch(conv_wgrad_tiled_kernel<3, 8, 4, true>); break;
+        case 62: launch(conv_wgrad_tiled_kernel<3, 4, 4, false>); break;
+        case 63: launch(conv_wgrad_tiled_kernel<3, 4, 4, true>); break;
+        case 64: launch(conv_wgrad_tiled_kernel<3, 8, 8, false>); break;
+        case 65: launch(conv_wgrad_tiled_kernel<3, 8, 8, true>); break;
+        case 66: launch(conv_wgrad_tiled_kernel<3, 4, 8, false>); break;
+        case 67: launch(conv_wgrad_tiled_kernel<3, 4, 8, true>); break;
+        case 100: launch(conv_wgrad_tiled_kernel<5, 8, 4, false>); break;
+        case 101: launch(conv_wgrad_tiled_kernel<5, 8, 4, true>); break;
+        case 102: launch(conv_wgrad_tiled_kernel<5, 4, 4, false>); break;
+        case 103: launch(conv_wgrad_tiled_kernel<5, 4, 4, true>); break;
+        case 104: launch(conv_wgrad_tiled_kernel<5, 8, 8, false>); break;
+        case 105: launch(conv_wgrad_tiled_kernel<5, 8, 8, true>); break;
+        case 106: launch(conv_wgrad_tiled_kernel<5, 4, 8, false>); break;
+        case 107: launch(conv_wgrad_tiled_kernel<5, 4, 8, true>); break;
         default: return cudaErrorInvalidValue;
     }
     PYFAST_RETURN_IF_LAUNCH_FAILED();
