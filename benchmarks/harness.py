@@ -260,3 +260,29 @@ def finish(family, info, rows, columns, out_dir, failures):
         print(f"# {failures} wrong results: run refused", file=sys.stderr)
         return 1
     return 0
+
+
+def update_tuning_table(path, info, entries, about, dry_run=False):
+    """Merges a tuner's {class key: entry} for this card into the table at `path` (other cards'
+    entries and this card's unmeasured classes stay), or prints them with `dry_run`."""
+    import json
+    from pathlib import Path
+
+    from pyfast import _tuning
+
+    card = info["device"]
+    if dry_run:
+        print(json.dumps(entries, indent=1))
+        return
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        data = {}
+    if data.get("format") != _tuning.FORMAT:
+        data = {"format": _tuning.FORMAT, "about": about, "cards": {}}
+    data["cards"].setdefault(card, {}).update(entries)
+    data.setdefault("measured", {})[card] = {key: info[key] for key in ("date", "driver_cuda_version", "git_commit")}
+    path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    _tuning.clear_cache()
+    print(f"# wrote {len(entries)} classes for {card} to {path}")

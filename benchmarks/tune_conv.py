@@ -11,9 +11,7 @@ is reported and never chosen. "direct" is the on-GPU oracle, never a candidate.
 """
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 import cupy
 
@@ -114,21 +112,7 @@ def main(argv=None):
     entries = {}
     for label, x_shape, w_shape, pad in bench_conv.cases(args.quick):
         entries.update(tune_shape(label, x_shape, w_shape, pad, args.budget_ms))
-    path = Path(args.table)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        data = {}
-    if data.get("format") != _tuning.FORMAT:
-        data = {"format": _tuning.FORMAT, "about": "Measured conv2d plans (pyfast/_tuning.py).", "cards": {}}
-    data["cards"].setdefault(card, {}).update(entries)
-    data.setdefault("measured", {})[card] = {key: info[key] for key in ("date", "driver_cuda_version", "git_commit")}
-    if args.dry_run:
-        print(json.dumps(entries, indent=1))
-    else:
-        path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-        _tuning.clear_cache()
-        print(f"# wrote {len(entries)} classes for {card} to {path}")
+    harness.update_tuning_table(args.table, info, entries, "Measured conv2d plans (pyfast/_tuning.py).", args.dry_run)
     return 0
 
 

@@ -11,11 +11,9 @@ the unsplit grid leaves SMs idle (at most 4 waves after splitting).
 """
 
 import argparse
-import json
 import math
 import os
 import sys
-from pathlib import Path
 
 os.environ.setdefault("CUPY_TF32", "0")
 
@@ -98,21 +96,7 @@ def main(argv=None):
     entries = {}
     for shape in shapes(args.quick):
         entries.update(tune_shape(*shape, sms=info["multiprocessors"], budget_ms=args.budget_ms))
-    path = Path(args.table)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        data = {}
-    if data.get("format") != _tuning.FORMAT:
-        data = {"format": _tuning.FORMAT, "about": "Measured matmul plans (pyfast/_tuning.py).", "cards": {}}
-    data["cards"].setdefault(card, {}).update(entries)
-    data.setdefault("measured", {})[card] = {key: info[key] for key in ("date", "driver_cuda_version", "git_commit")}
-    if args.dry_run:
-        print(json.dumps(entries, indent=1))
-    else:
-        path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-        _tuning.clear_cache()
-        print(f"# wrote {len(entries)} classes for {card} to {path}")
+    harness.update_tuning_table(args.table, info, entries, "Measured matmul plans (pyfast/_tuning.py).", args.dry_run)
     return 0
 
 

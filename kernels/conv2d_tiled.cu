@@ -33,6 +33,7 @@
 
 #include "common.cuh"
 #include "conv2d.cuh"
+#include "tiled_gemm.cuh"
 
 namespace pyfast {
 namespace {
@@ -384,17 +385,6 @@ __global__ void __launch_bounds__(512) conv_wgrad_tiled_kernel(TiledWgrad t) {
     }
 }
 
-// dw[e] (and db) = the slices' sums added in slice order.
-__global__ void sum_slices_kernel(const float* __restrict__ partial, int slices, std::int64_t size,
-                                  float* __restrict__ out) {
-    for (std::int64_t e = blockIdx.x * (std::int64_t)blockDim.x + threadIdx.x; e < size;
-         e += (std::int64_t)gridDim.x * blockDim.x) {
-        float v = partial[e];
-        for (int z = 1; z < slices; ++z) v += partial[z * size + e];
-        out[e] = v;
-    }
-}
-
 // Weight-gradient configurations: KT output channels per thread, PXW pixels per run.
 //   0: KT 8, PXW 4 (the default)   1: KT 4, PXW 4   2: KT 8, PXW 8   3: KT 4, PXW 8
 constexpr int kWgradConfigs = 4;
@@ -471,7 +461,7 @@ bool conv2d_tiled_fits(const Conv2dParams& g) {
     // The input gradient runs the forward kernel with padding R-1-pad, which must not be negative.
     const bool pads = g.pad_h <= g.r - 1 && g.pad_w <= g.s - 1;
     return square && unit_steps && pads && g.q <= 256 && g.n * g.c * g.h * g.w <= limit &&
-           g.n * g.k * g.p * g.q <= limit && g.n * g.p <= limit;
+           g.n * g.k * g.p * g.q <= limit && g.n * g.p <= limit && g.k * g.c * g.r * g.s <= limit;
 }
 
 std::int64_t conv2d_tiled_workspace_size(const Conv2dParams& g, int config) {
@@ -589,12 +579,14 @@ cudaError_t conv2d_tiled_backward_weight(const float* dy, const float* x, float*
     }
     PYFAST_RETURN_IF_LAUNCH_FAILED();
     const std::int64_t weights = g.k * g.c * g.r * g.s;
-    cudaError_t status = launch_grid_stride(sum_slices_kernel, weights, stream, static_cast<const float*>(workspace),
-                                            t.slices, weights, dw);
+    // dw (and db) = the slices' sums added in slice order: split-K's reduction, no epilogue.
+    const auto sum_slices = [&](const float* partial, std::int64_t size, float* out) {
+        return launch_grid_stride(tiled_gemm::splitk_reduce_kernel<>, size, stream, partial, t.slices, size,
+                                  static_cast<int>(size), static_cast<const float*>(nullptr), Activation::kNone, out);
+    };
+    const cudaError_t status = sum_slices(workspace, weights, dw);
     if (status != cudaSuccess || db == nullptr) return status;
-    return launch_grid_stride(sum_slices_kernel, g.k, stream,
-                              static_cast<const float*>(workspace + (std::int64_t)t.slices * weights), t.slices, g.k,
-                              db);
+    return sum_slices(workspace + (std::int64_t)t.slices * weights, g.k, db);
 }
 
 }  // namespace pyfast

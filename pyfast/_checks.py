@@ -339,7 +339,8 @@ def conv2d_fits(g, version_code):
     if name == "tiled":
         return (g["r"] == g["s"] and g["r"] in (3, 5) and g["stride"] == (1, 1) and g["dilation"] == (1, 1)
                 and g["padding"][0] <= g["r"] - 1 and g["padding"][1] <= g["s"] - 1 and g["q"] <= 256
-                and max(g["n"] * g["c"] * g["h"] * g["w"], g["n"] * g["k"] * g["p"] * g["q"]) <= _INT32_MAX)
+                and max(g["n"] * g["c"] * g["h"] * g["w"], g["n"] * g["k"] * g["p"] * g["q"],
+                        g["k"] * g["c"] * g["r"] * g["s"]) <= _INT32_MAX)
     return True
 
 

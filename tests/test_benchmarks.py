@@ -121,3 +121,21 @@ def test_matmul_family_file_with_tensor_core_rows_makes_a_report(tmp_path):
     text = (tmp_path / "report.md").read_text()
     assert "matmul tensor_core tf32" in text and "cuBLAS TF32" in text
     assert (tmp_path / "matmul.png").stat().st_size > 1000
+
+
+def test_tuning_table_update_keeps_other_cards_and_classes(tmp_path, capsys):
+    import json
+
+    from benchmarks import harness
+
+    path = tmp_path / "table.json"
+    info = {"device": "Card A", "date": "d", "driver_cuda_version": 13000, "git_commit": "abc"}
+    harness.update_tuning_table(path, info, {"k1": {"plan": [3, 0]}}, "about")
+    harness.update_tuning_table(path, dict(info, device="Card B"), {"k1": {"plan": [2, -1]}}, "about")
+    harness.update_tuning_table(path, info, {"k2": {"plan": [1, -1]}}, "about")
+    data = json.loads(path.read_text())
+    assert data["format"] == 1 and data["about"] == "about"
+    assert data["cards"] == {"Card A": {"k1": {"plan": [3, 0]}, "k2": {"plan": [1, -1]}},
+                             "Card B": {"k1": {"plan": [2, -1]}}}
+    harness.update_tuning_table(path, info, {"k3": {"plan": [0, -1]}}, "about", dry_run=True)
+    assert "k3" not in path.read_text() and '"k3"' in capsys.readouterr().out
