@@ -688,7 +688,7 @@ def conv2d_backward_input(dy, w, x_shape, *, stride=1, padding=0, dilation=1, ou
     device, stream = _launch_args()
     version_code, config_code = _conv_plan_on(g, "backward_input", plan, device)
     if out.size:
-        workspace = _conv_workspace(g, version_code, "backward_input", config_code)
+        workspace = _conv_workspace(g, version_code, "backward_input", config_code)  # alive until queued
         _C.conv2d_backward_input(_ptr(dy), _ptr(w), _ptr(out), _ptr(workspace), _conv_geometry(g), version_code,
                                  config_code, device, stream)
     return out
@@ -710,16 +710,14 @@ def conv2d_backward_weight(dy, x, w_shape, *, stride=1, padding=0, dilation=1, b
     db = _output(out_bias, (g["k"],), {"dy": dy, "x": x, "out": out}, name="out_bias") if bias else None
     device, stream = _launch_args()
     version_code, config_code = _conv_plan_on(g, "backward_weight", plan, device)
-    fold_bias = db is not None and db.size and version_code == _TILED
+    fold_bias = db is not None and version_code == _TILED and out.size > 0  # db from the same pass
     if out.size:
-        workspace = _conv_workspace(g, version_code, "backward_weight", config_code)
+        workspace = _conv_workspace(g, version_code, "backward_weight", config_code)  # alive until queued
         _C.conv2d_backward_weight(_ptr(dy), _ptr(x), _ptr(out), _ptr(db) if fold_bias else 0, _ptr(workspace),
                                   _conv_geometry(g), version_code, config_code, device, stream)
-    if db is None:
-        return out
-    if not fold_bias or not out.size:
+    if db is not None and not fold_bias:
         bias_grad(dy, out=db)
-    return out, db
+    return out if db is None else (out, db)
 
 
 def _pool_geometry(g, count_include_pad=True):
@@ -806,6 +804,7 @@ def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, count_
 __all__ = ["linear_mse_sgd_fit", "matmul", "relu", "relu_backward", "add_bias", "bias_grad", "mse_loss",
            "softmax_cross_entropy",
            "softmax", "log_softmax", "accuracy", "sgd_step", "adam_step", "conv2d", "conv2d_backward_input",
-           "conv2d_backward_weight", "conv2d_plan", "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+           "conv2d_backward_weight", "conv2d_plan", "max_pool2d", "max_pool2d_backward", "avg_pool2d",
+           "avg_pool2d_backward",
            "MATMUL_VERSIONS", "DEFAULT_MATMUL_VERSION", "MATMUL_PRECISIONS", "TENSOR_CORE_VERSION",
            "CONV2D_VERSIONS", "CONV2D_PASSES", "DEFAULT_CONV2D_VERSION"]
