@@ -56,8 +56,9 @@ struct TiledConv {
     int tx, ty, kg, cb, tiles_w, tiles_h;
 };
 
+// At most kTargetThreads threads (forward_tile's rule): up to 255 registers for the wide configurations.
 template <int R, int S, int PX, int KT, bool FLIPPED>
-__global__ void __launch_bounds__(512) conv_tiled_kernel(TiledConv t) {
+__global__ void __launch_bounds__(kTargetThreads) conv_tiled_kernel(TiledConv t) {
     extern __shared__ __align__(16) float smem[];
     const int kb = t.kg * KT;  // output channels of this block
     const int in_h = t.ty + R - 1;
@@ -180,9 +181,11 @@ __global__ void __launch_bounds__(512) conv_tiled_kernel(TiledConv t) {
 // pixels per thread along a row, KT output channels per thread.
 //   0: PX 4, KT 8 (the default)   1: PX 4, KT 4   2: PX 2, KT 8   3: PX 7, KT 8 (14- and 28-wide
 //   planes without a ragged run)   4: PX 4, KT 1 (one or few output channels: a first layer's
-//   input gradient)   5: PX 8, KT 4
-constexpr int kForwardConfigs = 6;
-constexpr int kForwardShape[kForwardConfigs][2] = {{4, 8}, {4, 4}, {2, 8}, {7, 8}, {4, 1}, {8, 4}};
+//   input gradient)   5: PX 8, KT 4   6: PX 4, KT 16 and 7: PX 8, KT 8 (128+ channels: 10-12
+//   FMAs per shared load)   8: PX 8, KT 1
+constexpr int kForwardConfigs = 9;
+constexpr int kForwardShape[kForwardConfigs][2] = {{4, 8}, {4, 4}, {2, 8}, {7, 8}, {4, 1}, {8, 4}, {4, 16}, {8, 8},
+                                                   {8, 1}};
 
 // The block's tile for a config: rows no wider than 64 pixels, about kTargetThreads threads,
 // tiles of equal size (the last one not mostly empty), CB channels per stage within the static
@@ -215,6 +218,7 @@ cudaError_t launch_forward_shaped(TiledConv t, int config, cudaStream_t stream) 
     const int blocks_y = ceil_div(t.kout, t.kg * kt);
     if (blocks_x > 0x7fffffff || blocks_y > kMaxGridY) return cudaErrorInvalidValue;
     const int threads = round_up(t.tx * t.ty * t.kg, 32);
+    if (threads > kTargetThreads) return cudaErrorInvalidValue;
     const int in_floats = round_up(t.cb * (t.ty + R - 1) * ((t.tx * px + S - 1) | 1), 4);
     const size_t bytes = sizeof(float) * (in_floats + t.cb * R * S * t.kg * kt);
     t.vector_out = t.wout % 4 == 0 && is_aligned16(t.out);
@@ -225,7 +229,10 @@ cudaError_t launch_forward_shaped(TiledConv t, int config, cudaStream_t stream) 
         case 2: conv_tiled_kernel<R, S, 2, 8, FLIPPED><<<grid, threads, bytes, stream>>>(t); break;
         case 3: conv_tiled_kernel<R, S, 7, 8, FLIPPED><<<grid, threads, bytes, stream>>>(t); break;
         case 4: conv_tiled_kernel<R, S, 4, 1, FLIPPED><<<grid, threads, bytes, stream>>>(t); break;
-        default: conv_tiled_kernel<R, S, 8, 4, FLIPPED><<<grid, threads, bytes, stream>>>(t); break;
+        case 5: conv_tiled_kernel<R, S, 8, 4, FLIPPED><<<grid, threads, bytes, stream>>>(t); break;
+        case 6: conv_tiled_kernel<R, S, 4, 16, FLIPPED><<<grid, threads, bytes, stream>>>(t); break;
+        case 7: conv_tiled_kernel<R, S, 8, 8, FLIPPED><<<grid, threads, bytes, stream>>>(t); break;
+        default: conv_tiled_kernel<R, S, 8, 1, FLIPPED><<<grid, threads, bytes, stream>>>(t); break;
     }
     return cudaGetLastError();
 }

@@ -322,7 +322,7 @@ def conv2d_activation(activation):
 
 
 # Configurations of the tiled version per pass (kernels/conv2d_tiled.cu; a test holds the two equal).
-CONV2D_TILED_CONFIGS = {"forward": 6, "backward_input": 6, "backward_weight": 4}
+CONV2D_TILED_CONFIGS = {"forward": 9, "backward_input": 9, "backward_weight": 4}
 _INT32_MAX = 2 ** 31 - 1
 
 
