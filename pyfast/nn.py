@@ -125,12 +125,17 @@ def _host(name, value):
 
 class Module:
     """Base: named parameters / gradients (same order), train / eval modes, state dicts,
-    reused buffers."""
+    reused buffers.
+
+    ``requires_input_grad``: whether backward() computes and returns dL/dx. True for a layer
+    used alone; a Sequential sets it per layer (see there). With False, backward() writes the
+    parameters' gradients only and returns None."""
 
     def __init__(self, backend=None):
         self.backend = get_backend(backend)
         self.training = True
         self._buffers = {}
+        self.requires_input_grad = True
 
     def named_parameters(self, prefix=""):
         """(name, array) pairs in a fixed order, named as PyTorch names them ("0.weight" is the
@@ -250,6 +255,8 @@ class Linear(_ParametrizedLayer):
             dy = ops.relu_backward(dy, self._y, out=self._buffer("dz", dy.shape))
         ops.matmul(dy, self._x, trans_a=True, out=self.grad_weight)
         ops.bias_grad(dy, out=self.grad_bias)
+        if not self.requires_input_grad:
+            return None
         return ops.matmul(dy, self.weight, out=self._buffer("dx", self._x.shape))
 
     def config(self):
@@ -289,8 +296,11 @@ class Conv2d(_ParametrizedLayer):
 
     def backward(self, dy):
         ops = self.backend.ops
-        ops.conv2d_backward_weight(dy, self._x, self.weight.shape, out=self.grad_weight, **self._geometry())
-        ops.bias_grad(dy, out=self.grad_bias)
+        # The bias gradient comes from the weight gradient's pass where the kernel folds it in.
+        ops.conv2d_backward_weight(dy, self._x, self.weight.shape, bias=True, out=self.grad_weight,
+                                   out_bias=self.grad_bias, **self._geometry())
+        if not self.requires_input_grad:
+            return None
         return ops.conv2d_backward_input(dy, self.weight, self._x.shape, out=self._buffer("dx", self._x.shape),
                                          **self._geometry())
 
@@ -314,6 +324,8 @@ class ReLU(Module):
         return self._y
 
     def backward(self, dy):
+        if not self.requires_input_grad:
+            return None
         return self.backend.ops.relu_backward(dy, self._y, out=self._buffer("dx", dy.shape))
 
 
@@ -348,6 +360,8 @@ class MaxPool2d(_Pool2d):
         return y
 
     def backward(self, dy):
+        if not self.requires_input_grad:
+            return None
         return self.backend.ops.max_pool2d_backward(dy, self._indices, self._x_shape,
                                                     out=self._buffer("dx", self._x_shape))
 
@@ -367,6 +381,8 @@ class AvgPool2d(_Pool2d):
         return self.backend.ops.avg_pool2d(x, *self._args(), out=self._buffer("y", shape))
 
     def backward(self, dy):
+        if not self.requires_input_grad:
+            return None
         return self.backend.ops.avg_pool2d_backward(dy, self._x_shape, *self._args(),
                                                     out=self._buffer("dx", self._x_shape))
 
@@ -385,11 +401,17 @@ class Flatten(Module):
         return x.reshape(x.shape[0], math.prod(x.shape[1:]))  # not -1: an empty batch has no size to infer
 
     def backward(self, dy):
-        return dy.reshape(self._shape)
+        return dy.reshape(self._shape) if self.requires_input_grad else None
 
 
 class Sequential(Module):
-    def __init__(self, *layers, backend=None):
+    """Layers applied in order. ``requires_input_grad`` (default False: a model's own input
+    gradient is rarely wanted) decides what backward() computes: every layer after the first
+    one with parameters passes its input gradient on; that first one (a CNN's first convolution,
+    whose input gradient would cost as much as its weight gradient) and the parameter-free
+    layers before it compute none unless the model's input gradient is asked for."""
+
+    def __init__(self, *layers, backend=None, requires_input_grad=False):
         for i, layer in enumerate(layers):
             if not isinstance(layer, Module):
                 raise TypeError(f"layers[{i}]: expected a pyfast.nn layer, got {type(layer).__name__}")
@@ -398,6 +420,20 @@ class Sequential(Module):
             if layer.backend.name != self.backend.name:
                 raise ValueError(f"layers: every layer needs the {self.backend.name} backend, got {layer.backend.name}")
         self.layers = list(layers)
+        self.requires_input_grad = requires_input_grad
+
+    @property
+    def requires_input_grad(self):
+        return self._requires_input_grad
+
+    @requires_input_grad.setter
+    def requires_input_grad(self, value):
+        _checks.expect_bool("requires_input_grad", value)
+        self._requires_input_grad = bool(value)
+        layers = getattr(self, "layers", [])  # Module.__init__ sets it before the layers exist
+        first = next((i for i, layer in enumerate(layers) if layer.parameters()), len(layers))
+        for i, layer in enumerate(layers):
+            layer.requires_input_grad = self._requires_input_grad or i > first
 
     def forward(self, x):
         for layer in self.layers:
@@ -407,7 +443,9 @@ class Sequential(Module):
     def backward(self, dy):
         for layer in reversed(self.layers):
             dy = layer.backward(dy)
-        return dy
+            if dy is None:  # no layer before this one needs a gradient
+                break
+        return dy if self.requires_input_grad else None
 
     def named_parameters(self, prefix=""):
         return [pair for i, layer in enumerate(self.layers) for pair in layer.named_parameters(f"{prefix}{i}.")]
@@ -421,7 +459,10 @@ class Sequential(Module):
         return super().train(mode)
 
     def config(self):
-        return dict(super().config(), layers=[layer.config() for layer in self.layers])
+        config = dict(super().config(), layers=[layer.config() for layer in self.layers])
+        if self.requires_input_grad:
+            config["requires_input_grad"] = True
+        return config
 
     def __repr__(self):
         lines = [f"  ({i}): " + repr(layer).replace("\n", "\n  ") for i, layer in enumerate(self.layers)]
@@ -444,7 +485,8 @@ def from_config(config, backend=None):
     if cls is None:
         raise ValueError(f"config: unknown layer type in {config!r}")
     if cls is Sequential:
-        return Sequential(*(from_config(c, backend) for c in config["layers"]), backend=backend)
+        return Sequential(*(from_config(c, backend) for c in config["layers"]), backend=backend,
+                          requires_input_grad=bool(config.get("requires_input_grad", False)))
     if cls is Linear:
         return Linear(config["in_features"], config["out_features"], activation=config.get("activation"),
                       backend=backend)

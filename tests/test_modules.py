@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import randn
-from pyfast import nn, optim, train
+from pyfast import nn, optim, reference, train
 
 NUMPY = "numpy"
 
@@ -255,3 +255,48 @@ def test_schedule_state_round_trip_and_checks():
         optim.StepLR(optim.SGD(model, lr=0.1), 2, gamma=-0.5)
     with pytest.raises(TypeError, match=r"optimizer: expected a pyfast optimizer"):
         optim.StepLR(model, 2)
+
+
+def _train_step_gradients(model, rng):
+    x = randn(rng, 3, 1, 28, 28)
+    labels = rng.integers(0, 10, 3)
+    output = model.forward(x)
+    _, grad = reference.softmax_cross_entropy(output, labels)
+    returned = model.backward(grad)
+    return returned, [np.array(g, copy=True) for g in model.gradients()]
+
+
+def test_first_layer_input_gradient_is_skipped_and_parameter_gradients_stay_identical():
+    model = train.cnn_model(NUMPY, seed=3)
+    assert not model.requires_input_grad
+    assert [layer.requires_input_grad for layer in model] == [False] + [True] * (len(model) - 1)
+    returned, skipped = _train_step_gradients(model, np.random.default_rng(0))
+    assert returned is None
+    assert not any(key[0] == "dx" for key in model[0]._buffers)  # the first conv never made a dx
+    model.requires_input_grad = True
+    assert all(layer.requires_input_grad for layer in model)
+    returned, full = _train_step_gradients(model, np.random.default_rng(0))
+    assert returned.shape == (3, 1, 28, 28)
+    for a, b in zip(skipped, full):
+        assert np.array_equal(a, b)  # bit for bit
+
+
+def test_requires_input_grad_through_nested_and_parameter_free_layers():
+    relu, inner_linear, outer_linear = nn.ReLU(backend=NUMPY), nn.Linear(4, 3, backend=NUMPY), nn.Linear(3, 2,
+                                                                                                          backend=NUMPY)
+    inner = nn.Sequential(relu, inner_linear)
+    model = nn.Sequential(nn.Flatten(backend=NUMPY), inner, outer_linear)
+    # Everything up to and including the first layer with parameters (inner, through its Linear) skips dx.
+    assert [model[0].requires_input_grad, relu.requires_input_grad, inner_linear.requires_input_grad,
+            outer_linear.requires_input_grad] == [False, False, False, True]
+    middle = nn.Sequential(nn.Linear(4, 4, backend=NUMPY), nn.Sequential(nn.ReLU(backend=NUMPY),
+                                                                         nn.Linear(4, 2, backend=NUMPY)))
+    assert middle[1].requires_input_grad and all(layer.requires_input_grad for layer in middle[1])
+    rng = np.random.default_rng(1)
+    x = randn(rng, 5, 4)
+    middle.forward(x)
+    assert middle.backward(randn(rng, 5, 2)) is None
+    with pytest.raises(TypeError, match="requires_input_grad"):
+        nn.Sequential(nn.ReLU(backend=NUMPY), requires_input_grad=1)
+    rebuilt = nn.from_config(nn.Sequential(nn.Linear(2, 2, backend=NUMPY), requires_input_grad=True).config(), NUMPY)
+    assert rebuilt.requires_input_grad and rebuilt[0].requires_input_grad

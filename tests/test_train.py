@@ -58,7 +58,7 @@ def test_image_layer_gradients(rng, make):
 
 def test_sequential_gradients_and_parameter_order(rng):
     model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, rng=rng, backend=NUMPY), nn.AvgPool2d(2, backend=NUMPY),
-                          nn.Flatten(backend=NUMPY), nn.Linear(8, 3, rng=rng, backend=NUMPY))
+                          nn.Flatten(backend=NUMPY), nn.Linear(8, 3, rng=rng, backend=NUMPY), requires_input_grad=True)
     assert [p.shape for p in model.parameters()] == [(2, 1, 3, 3), (2,), (3, 8), (3,)]
     assert [g.shape for g in model.gradients()] == [p.shape for p in model.parameters()]
     check_layer_gradients(rng, model, randn(rng, 2, 1, 4, 4))
