@@ -63,7 +63,7 @@ fi
 step build "$limit" env PYFAST_CUDA_ARCHS="${PYFAST_CUDA_ARCHS:-90}" \
     "$PYTHON" -m pip install --no-build-isolation --no-deps -v -e .
 GPU_TESTS=(tests/test_matmul.py tests/test_matmul_precision.py tests/test_elementwise.py tests/test_loss.py
-           tests/test_optim.py tests/test_conv.py tests/test_conv_tiled.py tests/test_pool.py tests/test_fused.py tests/test_train.py
+           tests/test_optim.py tests/test_conv.py tests/test_conv_tiled.py tests/test_data_on_device.py tests/test_pool.py tests/test_fused.py tests/test_train.py
            tests/test_graph.py tests/test_bad_inputs.py tests/test_properties.py tests/test_reliability.py)
 # sanitize TOOL [TEST FILES]: the GPU tests (default GPU_TESTS) under one compute-sanitizer tool.
 # CuPy's pool is disabled (an overrun inside a larger pooled block would go unseen); slow shapes,

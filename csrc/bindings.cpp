@@ -16,6 +16,7 @@
 
 #include "cuda_error.h"
 #include "conv2d.cuh"
+#include "data.cuh"
 #include "elementwise.cuh"
 #include "fused.cuh"
 #include "loss.cuh"
@@ -184,6 +185,18 @@ PYBIND11_MODULE(_C, m) {
           "`epochs` full-batch SGD steps of linear regression (MSE) in one launch; weight (o x f) and bias (o) "
           "updated in place, the loss before each step into losses (may be 0). n*o + o*(f+1) <= 12000.");
 
+    m.def("gather_batch",
+          [](std::uintptr_t x, std::uintptr_t index, std::uintptr_t shifts, std::uintptr_t out, std::int64_t rows,
+             std::int64_t batch, std::int64_t planes, int h, int w, int device, std::uintptr_t stream) {
+              run_op("gather_batch", device, stream, [&](cudaStream_t s) {
+                  return gather_batch(device_ptr<const float>(x), device_ptr<const std::int64_t>(index),
+                                      device_ptr<const std::int32_t>(shifts), device_ptr<float>(out),
+                                      GatherShape{rows, batch, planes, h, w}, s);
+              });
+          },
+          py::arg("x"), py::arg("index"), py::arg("shifts"), py::arg("out"), py::arg("rows"), py::arg("batch"),
+          py::arg("planes"), py::arg("h"), py::arg("w"), py::arg("device"), py::arg("stream"),
+          "out[b] = x[index[b]] shifted by shifts[b] (0 for none), zeros filling in.");
     m.def("relu",
           [](std::uintptr_t x, std::uintptr_t y, std::int64_t n, int device, std::uintptr_t stream) {
               run_op("relu", device, stream, [&](cudaStream_t s) {

@@ -5,6 +5,8 @@ errors: TypeError for a wrong type or dtype, ValueError naming the argument with
 expected and actual shape for a wrong shape.
 """
 
+import math
+
 import numpy as np
 
 MATMUL_VERSIONS = ("simple", "tiled")  # FP32 on the CUDA cores; index = the kernel's version number
@@ -452,3 +454,24 @@ def max_pool2d_backward_dims(dy_shape, indices_shape, x_shape):
     expect_shape("indices", indices_shape, dy_shape)
     expect_shape("dy", tuple(dy_shape)[:2], x_shape[:2])
     return x_shape
+
+
+def gather_batch_dims(x_shape, index_shape, index_dtype, shifts_shape, shifts_dtype):
+    """(rows, batch, planes, h, w) of gather_batch after its checks: x (N, ...) with at least 2
+    dimensions, index int64 (B,), shifts None or int32 (B, 2) on images (x with 3+ dimensions)."""
+    if len(x_shape) < 2:
+        raise ValueError(f"x: expected samples along the first axis, (N, features...), got shape {tuple(x_shape)}")
+    if np.dtype(index_dtype) != np.int64:
+        raise TypeError(f"index: expected dtype int64, got {np.dtype(index_dtype)}")
+    if len(index_shape) != 1:
+        raise ValueError(f"index: expected a 1-D array (B,), got shape {tuple(index_shape)}")
+    batch = index_shape[0]
+    if shifts_shape is not None:
+        if len(x_shape) < 3:
+            raise ValueError(f"shifts: images to shift need (N, ..., H, W), got x.shape={tuple(x_shape)}")
+        if np.dtype(shifts_dtype) != np.int32:
+            raise TypeError(f"shifts: expected dtype int32, got {np.dtype(shifts_dtype)}")
+        expect_shape("shifts", shifts_shape, (batch, 2))
+    h, w = (x_shape[-2], x_shape[-1]) if len(x_shape) >= 3 else (1, x_shape[-1])
+    planes = math.prod(x_shape[1:-2]) if len(x_shape) >= 3 else 1
+    return x_shape[0], batch, planes, h, w

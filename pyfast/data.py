@@ -18,6 +18,8 @@ from importlib import resources
 
 import numpy as np
 
+from pyfast import reference
+
 
 # ---------------------------------------------------------------------------- datasets
 def resize_bilinear(images, size):
@@ -121,30 +123,43 @@ def split(x, y, fractions=(0.8, 0.1, 0.1), seed=0):
     return tuple((x[p], y[p]) for p in parts)
 
 
+def shift_images(images, shifts):
+    """Image i moved by shifts[i] = (rows, columns), zero-filled (as pyfast.ops.gather_batch
+    does on the GPU)."""
+    out = np.zeros_like(images)
+    for i, (dy, dx) in enumerate(shifts):
+        reference.shift_image_into(out[i], images[i], dy, dx)
+    return out
+
+
 def random_shift(images, max_shift, rng):
     """Each image moved by up to max_shift pixels in each direction, zero-filled (a standard
     augmentation for digits)."""
     if max_shift <= 0:
         return images
-    out = np.zeros_like(images)
-    h, w = images.shape[-2:]
-    for i, (dy, dx) in enumerate(rng.integers(-max_shift, max_shift + 1, size=(len(images), 2))):
-        # Source rows / columns that stay in the frame (none when the shift is the image's size or more).
-        top, bottom, left, right = max(0, -dy), min(h, h - dy), max(0, -dx), min(w, w - dx)
-        if top < bottom and left < right:
-            out[i, ..., top + dy: bottom + dy, left + dx: right + dx] = images[i, ..., top:bottom, left:right]
-    return out
+    return shift_images(images, rng.integers(-max_shift, max_shift + 1, size=(len(images), 2)))
+
+
+def epoch_plan(n, *, shuffle=False, rng=None, augment=0):
+    """(order, shifts) of one epoch of n samples: the order they are visited in (int64; drawn
+    from `rng` when shuffling) and the (rows, columns) shift of the sample at each position
+    (int32 (n, 2), drawn after the order; None without augmentation). Batches on the host
+    (batches()) and on the GPU (pyfast.train with the data on the device) both follow it."""
+    rng = rng if rng is not None else np.random.default_rng(0)
+    order = (rng.permutation(n) if shuffle else np.arange(n)).astype(np.int64)
+    shifts = rng.integers(-augment, augment + 1, size=(n, 2)).astype(np.int32) if augment > 0 else None
+    return order, shifts
 
 
 def batches(x, y, batch_size, *, shuffle=False, rng=None, augment=0):
     """(x, y) batches in order or shuffled (seeded rng), the last partial batch included;
-    `augment` > 0 applies random shifts of up to that many pixels."""
+    `augment` > 0 applies random shifts of up to that many pixels (epoch_plan)."""
     if batch_size < 1:
         raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
-    order = (rng or np.random.default_rng(0)).permutation(len(x)) if shuffle else np.arange(len(x))
+    order, shifts = epoch_plan(len(x), shuffle=shuffle, rng=rng, augment=augment)
     for start in range(0, len(x), batch_size):
         index = order[start: start + batch_size]
         xb = x[index]
-        if augment:
-            xb = random_shift(xb, augment, rng or np.random.default_rng(0))
+        if shifts is not None:
+            xb = shift_images(xb, shifts[start: start + batch_size])
         yield np.ascontiguousarray(xb), np.ascontiguousarray(y[index])

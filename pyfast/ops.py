@@ -292,6 +292,27 @@ def _device_name(device):
     return name
 
 
+# ------------------------------------------------------------------------------- data
+def gather_batch(x, index, shifts=None, *, out=None):
+    """out[b] = x[index[b]], each image shifted by shifts[b] = (rows, columns) with zeros
+    filling in (the last two axes; ``shifts``: int32 (B, 2) or None), in one pass: a training
+    batch from a data set kept on the GPU. ``index``: int64 (B,); an index outside [0, N)
+    gives zeros (checking it would need the host)."""
+    x_op, index_op = _input("x", x), _input("index", index, check_dtype=False)
+    shifts_op = _input("shifts", shifts, optional=True, check_dtype=False)
+    rows, batch, planes, h, w = _checks.gather_batch_dims(
+        x_op.shape, index_op.shape, index_op.dtype, None if shifts_op is None else shifts_op.shape,
+        None if shifts_op is None else shifts_op.dtype)
+    require_gpu("gather_batch")
+    x, index = _on_gpu(x_op), _on_gpu(index_op)
+    shifts = _on_gpu(shifts_op) if shifts_op is not None else None
+    out = _output(out, (batch, *x.shape[1:]), {"x": x})
+    if out.size:
+        _C.gather_batch(_ptr(x), _ptr(index), _ptr(shifts), _ptr(out), rows, batch, planes, h, w,
+                        *_launch_args())
+    return out
+
+
 # ------------------------------------------------------------------------ element-wise
 def relu(x, *, out=None):
     """max(x, 0) element-wise; NaN propagates (as torch.relu). ``out`` may be ``x`` (in place)."""
@@ -801,7 +822,7 @@ def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, count_
     return out
 
 
-__all__ = ["linear_mse_sgd_fit", "matmul", "relu", "relu_backward", "add_bias", "bias_grad", "mse_loss",
+__all__ = ["linear_mse_sgd_fit", "gather_batch", "matmul", "relu", "relu_backward", "add_bias", "bias_grad", "mse_loss",
            "softmax_cross_entropy",
            "softmax", "log_softmax", "accuracy", "sgd_step", "adam_step", "conv2d", "conv2d_backward_input",
            "conv2d_backward_weight", "conv2d_plan", "max_pool2d", "max_pool2d_backward", "avg_pool2d",

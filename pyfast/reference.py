@@ -98,6 +98,41 @@ def matmul(a, b, *, trans_a=False, trans_b=False, bias=None, activation=None, ou
 
 
 # ------------------------------------------------------------------------ element-wise
+def gather_batch(x, index, shifts=None, *, out=None):
+    """out[b] = x[index[b]], each image shifted by shifts[b] = (rows, columns) with zeros
+    filling in (the last two axes; shifts int32 (B, 2) or None); an index outside [0, N) gives
+    zeros. The trainer's batches from a data set kept on the device."""
+    x64 = _input("x", x)
+    if not isinstance(index, np.ndarray):
+        raise TypeError(f"index: expected a NumPy array, got {type(index).__module__}.{type(index).__name__}")
+    if shifts is not None and not isinstance(shifts, np.ndarray):
+        raise TypeError(f"shifts: expected a NumPy array, got {type(shifts).__module__}.{type(shifts).__name__}")
+    rows, batch, _, h, w = _checks.gather_batch_dims(x64.shape, index.shape, index.dtype,
+                                                     None if shifts is None else shifts.shape,
+                                                     None if shifts is None else shifts.dtype)
+    result = np.zeros((batch, *x64.shape[1:]))
+    for b in range(batch):
+        source = int(index[b])
+        if not 0 <= source < rows:
+            continue
+        if shifts is None:
+            result[b] = x64[source]
+        else:
+            shift_image_into(result[b], x64[source], *shifts[b])
+    return _finish(result, out)
+
+
+def shift_image_into(dst, src, dy, dx):
+    """dst[..., i, j] = src[..., i - dy, j - dx] where that lies inside the image (the last two
+    axes); the rest of dst is left as it is (zeros, for the callers)."""
+    h, w = src.shape[-2:]
+    dy, dx = int(dy), int(dx)
+    # Source rows / columns that stay in the frame (none when the shift is the image's size or more).
+    top, bottom, left, right = max(0, -dy), min(h, h - dy), max(0, -dx), min(w, w - dx)
+    if top < bottom and left < right:
+        dst[..., top + dy: bottom + dy, left + dx: right + dx] = src[..., top:bottom, left:right]
+
+
 def relu(x, *, out=None):
     return _finish(_relu(_input("x", x)), out)
 
@@ -453,7 +488,7 @@ def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, count_
 
 
 # Keep the two backends in step: every public op of one exists in the other.
-__all__ = ["linear_mse_sgd_fit", "matmul", "relu", "relu_backward", "add_bias", "bias_grad", "mse_loss",
+__all__ = ["linear_mse_sgd_fit", "gather_batch", "matmul", "relu", "relu_backward", "add_bias", "bias_grad", "mse_loss",
            "softmax_cross_entropy",
            "softmax", "log_softmax", "accuracy", "sgd_step", "adam_step", "conv2d", "conv2d_backward_input",
            "conv2d_backward_weight", "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward"]

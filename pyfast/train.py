@@ -88,6 +88,95 @@ def _to_backend(backend, xb, yb, classifier):
     return backend.asarray(xb), backend.asarray(yb, dtype=np.int64 if classifier else np.float32)
 
 
+# A training set is kept on the GPU when it takes at most this share of the free memory (the
+# digits: 0.5 MB; MNIST: 190 MB).
+DEVICE_DATA_SHARE = 0.25
+
+
+def _keep_on_device(backend, x, y, requested):
+    """Whether the data set goes to the device once (True / False: as asked; None: on the cuda
+    backend when it fits in DEVICE_DATA_SHARE of the free memory)."""
+    if requested is not None:
+        return bool(requested)
+    if backend.name != "cuda":
+        return False
+    import cupy
+
+    free, _ = cupy.cuda.runtime.memGetInfo()
+    return x.size * 4 + y.size * 8 <= DEVICE_DATA_SHARE * free
+
+
+class _HostBatch:
+    """A batch cut from the host arrays (copied to the device when the step runs there)."""
+
+    def __init__(self, backend, xb, yb, classifier):
+        self.backend, self.xb, self.yb, self.classifier = backend, xb, yb, classifier
+        self.key = (xb.shape, yb.shape)
+
+    def arrays(self):
+        return _to_backend(self.backend, self.xb, self.yb, self.classifier)
+
+    def fill(self, xs, ys, stream):
+        xs.set(np.ascontiguousarray(self.xb, dtype=np.float32), stream=stream)
+        ys.set(np.ascontiguousarray(self.yb, dtype=ys.dtype), stream=stream)
+
+
+class _DeviceBatch:
+    """A batch gathered on the device from the resident data set: one gather_batch launch
+    (rows of the epoch's order, shifted) and one take for the targets; nothing crosses from
+    the host."""
+
+    def __init__(self, source, index, shifts):
+        self.source, self.index, self.shifts = source, index, shifts
+        self.key = ((len(index), *source.x.shape[1:]), (len(index), *source.y.shape[1:]))
+
+    def arrays(self):
+        xs = self.source.backend.xp.empty(self.key[0], np.float32)
+        ys = self.source.backend.xp.empty(self.key[1], self.source.y.dtype)
+        self.fill(xs, ys, None)
+        return xs, ys
+
+    def fill(self, xs, ys, stream):
+        source = self.source
+        source.backend.ops.gather_batch(source.x, self.index, self.shifts, out=xs)
+        source.backend.xp.take(source.y, self.index, axis=0, out=ys)
+
+
+class _Batches:
+    """The batches of a data set, epoch by epoch, in the order and with the shifts of
+    data.epoch_plan: cut on the host and copied per batch, or, with `on_device`, gathered on
+    the device from a copy made once (the epoch's order and shifts go over once per epoch)."""
+
+    def __init__(self, backend, x, y, classifier, batch_size, on_device):
+        self.backend, self.classifier, self.batch_size, self.on_device = backend, classifier, batch_size, on_device
+        self.host_x, self.host_y = x, y
+        if on_device:
+            self.x, self.y = _to_backend(backend, x, y, classifier)
+
+    def __len__(self):
+        return -(-len(self.host_x) // self.batch_size)
+
+    def epoch(self, *, shuffle=False, rng=None, augment=0):
+        """The epoch's batches (an iterator). The order and shifts are drawn, and with the data on
+        the device copied there, when this is called: call it on the stream the steps run on."""
+        order, shifts = datasets.epoch_plan(len(self.host_x), shuffle=shuffle, rng=rng, augment=augment)
+        if self.on_device:
+            order = self.backend.asarray(order, dtype=np.int64)
+            shifts = self.backend.asarray(shifts, dtype=np.int32) if shifts is not None else None
+        return self._batches(order, shifts)
+
+    def _batches(self, order, shifts):
+        for start in range(0, len(self.host_x), self.batch_size):
+            index = order[start: start + self.batch_size]
+            part = shifts[start: start + self.batch_size] if shifts is not None else None
+            if self.on_device:
+                yield _DeviceBatch(self, index, part)
+            else:
+                xb = self.host_x[index]
+                yield _HostBatch(self.backend, datasets.shift_images(xb, part) if part is not None else xb,
+                                 self.host_y[index], self.classifier)
+
+
 def _progress(iterable, total, enabled, description):
     if enabled:
         try:
@@ -157,24 +246,23 @@ class _Steps:
                 self.graphs.clear()
             self.captured_with = hyperparameters
 
-    def __call__(self, xb, yb):
-        """One step on host batch (xb, yb)."""
+    def __call__(self, batch):
+        """One step on `batch` (a _HostBatch or a _DeviceBatch)."""
         if self.stream is None:
-            self._step(*_to_backend(self.backend, xb, yb, self.classifier))
+            self._step(*batch.arrays())
             return
         with self.stream:  # once on this stream, always on it: no ordering across streams
             if not self.use_graph:  # a capture failed: eager steps from then on
-                self._step(*_to_backend(self.backend, xb, yb, self.classifier))
+                self._step(*batch.arrays())
                 return
             self._drop_stale_graphs()
-            key = (xb.shape, yb.shape)
+            key = batch.key
             if key not in self.inputs:  # the graph's input buffers for this shape, filled below
                 xp = self.backend.xp
-                self.inputs[key] = (xp.empty(xb.shape, np.float32),
-                                    xp.empty(yb.shape, np.int64 if self.classifier else np.float32))
+                self.inputs[key] = (xp.empty(key[0], np.float32),
+                                    xp.empty(key[1], np.int64 if self.classifier else np.float32))
             xs, ys = self.inputs[key]
-            xs.set(np.ascontiguousarray(xb, dtype=np.float32), stream=self.stream)
-            ys.set(np.ascontiguousarray(yb, dtype=ys.dtype), stream=self.stream)
+            batch.fill(xs, ys, self.stream)
             if key in self.graphs:
                 self.graphs[key].replay()
             elif key in self.seen:
@@ -191,6 +279,10 @@ class _Steps:
             else:
                 self._step(xs, ys)
                 self.seen.add(key)
+
+    def on_stream(self):
+        """The context that puts work on the steps' stream (nothing on the numpy backend)."""
+        return self.stream if self.stream is not None else contextlib.nullcontext()
 
     def finish(self):
         if self.stream is not None:
@@ -236,7 +328,8 @@ def epoch_rng(seed, epoch):
 
 
 def fit(model, loss, optimizer, train, val=None, *, epochs, batch_size, shuffle=True, seed=0, augment=0,
-        progress=True, log=print, graph=None, scheduler=None, initial_epoch=0, history=None, on_epoch_end=None):
+        progress=True, log=print, graph=None, scheduler=None, initial_epoch=0, history=None, on_epoch_end=None,
+        data_on_device=None):
     """Trains `model` on train = (x, y) host arrays through epoch `epochs`, in batches (the last
     partial batch kept), shuffled with epoch_rng(seed, epoch). Returns a History: per-epoch
     loss, accuracy (classifiers), validation loss / accuracy (when `val` is given), learning
@@ -248,7 +341,11 @@ def fit(model, loss, optimizer, train, val=None, *, epochs, batch_size, shuffle=
     ``on_epoch_end(epoch, history)`` runs after each epoch (the CLI saves a checkpoint there).
     ``graph``: on the cuda backend, replay each batch shape's step as a CUDA graph (see
     pyfast.graph); None (default) uses graphs when they can work (Adam must be capturable,
-    PYFAST_SYNC off), False never does, True also says why when they cannot."""
+    PYFAST_SYNC off), False never does, True also says why when they cannot.
+    ``data_on_device``: copy the training and validation sets to the device once and gather each
+    batch there (shuffle order and shifts drawn on the host per epoch, the same batches as
+    from the host); None (default): on the cuda backend when they fit in DEVICE_DATA_SHARE of
+    the free memory; False: a host copy per batch."""
     backend = model.backend
     classifier = _is_classifier(loss)
     x, y = _dataset("train", train, classifier, _output_classes(model))
@@ -266,17 +363,22 @@ def fit(model, loss, optimizer, train, val=None, *, epochs, batch_size, shuffle=
     history = History() if history is None else history
     if not isinstance(history, History):
         raise TypeError(f"history: expected a History (from fit or a checkpoint), got {type(history).__name__}")
-    steps = -(-len(x) // batch_size)
+    if data_on_device is not None:
+        _checks.expect_bool("data_on_device", data_on_device)
     runner = _Steps(model, loss, optimizer, classifier, _graph_usable(backend, optimizer, graph, log), log)
+    with runner.on_stream():  # the copies to the device are ordered before the steps that read them
+        on_device = _keep_on_device(backend, x, y, data_on_device)
+        train_batches = _Batches(backend, x, y, classifier, batch_size, on_device)
+        val_batches = _Batches(backend, *val, classifier, batch_size, on_device) if val is not None else None
     for epoch in range(initial_epoch + 1, epochs + 1):
         model.train()
         lr = optimizer.lr
         start = time.perf_counter()
         runner.reset()
-        rng = epoch_rng(seed, epoch)
-        for xb, yb in _progress(datasets.batches(x, y, batch_size, shuffle=shuffle, rng=rng, augment=augment), steps,
-                                progress, f"epoch {epoch}/{epochs}"):
-            runner(xb, yb)
+        with runner.on_stream():
+            batches = train_batches.epoch(shuffle=shuffle, rng=epoch_rng(seed, epoch), augment=augment)
+        for batch in _progress(batches, len(train_batches), progress, f"epoch {epoch}/{epochs}"):
+            runner(batch)
         runner.finish()
         epoch_loss = float(runner.loss_sum) / len(x)
         history["epoch"].append(epoch)
@@ -288,9 +390,9 @@ def fit(model, loss, optimizer, train, val=None, *, epochs, batch_size, shuffle=
         if classifier:
             line += f", accuracy {history['accuracy'][-1]:.4f}"
         metrics = {}
-        if val is not None:
-            with runner.stream if runner.stream is not None else contextlib.nullcontext():
-                metrics = evaluate(model, loss, val, batch_size=batch_size)
+        if val_batches is not None:
+            with runner.on_stream():
+                metrics = _evaluate(model, loss, val_batches, classifier)
             line += f", val loss {metrics['loss']:.4f}"
             if classifier:
                 line += f", val accuracy {metrics['accuracy']:.4f}"
@@ -310,24 +412,31 @@ def fit(model, loss, optimizer, train, val=None, *, epochs, batch_size, shuffle=
 
 
 def evaluate(model, loss, dataset, *, batch_size=256):
-    """Mean loss (and accuracy for classifiers) over dataset = (x, y), in eval mode."""
+    """Mean loss (and accuracy for classifiers) over dataset = (x, y), in eval mode; the sums
+    stay on the device until the end (one synchronisation)."""
     backend = model.backend
     classifier = _is_classifier(loss)
     x, y = _dataset("dataset", dataset, classifier, _output_classes(model))
     batch_size = _checks.expect_int("batch_size", batch_size, 1)
+    return _evaluate(model, loss, _Batches(backend, x, y, classifier, batch_size, False), classifier)
+
+
+def _evaluate(model, loss, batches, classifier):
+    backend = model.backend
     model.eval()
-    losses, correct = [], []
-    for xb, yb in datasets.batches(x, y, batch_size):
-        xb, yb = _to_backend(backend, xb, yb, classifier)
+    loss_sum = backend.xp.zeros((), np.float64)
+    correct = backend.xp.zeros((), np.int64)
+    for batch in batches.epoch():
+        xb, yb = batch.arrays()
         output = model.forward(xb)
         value, _ = loss(output, yb)
-        losses.append(float(value) * len(xb))
+        loss_sum += value.astype(np.float64) * len(xb)
         if classifier:
-            correct.append(int(backend.ops.accuracy(output, yb)))
+            correct += backend.ops.accuracy(output, yb)
     model.train()
-    metrics = {"loss": sum(losses) / len(x)}
+    metrics = {"loss": float(loss_sum) / len(batches.host_x)}
     if classifier:
-        metrics["accuracy"] = sum(correct) / len(x)
+        metrics["accuracy"] = int(correct) / len(batches.host_x)
     return metrics
 
 
