@@ -20,6 +20,8 @@ struct LinearFitParams {
 // The whole problem lives in one block's shared memory: n * o + o * (f + 1) floats at most
 constexpr int kLinearFitMaxFloats = 12000;  // 48000 bytes: under the 48 KB a block gets without opt-in
 
+// One warp runs it (v1) for one output, f <= 8 and n <= 1024; one block (v0) otherwise.
+bool linear_fit_uses_warp(const LinearFitParams& params);
 cudaError_t linear_mse_sgd_fit(const LinearFitParams& params, cudaStream_t stream);
 
 }  // namespace pyfast

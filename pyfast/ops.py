@@ -574,7 +574,8 @@ def linear_mse_sgd_fit(x, y, weight, bias, *, lr, epochs, out_losses=None):
     on the mean squared error of ``x @ weight.T + bias`` against ``y``, the same float32 math
     as the layer-by-layer step (Linear, MSELoss, SGD). ``weight`` (O, F) and ``bias`` (O,) are
     CuPy arrays updated in place; returns the loss before each step (``epochs`` floats, into
-    ``out_losses`` when given). For small problems: n * O + O * (F + 1) <= 12000 floats."""
+    ``out_losses`` when given). For small problems: n * O + O * (F + 1) <= 12000 floats; one
+    warp runs it when O = 1, F <= 8 and n <= 1024 (the tutorial), else one block."""
     x_op, y_op = _input("x", x), _input("y", y)
     w_op, b_op = _input("weight", weight), _input("bias", bias)
     n, f, o = _checks.linear_fit_dims(x_op.shape, y_op.shape, w_op.shape, b_op.shape, epochs, lr)
