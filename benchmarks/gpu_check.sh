@@ -8,6 +8,8 @@
 #                                         bench_matmul --quick and tune_matmul --quick (the tuned
 #                                         table comes back in results.tar; copy it over
 #                                         pyfast/matmul_tuning.json to adopt it)
+#   bash benchmarks/gpu_check.sh train    build, the trainer's tests (plain, then memcheck, racecheck,
+#                                         initcheck, synccheck), bench_train --quick
 #   bash benchmarks/gpu_check.sh conv     build, the conv tests (plain, memcheck, racecheck on the tiled
 #                                         kernels), bench_conv --quick and tune_conv --quick (the tuned
 #                                         table comes back in results.tar as conv_tuning.json)
@@ -22,7 +24,7 @@
 # table last. Exits non-zero if any step failed. Per-step limits: STEP_TIMEOUT (seconds, 600).
 set -u
 mode=${1:-full}
-case "$mode" in full|quick|sanitize|matmul|conv) ;; *) echo "usage: $0 [full|quick|sanitize|matmul|conv]" >&2; exit 2 ;; esac
+case "$mode" in full|quick|sanitize|matmul|conv|train) ;; *) echo "usage: $0 [full|quick|sanitize|matmul|conv|train]" >&2; exit 2 ;; esac
 cd "$(dirname "$0")/.." || exit 2
 PYTHON=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
@@ -85,12 +87,17 @@ sanitize() {
         -k "not pytorch and not torch and not out_of_memory" "${files[@]}"
 }
 
-if [ "$mode" = sanitize ]; then
-    for tool in memcheck racecheck initcheck synccheck; do sanitize "$tool"; done
-    echo "=== summary (sanitize) on $(nvidia-smi --query-gpu=name --format=csv,noheader 2> /dev/null | head -1)"
+# One line per sanitizer: its error summary and the tests' pass / fail count.
+sanitizer_summary() {
     for tool in memcheck racecheck initcheck synccheck; do
         printf '%-10s ' "$tool"; grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|passed|failed' "$logs/$tool.log" | tail -2 | tr '\n' ' '; echo
     done
+}
+
+if [ "$mode" = sanitize ]; then
+    for tool in memcheck racecheck initcheck synccheck; do sanitize "$tool"; done
+    echo "=== summary (sanitize) on $(nvidia-smi --query-gpu=name --format=csv,noheader 2> /dev/null | head -1)"
+    sanitizer_summary
     cat "$summary"
     exit $failed
 fi
@@ -112,6 +119,22 @@ if [ "$mode" = matmul ]; then
     grep -E 'passed|failed|error' "$logs/tests.log" | tail -1
     grep -hE 'ERROR SUMMARY|RACECHECK SUMMARY' "$logs/memcheck.log" "$logs/racecheck.log" | tail -4
     grep -E '^ *(case|square|fc1 fwd b64 )' "$logs/bench.log" | head -60 || true
+    cat "$summary"
+    exit $failed
+fi
+
+if [ "$mode" = train ]; then
+    train_tests=(tests/test_train.py tests/test_graph.py tests/test_data_on_device.py tests/test_fused.py
+                 tests/test_modules.py tests/test_cli.py)
+    step tests "$limit" "$PYTHON" -m pytest -q -ra -p no:cacheprovider "${train_tests[@]}"
+    for tool in memcheck racecheck initcheck synccheck; do sanitize "$tool" "${train_tests[@]}"; done
+    mkdir -p "$logs/results"
+    step bench "$limit" "$PYTHON" -m benchmarks.bench_train --quick --out "$logs/results"
+    tar -cf "$logs/results.tar" -C "$logs" results && rm -r "$logs/results"
+    echo "=== summary (train) on $(nvidia-smi --query-gpu=name --format=csv,noheader 2> /dev/null | head -1)"
+    grep -E 'passed|failed|error' "$logs/tests.log" | tail -1
+    sanitizer_summary
+    grep -E '^ *(case|linreg|cnn|epoch)' "$logs/bench.log" | head -40 || true
     cat "$summary"
     exit $failed
 fi
