@@ -269,14 +269,17 @@ class Linear(_ParametrizedLayer):
 
 
 class Conv2d(_ParametrizedLayer):
-    """2D convolution (NCHW, weight (out, in, kh, kw)) with bias. ``version``: the conv kernels
-    to run on the GPU (one of pyfast.ops.CONV2D_VERSIONS; None: chosen per pass and shape)."""
+    """2D convolution (NCHW, weight (out, in, kh, kw)) with bias, optionally with a fused ReLU
+    (``activation="relu"``; a Sequential also fuses a Conv2d followed by a ReLU layer).
+    ``version``: the conv kernels to run on the GPU (one of pyfast.ops.CONV2D_VERSIONS; None:
+    chosen per pass and shape)."""
 
     def __init__(self, in_channels, out_channels, kernel_size, *, stride=1, padding=0, dilation=1, init="default",
-                 rng=None, backend=None, version=None):
+                 rng=None, backend=None, version=None, activation=None):
         super().__init__(backend)
         _checks.conv2d_version_code(version)
-        self.version = version
+        _checks.conv2d_activation(activation)
+        self.version, self.activation = version, activation
         self.in_channels, self.out_channels = _size("in_channels", in_channels), _size("out_channels", out_channels)
         kh, kw = self.kernel_size = _checks.pair("kernel_size", kernel_size, 1)
         self.stride, self.padding, self.dilation = _checks.conv2d_options(stride, padding, dilation)
@@ -289,13 +292,19 @@ class Conv2d(_ParametrizedLayer):
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, version=self.version)
 
     def forward(self, x):
-        ops = self.backend.ops
+        return self._forward(x, self.activation)
+
+    def _forward(self, x, activation):
         self._x = x
         shape = _checks.conv2d_dims(x.shape, self.weight.shape, self.stride, self.padding, self.dilation)["y_shape"]
-        return ops.conv2d(x, self.weight, self.bias, out=self._buffer("y", shape), **self._geometry())
+        self._y = self.backend.ops.conv2d(x, self.weight, self.bias, activation=activation,
+                                          out=self._buffer("y", shape), **self._geometry())
+        return self._y
 
     def backward(self, dy):
         ops = self.backend.ops
+        if self.activation == "relu":
+            dy = ops.relu_backward(dy, self._y, out=self._buffer("dz", dy.shape))
         # The bias gradient comes from the weight gradient's pass where the kernel folds it in.
         ops.conv2d_backward_weight(dy, self._x, self.weight.shape, bias=True, out=self.grad_weight,
                                    out_bias=self.grad_bias, **self._geometry())
@@ -305,9 +314,12 @@ class Conv2d(_ParametrizedLayer):
                                          **self._geometry())
 
     def config(self):
-        return dict(super().config(), in_channels=self.in_channels, out_channels=self.out_channels,
-                    kernel_size=list(self.kernel_size), stride=list(self.stride), padding=list(self.padding),
-                    dilation=list(self.dilation), version=self.version)
+        config = dict(super().config(), in_channels=self.in_channels, out_channels=self.out_channels,
+                      kernel_size=list(self.kernel_size), stride=list(self.stride), padding=list(self.padding),
+                      dilation=list(self.dilation), version=self.version)
+        if self.activation:
+            config["activation"] = self.activation
+        return config
 
     def extra_repr(self):
         text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
@@ -315,7 +327,8 @@ class Conv2d(_ParametrizedLayer):
             text += f", padding={self.padding}"
         if self.dilation != (1, 1):
             text += f", dilation={self.dilation}"
-        return text + (f", version={self.version!r}" if self.version else "")
+        text += f", version={self.version!r}" if self.version else ""
+        return text + (f", activation={self.activation!r}" if self.activation else "")
 
 
 class ReLU(Module):
@@ -436,8 +449,19 @@ class Sequential(Module):
             layer.requires_input_grad = self._requires_input_grad or i > first
 
     def forward(self, x):
-        for layer in self.layers:
+        layers = self.layers
+        i = 0
+        while i < len(layers):
+            layer = layers[i]
+            following = layers[i + 1] if i + 1 < len(layers) else None
+            if type(layer) is Conv2d and layer.activation is None and type(following) is ReLU:
+                # Conv2d then ReLU: one launch, the ReLU in the conv's epilogue (relu(round(v)) =
+                # round(relu(v)): the same numbers); the ReLU layer keeps that output for its backward.
+                x = following._y = layer._forward(x, "relu")
+                i += 2
+                continue
             x = layer.forward(x)
+            i += 1
         return x
 
     def backward(self, dy):
@@ -493,7 +517,7 @@ def from_config(config, backend=None):
     if cls is Conv2d:
         return Conv2d(config["in_channels"], config["out_channels"], tuple(config["kernel_size"]),
                       stride=config["stride"], padding=config["padding"], dilation=config["dilation"],
-                      version=config.get("version"), backend=backend)
+                      version=config.get("version"), activation=config.get("activation"), backend=backend)
     return cls(**config, backend=backend)
 
 

@@ -300,3 +300,41 @@ def test_requires_input_grad_through_nested_and_parameter_free_layers():
         nn.Sequential(nn.ReLU(backend=NUMPY), requires_input_grad=1)
     rebuilt = nn.from_config(nn.Sequential(nn.Linear(2, 2, backend=NUMPY), requires_input_grad=True).config(), NUMPY)
     assert rebuilt.requires_input_grad and rebuilt[0].requires_input_grad
+
+
+def _unfused_forward(model, x):
+    for layer in model:
+        x = layer.forward(x)
+    return x
+
+
+def test_sequential_fuses_conv_and_relu_with_the_same_numbers():
+    """A Conv2d followed by a ReLU runs as one conv with the ReLU in its epilogue: outputs and
+    every gradient bit for bit those of the two layers run one after the other."""
+    rng = np.random.default_rng(2)
+    x = randn(rng, 3, 1, 28, 28)
+    labels = rng.integers(0, 10, 3)
+    results = []
+    for fused in (True, False):
+        model = train.cnn_model(NUMPY, seed=6)
+        output = model.forward(x) if fused else _unfused_forward(model, x)
+        _, grad = reference.softmax_cross_entropy(output, labels)
+        model.backward(grad)
+        results.append([np.array(output, copy=True)] + [np.array(g, copy=True) for g in model.gradients()])
+    for a, b in zip(*results, strict=True):
+        assert np.array_equal(a, b)
+
+
+def test_conv2d_with_a_fused_relu_matches_conv_then_relu():
+    rng = np.random.default_rng(3)
+    x, dy = randn(rng, 2, 3, 6, 6), randn(rng, 2, 4, 6, 6)
+    fused = nn.Conv2d(3, 4, 3, padding=1, rng=np.random.default_rng(0), backend=NUMPY, activation="relu")
+    plain = nn.Conv2d(3, 4, 3, padding=1, rng=np.random.default_rng(0), backend=NUMPY)
+    relu = nn.ReLU(backend=NUMPY)
+    assert np.array_equal(fused.forward(x), relu.forward(plain.forward(x)))
+    assert np.array_equal(fused.backward(dy), plain.backward(relu.backward(dy)))
+    assert np.array_equal(fused.grad_weight, plain.grad_weight) and np.array_equal(fused.grad_bias, plain.grad_bias)
+    assert repr(fused).endswith("activation='relu')")
+    assert nn.from_config(fused.config(), NUMPY).activation == "relu"
+    with pytest.raises(ValueError, match="activation"):
+        nn.Conv2d(3, 4, 3, activation="tanh", backend=NUMPY)
