@@ -836,6 +836,11 @@ def _train_cnn(plan):
                   graph=False if args.no_graph else None, scheduler=plan.scheduler, initial_epoch=plan.start,
                   history=plan.history, on_epoch_end=checkpoint)
     metrics = evaluate(model, loss, test, batch_size=args.batch_size)
+    rates = history["samples_per_s"][plan.start:]  # the epochs this run trained
+    if rates:
+        seconds = sum(len(train[0]) / rate for rate in rates)
+        print(f"trained {len(rates)} epochs in {seconds:.1f} s: {len(rates) * len(train[0]) / seconds:.0f} images/s, "
+              f"{max(rates):.0f} in the fastest epoch", file=out)
     print(f"test accuracy {metrics['accuracy']:.4f} (loss {metrics['loss']:.4f})", file=out)
     if plan.save_path:
         print(f"saved {plan.save_path}", file=out)
