@@ -116,9 +116,57 @@ class _HostBatch:
     def arrays(self):
         return _to_backend(self.backend, self.xb, self.yb, self.classifier)
 
-    def fill(self, xs, ys, stream):
-        xs.set(np.ascontiguousarray(self.xb, dtype=np.float32), stream=stream)
-        ys.set(np.ascontiguousarray(self.yb, dtype=ys.dtype), stream=stream)
+    def fill(self, xs, ys, pipeline):
+        pipeline.send((self.xb, self.yb), (xs, ys))
+
+
+class _HostPipeline:
+    """Host batches to the device without stalling the steps: a batch is copied (on the host)
+    into one of two pinned buffers, sent from there on a copy stream into one of two device
+    staging buffers, and the steps' stream waits for that copy only to move the batch into its
+    input buffers (a device-to-device copy of a few microseconds). Events say when a pinned or
+    staging buffer may be reused, so the host prepares batch i + 1 while the GPU runs step i."""
+
+    def __init__(self, stream):
+        import cupy
+
+        self.stream = stream
+        self.copy_stream = cupy.cuda.Stream(non_blocking=True)
+        self.slots, self.turns = {}, {}
+
+    def _slot(self, targets):
+        import cupy
+        import cupyx
+
+        return {"pinned": [cupyx.empty_pinned(t.shape, t.dtype) for t in targets],
+                "staging": [cupy.empty(t.shape, t.dtype) for t in targets], "copied": None, "free": None}
+
+    def send(self, arrays, targets):
+        """Copies host `arrays` into the device arrays `targets`, ordered before later work on
+        the steps' stream (call it with that stream current)."""
+        import cupy
+
+        key = tuple((t.shape, t.dtype.str) for t in targets)
+        slots = self.slots.get(key)
+        if slots is None:
+            slots = self.slots[key] = [self._slot(targets), self._slot(targets)]
+        turn = self.turns.get(key, 0)
+        self.turns[key] = turn + 1
+        slot = slots[turn % 2]
+        if slot["copied"] is not None:
+            slot["copied"].synchronize()  # the copy out of these pinned buffers (two batches ago) is done
+        if slot["free"] is not None:
+            self.copy_stream.wait_event(slot["free"])  # and the steps' stream has taken its staging copy
+        for host, pinned, staging in zip(arrays, slot["pinned"], slot["staging"]):
+            np.copyto(pinned, host, casting="same_kind")
+            staging.set(pinned, stream=self.copy_stream)
+        slot["copied"] = cupy.cuda.Event()
+        slot["copied"].record(self.copy_stream)
+        self.stream.wait_event(slot["copied"])
+        for staging, target in zip(slot["staging"], targets):
+            target[...] = staging  # on the steps' stream (current)
+        slot["free"] = cupy.cuda.Event()
+        slot["free"].record(self.stream)
 
 
 class _DeviceBatch:
@@ -136,7 +184,7 @@ class _DeviceBatch:
         self.fill(xs, ys, None)
         return xs, ys
 
-    def fill(self, xs, ys, stream):
+    def fill(self, xs, ys, pipeline):
         source = self.source
         source.backend.ops.gather_batch(source.x, self.index, self.shifts, out=xs)
         source.backend.xp.take(source.y, self.index, axis=0, out=ys)
@@ -211,6 +259,7 @@ class _Steps:
 
             cupy.cuda.get_current_stream().synchronize()  # order the caller's work before ours
             self.stream = cupy.cuda.Stream(non_blocking=True)
+            self.pipeline = _HostPipeline(self.stream)
         # Allocated once: captured graphs add into these very arrays on every replay.
         self.loss_sum = self.backend.xp.zeros((), np.float64)
         self.correct = self.backend.xp.zeros((), np.int64)
@@ -262,7 +311,7 @@ class _Steps:
                 self.inputs[key] = (xp.empty(key[0], np.float32),
                                     xp.empty(key[1], np.int64 if self.classifier else np.float32))
             xs, ys = self.inputs[key]
-            batch.fill(xs, ys, self.stream)
+            batch.fill(xs, ys, self.pipeline)
             if key in self.graphs:
                 self.graphs[key].replay()
             elif key in self.seen:
@@ -345,7 +394,8 @@ def fit(model, loss, optimizer, train, val=None, *, epochs, batch_size, shuffle=
     ``data_on_device``: copy the training and validation sets to the device once and gather each
     batch there (shuffle order and shifts drawn on the host per epoch, the same batches as
     from the host); None (default): on the cuda backend when they fit in DEVICE_DATA_SHARE of
-    the free memory; False: a host copy per batch."""
+    the free memory; False: each batch from the host, through pinned buffers and a copy stream
+    (_HostPipeline) so the copies overlap the steps."""
     backend = model.backend
     classifier = _is_classifier(loss)
     x, y = _dataset("train", train, classifier, _output_classes(model))

@@ -196,3 +196,27 @@ def test_a_failed_capture_falls_back_to_eager_steps(monkeypatch):
     assert fallback["loss"] == eager["loss"]
     for a, b in zip(fallback_params, eager_params):
         np.testing.assert_array_equal(a, b)
+
+
+@gpu
+def test_first_layer_skip_and_conv_relu_fusion_keep_gpu_gradients_identical():
+    """On the GPU too: the skipped first-layer input gradient and the fused Conv2d + ReLU give
+    the parameter gradients of the plain layer-by-layer backward, bit for bit."""
+    rng = np.random.default_rng(4)
+    x = cupy.asarray(rng.standard_normal((5, 1, 28, 28), dtype=np.float32))
+    labels = cupy.asarray(rng.integers(0, 10, 5))
+    results = []
+    for optimised in (True, False):
+        model = train.cnn_model("cuda", seed=2)
+        model.requires_input_grad = not optimised
+        if optimised:
+            output = model.forward(x)
+        else:
+            output = x
+            for layer in model:
+                output = layer.forward(output)
+        _, grad = nn.CrossEntropyLoss("cuda")(output, labels)
+        model.backward(grad)
+        results.append([output.get()] + [g.get() for g in model.gradients()])
+    for a, b in zip(*results, strict=True):
+        assert np.array_equal(a, b)
