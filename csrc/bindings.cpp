@@ -445,7 +445,20 @@ PYBIND11_MODULE(_C, m) {
               });
           },
           py::arg("dy"), py::arg("indices"), py::arg("dx"), py::arg("geometry"), py::arg("device"), py::arg("stream"),
-          "Gradient of max_pool2d (a gather: deterministic, overlapping windows add).");
+          "Gradient of max_pool2d from the indices alone (a memset, then each plane's dy added in order).");
+    m.def("max_pool2d_backward_gather",
+          [](std::uintptr_t dy, std::uintptr_t indices, std::uintptr_t relu_output, std::uintptr_t dx,
+             const std::vector<std::int64_t>& geometry, int device, std::uintptr_t stream) {
+              const Pool2dParams g = pool2d_params(geometry);
+              run_op("max_pool2d_backward", device, stream, [&](cudaStream_t s) {
+                  return max_pool2d_backward_gather(device_ptr<const float>(dy), device_ptr<const long long>(indices),
+                                                    device_ptr<const float>(relu_output), device_ptr<float>(dx), g, s);
+              });
+          },
+          py::arg("dy"), py::arg("indices"), py::arg("relu_output"), py::arg("dx"), py::arg("geometry"),
+          py::arg("device"), py::arg("stream"),
+          "Gradient of max_pool2d from the window geometry: each dx element gathers its windows' dy in a fixed "
+          "order and is written once; relu_output (0: none) folds the ReLU's backward in.");
     m.def("avg_pool2d",
           [](std::uintptr_t x, std::uintptr_t y, const std::vector<std::int64_t>& geometry, int device,
              std::uintptr_t stream) {

@@ -7,6 +7,16 @@
 //           element gathering from the windows that contain it; max backward: a memset, then one
 //           thread per plane adding dy at the recorded indices in order. No atomics: deterministic, and
 //           correct when windows overlap.
+//           v1 (max pooling, what the ops run) - planes along blockIdx.y and positions inside a
+//           plane along x, so every index is 32-bit within a plane (no 64-bit division per
+//           element). Forward: one thread per output; the 2x2 stride-2 unpadded window with an
+//           even W reads its two rows as 8-byte pairs. Backward, given the window geometry: one
+//           thread per input element gathers dy from the windows that hold it (one window
+//           when stride >= kernel) where the window's recorded index is this element, in the
+//           order p, then q (the order v0's walk adds them: the same sums, bit for bit), and
+//           writes dx once, zeros included: no memset, no read-modify-write. relu_output (the
+//           pooled output of a ReLU's output) folds ReLU's backward in: a window whose maximum
+//           is <= 0 passes nothing (relu_backward's rule at the element that won).
 // References: PyTorch's max_pool2d_with_indices and avg_pool2d CUDA kernels (the scan order and
 //             NaN rule are theirs).
 
@@ -114,10 +124,138 @@ __global__ void avg_pool2d_backward_kernel(const float* __restrict__ dy, float* 
     }
 }
 
+// ------------------------------------------------------------------ v1: planes x positions
+// 32-bit sizes of one plane (pool_plane_fits checks them).
+struct PlaneShape {
+    int h, w, p, q, kh, kw, sh, sw, ph, pw;
+};
+
+PlaneShape plane_shape(const Pool2dParams& g) {
+    return PlaneShape{static_cast<int>(g.h), static_cast<int>(g.w), static_cast<int>(g.p), static_cast<int>(g.q),
+                      g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_h, g.pad_w};
+}
+
+// One output of plane `in`: the scan of v0 (row by row, `>` keeps the first maximum, a NaN wins
+// and the last NaN stays).
+__device__ __forceinline__ void max_window(const float* __restrict__ in, const PlaneShape& s, int p, int q,
+                                           float* best_out, int* index_out) {
+    const int top = p * s.sh - s.ph, left = q * s.sw - s.pw;
+    const int i0 = max(top, 0), i1 = min(top + s.kh, s.h), j0 = max(left, 0), j1 = min(left + s.kw, s.w);
+    float best = -INFINITY;
+    int best_index = i0 * s.w + j0;
+    for (int i = i0; i < i1; ++i) {
+        for (int j = j0; j < j1; ++j) {
+            const float value = __ldg(in + i * s.w + j);
+            if (value > best || isnan(value)) {
+                best = value;
+                best_index = i * s.w + j;
+            }
+        }
+    }
+    *best_out = best;
+    *index_out = best_index;
+}
+
+// PAIRS: the 2x2 stride-2 unpadded window with W even: each row of the window is one aligned
+// 8-byte load (the same scan order: (0,0), (0,1), (1,0), (1,1)).
+template <bool PAIRS>
+__global__ void max_pool2d_planes_kernel(const float* __restrict__ x, float* __restrict__ y,
+                                         long long* __restrict__ indices, std::int64_t planes, PlaneShape s) {
+    const int outputs = s.p * s.q;
+    for (std::int64_t plane = blockIdx.y; plane < planes; plane += gridDim.y) {
+        const float* in = x + plane * s.h * s.w;
+        for (int o = blockIdx.x * blockDim.x + threadIdx.x; o < outputs; o += gridDim.x * blockDim.x) {
+            const int p = o / s.q, q = o - p * s.q;
+            float best;
+            int best_index;
+            if constexpr (PAIRS) {
+                const int top = 2 * p * s.w + 2 * q;
+                const float2 rows[2] = {__ldg(reinterpret_cast<const float2*>(in + top)),
+                                        __ldg(reinterpret_cast<const float2*>(in + top + s.w))};
+                best = -INFINITY;
+                best_index = top;
+#pragma unroll
+                for (int r = 0; r < 2; ++r) {
+                    const float values[2] = {rows[r].x, rows[r].y};
+#pragma unroll
+                    for (int c = 0; c < 2; ++c) {
+                        if (values[c] > best || isnan(values[c])) {
+                            best = values[c];
+                            best_index = top + r * s.w + c;
+                        }
+                    }
+                }
+            } else {
+                max_window(in, s, p, q, &best, &best_index);
+            }
+            y[plane * outputs + o] = best;
+            indices[plane * outputs + o] = best_index;
+        }
+    }
+}
+
+// Outputs p in [*first, *last] whose window (of `kernel` at p*stride - pad) holds row i.
+__device__ __forceinline__ void windows_holding32(int i, int kernel, int stride, int pad, int outputs, int* first,
+                                                  int* last) {
+    const int padded = i + pad;
+    *first = padded < kernel ? 0 : (padded - kernel) / stride + 1;
+    *last = min(padded / stride, outputs - 1);
+}
+
+__global__ void max_pool2d_backward_gather_kernel(const float* __restrict__ dy, const long long* __restrict__ indices,
+                                                  const float* __restrict__ relu_output, float* __restrict__ dx,
+                                                  std::int64_t planes, PlaneShape s) {
+    const int positions = s.h * s.w, outputs = s.p * s.q;
+    for (std::int64_t plane = blockIdx.y; plane < planes; plane += gridDim.y) {
+        const std::int64_t first_output = plane * outputs;
+        for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < positions; e += gridDim.x * blockDim.x) {
+            const int i = e / s.w, j = e - i * s.w;
+            int p0, p1, q0, q1;
+            windows_holding32(i, s.kh, s.sh, s.ph, s.p, &p0, &p1);
+            windows_holding32(j, s.kw, s.sw, s.pw, s.q, &q0, &q1);
+            float acc = 0.0f;
+            for (int p = p0; p <= p1; ++p) {
+                for (int q = q0; q <= q1; ++q) {
+                    const std::int64_t o = first_output + p * s.q + q;
+                    if (__ldg(indices + o) != e) continue;
+                    if (relu_output != nullptr && __ldg(relu_output + o) <= 0.0f) continue;  // NaN passes
+                    acc += __ldg(dy + o);
+                }
+            }
+            dx[plane * positions + e] = acc;
+        }
+    }
+}
+
+// The (positions, planes) grid of a v1 kernel: x covers a plane's positions, y the planes.
+dim3 plane_grid(std::int64_t positions, std::int64_t planes, int threads) {
+    const std::int64_t x = ceil_div<std::int64_t>(positions, threads);
+    return dim3(static_cast<unsigned>(x < 1024 ? x : 1024), static_cast<unsigned>(planes < kMaxGridY ? planes : kMaxGridY));
+}
+
+bool pool_plane_fits(const Pool2dParams& g) {
+    const std::int64_t limit = 0x7fffffff;
+    return g.h * g.w <= limit && g.p * g.q <= limit && (g.h + g.pad_h) * g.w <= limit;
+}
+
 }  // namespace
 
 cudaError_t max_pool2d(const float* x, float* y, long long* indices, const Pool2dParams& g, cudaStream_t stream) {
-    return launch_grid_stride(max_pool2d_kernel, g.planes * g.p * g.q, stream, x, y, indices, g);
+    if (g.planes <= 0 || g.p * g.q <= 0) return cudaSuccess;
+    if (!pool_plane_fits(g)) {
+        return launch_grid_stride(max_pool2d_kernel, g.planes * g.p * g.q, stream, x, y, indices, g);
+    }
+    constexpr int kThreads = 256;
+    const PlaneShape s = plane_shape(g);
+    const bool pairs = s.kh == 2 && s.kw == 2 && s.sh == 2 && s.sw == 2 && s.ph == 0 && s.pw == 0 && s.w % 2 == 0 &&
+                       is_aligned16(x);
+    const dim3 grid = plane_grid(g.p * g.q, g.planes, kThreads);
+    if (pairs) {
+        max_pool2d_planes_kernel<true><<<grid, kThreads, 0, stream>>>(x, y, indices, g.planes, s);
+    } else {
+        max_pool2d_planes_kernel<false><<<grid, kThreads, 0, stream>>>(x, y, indices, g.planes, s);
+    }
+    return cudaGetLastError();
 }
 
 cudaError_t max_pool2d_backward(const float* dy, const long long* indices, float* dx, const Pool2dParams& g,
@@ -126,6 +264,16 @@ cudaError_t max_pool2d_backward(const float* dy, const long long* indices, float
     const cudaError_t status = cudaMemsetAsync(dx, 0, sizeof(float) * g.planes * g.h * g.w, stream);
     if (status != cudaSuccess) return status;
     return launch_grid_stride(max_pool2d_backward_kernel, g.planes, stream, dy, indices, dx, g);
+}
+
+cudaError_t max_pool2d_backward_gather(const float* dy, const long long* indices, const float* relu_output, float* dx,
+                                       const Pool2dParams& g, cudaStream_t stream) {
+    if (g.planes <= 0 || g.h * g.w <= 0) return cudaSuccess;
+    if (!pool_plane_fits(g)) return cudaErrorInvalidValue;
+    constexpr int kThreads = 256;
+    max_pool2d_backward_gather_kernel<<<plane_grid(g.h * g.w, g.planes, kThreads), kThreads, 0, stream>>>(
+        dy, indices, relu_output, dx, g.planes, plane_shape(g));
+    return cudaGetLastError();
 }
 
 cudaError_t avg_pool2d(const float* x, float* y, const Pool2dParams& g, cudaStream_t stream) {

@@ -22,6 +22,13 @@ cudaError_t max_pool2d(const float* x, float* y, long long* indices, const Pool2
 // planes, h, w, p and q of params; indices outside the plane are skipped.
 cudaError_t max_pool2d_backward(const float* dy, const long long* indices, float* dx, const Pool2dParams& params,
                                 cudaStream_t stream);
+// The same gradient from the window geometry (all of params): each dx element gathers dy from
+// the windows that hold it and recorded it as their maximum, in a fixed order, written once (no
+// memset). relu_output (the pooled y of a ReLU's output, or nullptr) also applies the ReLU's
+// backward: windows whose maximum is <= 0 pass nothing. Indices outside their window count
+// nowhere. Needs each plane's sizes below 2^31 (else cudaErrorInvalidValue).
+cudaError_t max_pool2d_backward_gather(const float* dy, const long long* indices, const float* relu_output, float* dx,
+                                       const Pool2dParams& params, cudaStream_t stream);
 cudaError_t avg_pool2d(const float* x, float* y, const Pool2dParams& params, cudaStream_t stream);
 cudaError_t avg_pool2d_backward(const float* dy, float* dx, const Pool2dParams& params, cudaStream_t stream);
 

@@ -446,14 +446,27 @@ def image_shape(name, shape):
     return shape
 
 
-def max_pool2d_backward_dims(dy_shape, indices_shape, x_shape):
+def max_pool2d_backward_dims(dy_shape, indices_shape, x_shape, kernel_size=None, stride=None, padding=0,
+                             relu_output_shape=None):
     """Checks max_pool2d_backward's arguments: dy (N, C, P, Q), indices of dy's shape, and the
-    input's (N, C, H, W) (checked with image_shape). Returns x_shape as a tuple."""
+    input's (N, C, H, W) (checked with image_shape); with the window (kernel_size, stride,
+    padding) also that it gives dy's shape, and relu_output's shape (it needs the window).
+    Returns (x_shape as a tuple, the window geometry or None)."""
     x_shape = image_shape("x_shape", x_shape)
     expect_ndim("dy", dy_shape, 4, " (N, C, P, Q)")
     expect_shape("indices", indices_shape, dy_shape)
     expect_shape("dy", tuple(dy_shape)[:2], x_shape[:2])
-    return x_shape
+    if kernel_size is None:
+        if stride is not None or padding != 0:
+            raise ValueError("kernel_size: stride and padding describe a window, give its kernel_size too")
+        if relu_output_shape is not None:
+            raise ValueError("relu_output: needs the window (kernel_size, stride, padding) of the forward pass")
+        return x_shape, None
+    g = pool2d_dims(x_shape, kernel_size, stride, padding)
+    expect_shape("dy", dy_shape, g["y_shape"])
+    if relu_output_shape is not None:
+        expect_shape("relu_output", relu_output_shape, g["y_shape"])
+    return x_shape, g
 
 
 def gather_batch_dims(x_shape, index_shape, index_dtype, shifts_shape, shifts_dtype):

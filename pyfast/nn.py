@@ -367,15 +367,21 @@ class MaxPool2d(_Pool2d):
     def forward(self, x):
         shape = self._output_shape(x)
         self._x_shape = x.shape
-        y, self._indices = self.backend.ops.max_pool2d(x, self.kernel_size, self.stride, self.padding,
-                                                       out=self._buffer("y", shape),
-                                                       out_indices=self._buffer("indices", shape, np.int64))
-        return y
+        self._y, self._indices = self.backend.ops.max_pool2d(x, self.kernel_size, self.stride, self.padding,
+                                                             out=self._buffer("y", shape),
+                                                             out_indices=self._buffer("indices", shape, np.int64))
+        return self._y
 
     def backward(self, dy):
         if not self.requires_input_grad:
             return None
-        return self.backend.ops.max_pool2d_backward(dy, self._indices, self._x_shape,
+        return self._backward(dy, None)
+
+    def _backward(self, dy, relu_output):
+        """The gradient from the window geometry (each dx written once); with relu_output also
+        through the ReLU whose output this layer pooled (a Sequential's ReLU then MaxPool2d)."""
+        return self.backend.ops.max_pool2d_backward(dy, self._indices, self._x_shape, self.kernel_size, self.stride,
+                                                    self.padding, relu_output=relu_output,
                                                     out=self._buffer("dx", self._x_shape))
 
 
@@ -465,10 +471,20 @@ class Sequential(Module):
         return x
 
     def backward(self, dy):
-        for layer in reversed(self.layers):
-            dy = layer.backward(dy)
-            if dy is None:  # no layer before this one needs a gradient
-                break
+        layers = self.layers
+        i = len(layers) - 1
+        while i >= 0 and dy is not None:  # None: no layer before this one needs a gradient
+            layer = layers[i]
+            previous = layers[i - 1] if i > 0 else None
+            if (type(layer) is MaxPool2d and type(previous) is ReLU and layer.requires_input_grad
+                    and previous.requires_input_grad):
+                # ReLU then MaxPool2d: the pool's gradient gathers only from windows whose maximum
+                # is > 0, which is ReLU's backward at the element that won: one pass instead of two.
+                dy = layer._backward(dy, layer._y)
+                i -= 2
+            else:
+                dy = layer.backward(dy)
+                i -= 1
         return dy if self.requires_input_grad else None
 
     def named_parameters(self, prefix=""):

@@ -773,24 +773,40 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, out=None, out_indices=
     return y, indices
 
 
-def max_pool2d_backward(dy, indices, x_shape, *, out=None):
-    """dL/dx of max_pool2d: each dy is added at its window's recorded index (overlapping
-    windows add, in a fixed order: deterministic). Indices outside the input plane are skipped
-    here (checking them would need a synchronization); the NumPy twin raises for them."""
+def max_pool2d_backward(dy, indices, x_shape, kernel_size=None, stride=None, padding=0, *, relu_output=None,
+                        out=None):
+    """dL/dx of max_pool2d: each dy goes to its window's recorded index (overlapping windows
+    add, in a fixed order: deterministic).
+
+    With the forward's window (``kernel_size``, ``stride``, ``padding``; stride None: the
+    kernel) each dx element gathers from the windows that hold it and is written once, zeros
+    included (the fast path); then ``relu_output``, the pooled output of a ReLU's output (the
+    ``y`` max_pool2d returned), also applies that ReLU's backward: a window whose maximum is
+    <= 0 passes nothing, so the ReLU layer's own backward pass is not needed. Without the window
+    (the older call form) dx is zeroed and each plane's dy added at its indices in order. Either
+    way indices outside the plane (or, with the window, outside their window) count nowhere here
+    (checking would need a synchronization); the NumPy twin raises for them."""
     dy_op = _input("dy", dy)
     indices_op = _operand("indices", indices)
     _checks.expect_indices("indices", indices_op.dtype)
     if not indices_op.contiguous:
         raise ValueError("indices: expected a C-contiguous array")
-    x_shape = _checks.max_pool2d_backward_dims(dy_op.shape, indices_op.shape, x_shape)
+    relu_op = _input("relu_output", relu_output, optional=True)
+    x_shape, g = _checks.max_pool2d_backward_dims(dy_op.shape, indices_op.shape, x_shape, kernel_size, stride,
+                                                  padding, None if relu_op is None else relu_op.shape)
     require_gpu("max_pool2d_backward")
     dy, indices = _on_gpu(dy_op), _on_gpu(indices_op)
-    out = _output(out, x_shape, {"dy": dy, "indices": indices})
+    relu_output = _on_gpu(relu_op) if relu_op is not None else None
+    out = _output(out, x_shape, {"dy": dy, "indices": indices, "relu_output": relu_output})
     if out.size:
         n, c, h, w = x_shape
-        # The kernel needs only the plane and output sizes; the window fields are unused (1, 1, 0).
-        geometry = [n * c, h, w, dy.shape[2], dy.shape[3], 1, 1, 1, 1, 0, 0, 1]
-        _C.max_pool2d_backward(_ptr(dy), _ptr(indices), _ptr(out), geometry, *_launch_args())
+        if g is None:
+            # The scatter needs only the plane and output sizes; the window fields are unused (1, 1, 0).
+            geometry = [n * c, h, w, dy.shape[2], dy.shape[3], 1, 1, 1, 1, 0, 0, 1]
+            _C.max_pool2d_backward(_ptr(dy), _ptr(indices), _ptr(out), geometry, *_launch_args())
+        else:
+            _C.max_pool2d_backward_gather(_ptr(dy), _ptr(indices), _ptr(relu_output), _ptr(out), _pool_geometry(g),
+                                          *_launch_args())
     return out
 
 

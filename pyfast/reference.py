@@ -435,15 +435,28 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, out=None, out_indices=
     return _finish(y, out), indices
 
 
-def max_pool2d_backward(dy, indices, x_shape, *, out=None):
-    """Gradient of max_pool2d: each dy added at its window's argmax (overlapping windows add)."""
+def max_pool2d_backward(dy, indices, x_shape, kernel_size=None, stride=None, padding=0, *, relu_output=None,
+                        out=None):
+    """Gradient of max_pool2d: each dy added at its window's argmax (overlapping windows add).
+    With the window given, each index must lie inside its own window, and ``relu_output`` (the
+    pooled y of a ReLU's output) zeroes the windows whose maximum is <= 0 (the ReLU's backward)."""
     dy64 = _input("dy", dy)
     if not isinstance(indices, np.ndarray):
         raise TypeError(f"indices: expected a NumPy array, got {type(indices).__name__}")
     _checks.expect_indices("indices", indices.dtype)
-    n, c, h, w = _checks.max_pool2d_backward_dims(dy64.shape, indices.shape, x_shape)
+    relu64 = _input("relu_output", relu_output, optional=True)
+    (n, c, h, w), g = _checks.max_pool2d_backward_dims(dy64.shape, indices.shape, x_shape, kernel_size, stride,
+                                                       padding, None if relu64 is None else relu64.shape)
     if indices.size and (indices.min() < 0 or indices.max() >= h * w):
         raise ValueError(f"indices: expected flat indices in [0, {h * w}) of the {h}x{w} input plane")
+    if g is not None and indices.size:
+        row0, col0 = _window_origin(g)  # padded coordinates of each window's corner
+        rows, cols = indices // w + g["padding"][0], indices % w + g["padding"][1]
+        inside = (rows >= row0) & (rows < row0 + g["kernel"][0]) & (cols >= col0) & (cols < col0 + g["kernel"][1])
+        if not inside.all():
+            raise ValueError("indices: expected each index inside its own window (as max_pool2d records them)")
+    if relu64 is not None:
+        dy64 = np.where(relu64 <= 0, 0.0, dy64)  # NaN passes, as in relu_backward
     dx = np.zeros((n * c, h * w))
     planes = np.repeat(np.arange(n * c), dy64[0, 0].size if dy64.size else 0)
     np.add.at(dx, (planes, indices.reshape(-1)), dy64.reshape(-1))

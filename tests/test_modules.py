@@ -308,19 +308,29 @@ def _unfused_forward(model, x):
     return x
 
 
-def test_sequential_fuses_conv_and_relu_with_the_same_numbers():
-    """A Conv2d followed by a ReLU runs as one conv with the ReLU in its epilogue: outputs and
-    every gradient bit for bit those of the two layers run one after the other."""
+def _unfused_backward(model, dy):
+    for layer in reversed(model.layers):
+        dy = layer.backward(dy)
+    return dy
+
+
+def test_sequential_fuses_conv_relu_and_relu_pool_with_the_same_numbers():
+    """Forward, a Conv2d followed by a ReLU runs as one conv with the ReLU in its epilogue;
+    backward, a ReLU followed by a MaxPool2d runs as one pool gradient that skips windows whose
+    maximum is <= 0. Outputs and every gradient are bit for bit those of the layers run one
+    after the other."""
     rng = np.random.default_rng(2)
     x = randn(rng, 3, 1, 28, 28)
     labels = rng.integers(0, 10, 3)
     results = []
     for fused in (True, False):
         model = train.cnn_model(NUMPY, seed=6)
+        model.requires_input_grad = True  # the unfused loop computes every input gradient too
         output = model.forward(x) if fused else _unfused_forward(model, x)
         _, grad = reference.softmax_cross_entropy(output, labels)
-        model.backward(grad)
-        results.append([np.array(output, copy=True)] + [np.array(g, copy=True) for g in model.gradients()])
+        dx = model.backward(grad) if fused else _unfused_backward(model, grad)
+        results.append([np.array(output, copy=True), np.array(dx, copy=True)]
+                       + [np.array(g, copy=True) for g in model.gradients()])
     for a, b in zip(*results, strict=True):
         assert np.array_equal(a, b)
 

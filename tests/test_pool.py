@@ -162,3 +162,97 @@ def test_gpu_pooling_is_deterministic_with_overlaps(rng):
     first = ops.max_pool2d_backward(dy, indices, x.shape).get()
     for _ in range(3):
         np.testing.assert_array_equal(ops.max_pool2d_backward(dy, indices, x.shape).get(), first)
+
+
+# ---------------------------------------- max_pool2d_backward with the window (the gather path)
+def emulate_gather_backward(dy, indices, relu_output, x_shape, kernel, stride, padding):
+    """max_pool2d_backward_gather_kernel's index math in NumPy: per input element, the windows
+    that hold it (windows_holding32), in the order p then q, summing dy where the window
+    recorded this element (and its maximum is not <= 0 with relu_output)."""
+    from pyfast import _checks
+
+    g = _checks.pool2d_dims(x_shape, kernel, stride, padding)
+    (kh, kw), (sh, sw), (ph, pw) = g["kernel"], g["stride"], g["padding"]
+    n, c, h, w = x_shape
+
+    def holding(i, k, s, pad, outputs):
+        padded = i + pad
+        first = 0 if padded < k else (padded - k) // s + 1
+        return first, min(padded // s, outputs - 1)
+
+    dx = np.full((n, c, h, w), np.nan, np.float32)
+    for plane in np.ndindex(n, c):
+        for e in range(h * w):
+            i, j = divmod(e, w)
+            p0, p1 = holding(i, kh, sh, ph, g["p"])
+            q0, q1 = holding(j, kw, sw, pw, g["q"])
+            acc = np.float32(0)
+            for p in range(p0, p1 + 1):
+                for q in range(q0, q1 + 1):
+                    if indices[plane][p, q] != e:
+                        continue
+                    if relu_output is not None and relu_output[plane][p, q] <= 0:
+                        continue
+                    acc = np.float32(acc + dy[plane][p, q])
+            dx[plane][i, j] = acc
+    return dx
+
+
+@pytest.mark.parametrize("x_shape,kernel,stride,padding", CONFIGS)
+def test_gather_backward_index_math_and_relu_fold_against_reference(rng, x_shape, kernel, stride, padding):
+    x = randn(rng, *x_shape)
+    relu_x = np.maximum(x, 0)  # a ReLU's output, so some windows' maxima are 0
+    relu_x.reshape(-1)[::7] = 0
+    y, indices = reference.max_pool2d(relu_x, kernel, stride, padding)
+    dy = randn(rng, *y.shape)
+    plain = reference.max_pool2d_backward(dy, indices, x_shape)
+    windowed = reference.max_pool2d_backward(dy, indices, x_shape, kernel, stride, padding)
+    np.testing.assert_array_equal(windowed, plain)
+    assert_close(emulate_gather_backward(dy, indices, None, x_shape, kernel, stride, padding), plain, atol=1e-6)
+    # relu_output: the same as the pool's gradient followed by the ReLU's backward.
+    folded = reference.max_pool2d_backward(dy, indices, x_shape, kernel, stride, padding, relu_output=y)
+    np.testing.assert_array_equal(folded, reference.relu_backward(plain, relu_x))
+    assert_close(emulate_gather_backward(dy, indices, y, x_shape, kernel, stride, padding), folded, atol=1e-6)
+
+
+def test_windowed_backward_argument_errors():
+    dy, indices = np.zeros((1, 1, 2, 2), np.float32), np.zeros((1, 1, 2, 2), np.int64)
+    for module, make_dy, make_idx in ((reference, lambda *s: np.zeros(s, np.float32),
+                                       lambda *s: np.zeros(s, np.int64)),
+                                      (ops, fake, lambda *s: fake(*s, typestr="<i8"))):
+        with pytest.raises(ValueError, match="kernel_size: stride and padding describe a window"):
+            module.max_pool2d_backward(make_dy(1, 1, 2, 2), make_idx(1, 1, 2, 2), (1, 1, 4, 4), stride=2)
+        with pytest.raises(ValueError, match="relu_output: needs the window"):
+            module.max_pool2d_backward(make_dy(1, 1, 2, 2), make_idx(1, 1, 2, 2), (1, 1, 4, 4),
+                                       relu_output=make_dy(1, 1, 2, 2))
+        with pytest.raises(ValueError, match=r"dy: expected shape \(1, 1, 1, 1\)"):
+            module.max_pool2d_backward(make_dy(1, 1, 2, 2), make_idx(1, 1, 2, 2), (1, 1, 4, 4), 4)
+        with pytest.raises(ValueError, match=r"relu_output: expected shape \(1, 1, 2, 2\)"):
+            module.max_pool2d_backward(make_dy(1, 1, 2, 2), make_idx(1, 1, 2, 2), (1, 1, 4, 4), 2,
+                                       relu_output=make_dy(1, 1, 2, 1))
+    indices[0, 0, 1, 1] = 0  # window (1, 1) covers rows 2-3, columns 2-3: element 0 is not in it
+    with pytest.raises(ValueError, match="inside its own window"):
+        reference.max_pool2d_backward(dy, indices, (1, 1, 4, 4), 2)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("x_shape,kernel,stride,padding", GPU_CONFIGS + [
+    pytest.param((2, 3, 28, 27), 2, None, 0, id="2x2-odd-width"),
+    pytest.param((1, 2, 1, 2), 2, (1, 2), (1, 1), id="tiny-padded")])
+def test_gpu_windowed_backward_and_relu_fold(rng, x_shape, kernel, stride, padding):
+    import cupy
+
+    x = np.maximum(randn(rng, *x_shape), 0)
+    x.reshape(-1)[::53] = np.nan
+    y, indices = ops.max_pool2d(cupy.asarray(x), kernel, stride, padding)
+    ref_y, ref_indices = reference.max_pool2d(x, kernel, stride, padding)
+    np.testing.assert_array_equal(indices.get(), ref_indices)
+    dy = randn(rng, *ref_y.shape)
+    poisoned = cupy.full(x_shape, cupy.nan, cupy.float32)
+    dx = ops.max_pool2d_backward(cupy.asarray(dy), indices, x_shape, kernel, stride, padding, out=poisoned)
+    scatter = ops.max_pool2d_backward(cupy.asarray(dy), indices, x_shape)
+    np.testing.assert_array_equal(dx.get(), scatter.get())  # the same sums in the same order
+    assert_close(dx, reference.max_pool2d_backward(dy, ref_indices, x_shape), atol=1e-6)
+    folded = ops.max_pool2d_backward(cupy.asarray(dy), indices, x_shape, kernel, stride, padding, relu_output=y,
+                                     out=cupy.full(x_shape, cupy.nan, cupy.float32))
+    np.testing.assert_array_equal(folded.get(), ops.relu_backward(scatter, cupy.asarray(x)).get())
