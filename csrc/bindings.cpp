@@ -269,6 +269,8 @@ PYBIND11_MODULE(_C, m) {
           py::arg("loss_scale"), py::arg("grad_scale"), py::arg("device"), py::arg("stream"),
           "loss = loss_scale * sum (pred - target)^2, grad = grad_scale * 2 (pred - target), one pass.");
 
+    m.def("softmax_cross_entropy_workspace_size", &softmax_cross_entropy_workspace_size, py::arg("rows"),
+          py::arg("classes"), "Floats of scratch memory softmax_cross_entropy needs.");
     m.def("softmax_cross_entropy",
           [](std::uintptr_t logits, std::uintptr_t labels, bool labels_int64, std::uintptr_t grad, std::uintptr_t loss,
              std::uintptr_t invalid_labels, std::uintptr_t row_loss, std::int64_t rows, std::int64_t classes,

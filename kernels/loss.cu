@@ -15,6 +15,13 @@
 //             from registers: probabilities never touch memory. Wider rows take an online
 //             (max, sum) first pass and a second read. Cross-entropy's per-row losses are added
 //             in order by one block, which also counts labels outside [0, classes).
+//   v1 cross-entropy with few classes (C <= 32, the CNN's 10): a thread per row. A block's 256
+//             rows are one contiguous run of logits, staged through shared memory with 16-byte
+//             loads and written back the same way (a warp per row would leave 22 of 32 lanes idle
+//             and read 40-byte rows); each thread keeps its row's values and exponentials in
+//             registers (one exp per element). Row losses and invalid labels are summed per block,
+//             and the last block to finish adds the blocks' sums in block order (a ticket counter,
+//             reset by that block): one launch, no single-block follow-up kernels, deterministic.
 // References: llm.c's fused classifier (loss + gradient in one kernel); Milakov & Gimelshein,
 //             "Online normalizer calculation for softmax" (2018) for the wide-row path.
 
@@ -211,6 +218,120 @@ cudaError_t launch_softmax_rows(const RowArgs& a, cudaStream_t stream) {
     return cudaSuccess;
 }
 
+// ------------------------------------------------------------- v1: few classes, a row per thread
+constexpr int kSmallRows = 256;  // rows (threads) per block
+constexpr int kSmallMaxClasses = 32;
+
+struct SmallRowsArgs {
+    const float* logits;
+    const void* labels;
+    bool labels_int64;
+    float* grad;
+    float* loss;
+    long long* invalid_labels;
+    float* block_sums;       // 2 * blocks: the blocks' loss sums, then their invalid-label counts
+    unsigned int* tickets;   // zero before the launch; the last block resets it
+    std::int64_t rows;
+    int classes;
+    float loss_scale, grad_scale;
+};
+
+// Copies `count` floats between global and shared memory, 16 bytes at a time when both ends allow.
+__device__ __forceinline__ void copy_run(float* __restrict__ dst, const float* __restrict__ src, int count,
+                                         bool vector) {
+    int done = 0;
+    if (vector) {
+        const int quads = count / 4;
+        for (int v = threadIdx.x; v < quads; v += blockDim.x)
+            reinterpret_cast<float4*>(dst)[v] = reinterpret_cast<const float4*>(src)[v];
+        done = quads * 4;
+    }
+    for (int i = done + threadIdx.x; i < count; i += blockDim.x) dst[i] = src[i];
+}
+
+template <int C_MAX>
+__global__ void __launch_bounds__(kSmallRows) cross_entropy_small_kernel(SmallRowsArgs a) {
+    __shared__ __align__(16) float tile[kSmallRows * C_MAX];
+    __shared__ float scratch[32];
+    __shared__ unsigned long long invalid_total;
+    __shared__ bool last_block;
+    const std::int64_t row0 = (std::int64_t)blockIdx.x * kSmallRows;
+    const int rows_here = static_cast<int>(a.rows - row0 < kSmallRows ? a.rows - row0 : kSmallRows);
+    const int count = rows_here * a.classes;
+    const std::int64_t first = row0 * a.classes;  // a multiple of 4: blocks start at multiples of 256 rows
+    const bool vector = is_aligned16(a.logits) && is_aligned16(a.grad);
+    if (threadIdx.x == 0) invalid_total = 0;
+    copy_run(tile, a.logits + first, count, vector);
+    __syncthreads();
+
+    float row_loss = 0.0f;
+    unsigned int invalid = 0;
+    const int t = threadIdx.x;
+    if (t < rows_here) {
+        float* row = tile + t * a.classes;
+        float v[C_MAX], e[C_MAX];
+        float row_max = -INFINITY;
+#pragma unroll
+        for (int c = 0; c < C_MAX; ++c) {
+            v[c] = c < a.classes ? row[c] : -INFINITY;
+            row_max = fmaxf(row_max, v[c]);
+        }
+        float sum = 0.0f;
+#pragma unroll
+        for (int c = 0; c < C_MAX; ++c) {
+            e[c] = c < a.classes ? expf(v[c] - row_max) : 0.0f;
+            sum += e[c];
+        }
+        const float log_sum = logf(sum);
+        const float inv_sum = 1.0f / sum;
+        const std::int64_t label = load_label(a.labels, a.labels_int64, row0 + t);
+        const bool valid = label >= 0 && label < a.classes;
+        float x_label = 0.0f;
+#pragma unroll
+        for (int c = 0; c < C_MAX; ++c) {
+            if (c < a.classes) {
+                if (c == label) x_label = v[c];
+                row[c] = valid ? a.grad_scale * (e[c] * inv_sum - (c == label ? 1.0f : 0.0f)) : NAN;
+            }
+        }
+        row_loss = valid ? (row_max + log_sum) - x_label : NAN;
+        invalid = valid ? 0 : 1;
+    }
+    __syncthreads();
+    copy_run(a.grad + first, tile, count, vector);
+
+    // This block's sums (rows in thread order), then the last block adds all blocks' in order.
+    const float block_loss = block_sum(row_loss, scratch);
+    atomicAdd(&invalid_total, (unsigned long long)invalid);  // integers: exact in any order
+    __syncthreads();
+    const std::int64_t blocks = gridDim.x;
+    if (threadIdx.x == 0) {
+        a.block_sums[blockIdx.x] = block_loss;
+        a.block_sums[blocks + blockIdx.x] = static_cast<float>(invalid_total);  // <= 256: exact
+        __threadfence();  // the sums are visible before the ticket says so
+        last_block = atomicAdd(a.tickets, 1u) == gridDim.x - 1;
+    }
+    __syncthreads();
+    if (!last_block) return;
+    __threadfence();
+    float total = 0.0f;
+    unsigned long long invalid_count = 0;
+    for (std::int64_t b = threadIdx.x; b < blocks; b += blockDim.x) {
+        total += __ldcg(a.block_sums + b);  // from L2: other blocks wrote them
+        invalid_count += static_cast<unsigned long long>(__ldcg(a.block_sums + blocks + b));
+    }
+    total = block_sum(total, scratch);
+    if (threadIdx.x == 0) invalid_total = 0;
+    __syncthreads();
+    atomicAdd(&invalid_total, invalid_count);
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        *a.loss = total * a.loss_scale;
+        *a.invalid_labels = static_cast<long long>(invalid_total);
+        *a.tickets = 0;  // ready for the next launch (and a graph's next replay)
+    }
+}
+
 __global__ void count_invalid_labels_kernel(const void* labels, bool labels_int64, std::int64_t rows,
                                             std::int64_t classes, long long* invalid) {
     __shared__ unsigned long long total;  // integer sums are exact in any order
@@ -277,7 +398,32 @@ cudaError_t mse_loss(const float* pred, const float* target, float* grad, float*
     return cudaSuccess;
 }
 
+std::int64_t softmax_cross_entropy_workspace_size(std::int64_t rows, std::int64_t classes) {
+    if (rows > 0 && classes > 0 && classes <= kSmallMaxClasses) {
+        return 2 * ceil_div<std::int64_t>(rows, kSmallRows) + 1;  // block sums and the ticket counter
+    }
+    return rows;  // the per-row losses
+}
+
 cudaError_t softmax_cross_entropy(const SoftmaxCrossEntropyParams& p, cudaStream_t stream) {
+    if (p.rows > 0 && p.classes > 0 && p.classes <= kSmallMaxClasses) {
+        const std::int64_t blocks = ceil_div<std::int64_t>(p.rows, kSmallRows);
+        if (blocks > 0x7fffffff) return cudaErrorInvalidValue;
+        unsigned int* tickets = reinterpret_cast<unsigned int*>(p.row_loss + 2 * blocks);
+        cudaError_t status = cudaMemsetAsync(tickets, 0, sizeof(unsigned int), stream);
+        if (status != cudaSuccess) return status;
+        const SmallRowsArgs args{p.logits, p.labels, p.labels_int64, p.grad, p.loss, p.invalid_labels, p.row_loss,
+                                 tickets, p.rows, static_cast<int>(p.classes), p.loss_scale, p.grad_scale};
+        const unsigned grid = static_cast<unsigned>(blocks);
+        if (p.classes <= 8) {
+            cross_entropy_small_kernel<8><<<grid, kSmallRows, 0, stream>>>(args);
+        } else if (p.classes <= 16) {
+            cross_entropy_small_kernel<16><<<grid, kSmallRows, 0, stream>>>(args);
+        } else {
+            cross_entropy_small_kernel<32><<<grid, kSmallRows, 0, stream>>>(args);
+        }
+        return cudaGetLastError();
+    }
     if (p.rows > 0 && p.classes > 0) {
         const RowArgs args{p.logits, p.labels, p.labels_int64, p.grad, p.row_loss, p.rows, p.classes,
                            p.grad_scale, RowOutput::kCrossEntropy};

@@ -22,10 +22,14 @@ struct SoftmaxCrossEntropyParams {
     float* grad;           // rows x classes: grad_scale * (softmax - onehot)
     float* loss;           // 1 float: loss_scale * sum over rows of (logsumexp - logit[label])
     long long* invalid_labels;  // how many labels fall outside [0, classes)
-    float* row_loss;       // workspace: rows floats
+    float* row_loss;       // workspace: softmax_cross_entropy_workspace_size(rows, classes) floats
     std::int64_t rows, classes;
     float loss_scale, grad_scale;
 };
+
+// Floats of scratch memory softmax_cross_entropy needs: the per-row losses, or with at most 32
+// classes the per-block sums and a counter.
+std::int64_t softmax_cross_entropy_workspace_size(std::int64_t rows, std::int64_t classes);
 
 // Rows with an invalid label get NaN loss and NaN gradient, and are counted.
 cudaError_t softmax_cross_entropy(const SoftmaxCrossEntropyParams& params, cudaStream_t stream);

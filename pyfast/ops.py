@@ -404,6 +404,9 @@ def softmax_cross_entropy(logits, labels, *, reduction="mean", out_grad=None, va
     in the same pass, probabilities never stored. Numerically stable (max-subtracted
     log-sum-exp). The loss is a 0-d CuPy float32 array, summed over rows in a fixed order.
 
+    With at most 32 classes a thread takes a row (rows staged through shared memory), and the
+    per-block sums are added in block order by the last block, all in one launch.
+
     Labels outside [0, C) are detected on the GPU. ``validate=True`` (the default) then reads
     their count back to the host after the launch, a synchronization, and raises ValueError.
     ``validate=False`` skips that read (for training loops, e.g. after the first batch): the
@@ -419,7 +422,7 @@ def softmax_cross_entropy(logits, labels, *, reduction="mean", out_grad=None, va
     grad = _output(out_grad, logits.shape, {"logits": logits, "labels": labels}, name="out_grad")
     loss = _empty((), cupy.float32)
     invalid = _empty((), cupy.int64)
-    row_loss = _empty(rows, cupy.float32)
+    row_loss = _empty(_C.softmax_cross_entropy_workspace_size(rows, classes), cupy.float32)  # scratch
     _C.softmax_cross_entropy(_ptr(logits), _ptr(labels), labels.dtype == cupy.int64, _ptr(grad), _ptr(loss),
                              _ptr(invalid), _ptr(row_loss), rows, classes, loss_scale, grad_scale,
                              *_launch_args())

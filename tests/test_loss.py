@@ -281,3 +281,41 @@ def test_against_pytorch(rng):
     loss, grad = ops.mse_loss(pred.detach(), target)
     assert_close(loss, expected.item(), atol=1e-6, rtol=1e-5)
     assert_close(grad, pred.grad.cpu().numpy(), atol=1e-8, rtol=1e-5)
+
+
+# The few-classes path (C <= 32: a row per thread, 256 rows a block, the last block sums the
+# blocks' sums): both sides of each register bucket (8, 16, 32) and of a block (256 rows),
+# misaligned logits (no 16-byte copies), invalid labels in several blocks, repeatability.
+@gpu
+@pytest.mark.parametrize("classes", [1, 8, 9, 16, 17, 31, 32, 33])
+@pytest.mark.parametrize("rows", [1, 255, 256, 257, 5000])
+def test_cross_entropy_few_classes_blocks_and_buckets(rng, rows, classes):
+    check_cross_entropy(rng, rows, classes, np.int32 if rows % 2 else np.int64)
+
+
+@gpu
+def test_cross_entropy_few_classes_misaligned_invalid_and_repeatable(rng):
+    rows, classes = 1000, 10
+    logits = randn(rng, rows, classes, scale=3.0)
+    buffer = cupy.empty(rows * classes + 1, cupy.float32)
+    shifted = buffer[1:].reshape(rows, classes)  # contiguous, 4 bytes off a 16-byte boundary
+    shifted[...] = cupy.asarray(logits)
+    labels = labels_for(rng, rows, classes, np.int64)
+    grad_buffer = cupy.full(rows * classes + 1, cupy.nan, cupy.float32)
+    loss, grad = ops.softmax_cross_entropy(shifted, cupy.asarray(labels), out_grad=grad_buffer[1:].reshape(rows,
+                                                                                                           classes))
+    ref_loss, ref_grad = reference.softmax_cross_entropy(logits, labels)
+    assert_close(grad, ref_grad, atol=1e-9, rtol=1e-5)
+    assert_close(loss, ref_loss, atol=1e-5, rtol=1e-6)
+    runs = [ops.softmax_cross_entropy(shifted, cupy.asarray(labels)) for _ in range(3)]
+    for other in runs[1:]:
+        assert float(other[0]) == float(runs[0][0]) and bool((other[1] == runs[0][1]).all())
+    bad = labels.copy()
+    bad[[3, 300, 999]] = [10, -1, 12]  # three blocks
+    with pytest.raises(ValueError, match=r"labels: 3 label\(s\) outside \[0, 10\)"):
+        ops.softmax_cross_entropy(shifted, cupy.asarray(bad))
+    loss, grad = ops.softmax_cross_entropy(shifted, cupy.asarray(bad), validate=False)
+    assert np.isnan(float(loss)) and bool(cupy.isnan(grad[[3, 300, 999]]).all())
+    assert bool(cupy.isfinite(grad[[0, 301, 998]]).all())
+    # The ticket counter is reset: the next call is right again.
+    assert_close(ops.softmax_cross_entropy(shifted, cupy.asarray(labels))[0], ref_loss, atol=1e-5, rtol=1e-6)
