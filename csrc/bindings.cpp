@@ -161,6 +161,13 @@ PYBIND11_MODULE(_C, m) {
           py::arg("m"), py::arg("n"), py::arg("k"), py::arg("splits"),
           "Bytes of workspace a matmul with `splits` K slices needs (0 when it does not split).");
 
+    m.def("matmul_rule_splits",
+          [](int version, int rows, int cols, int inner, int sms) {
+              return matmul_rule_splits(static_cast<MatmulVersion>(version), rows, cols, inner, sms);
+          },
+          py::arg("version"), py::arg("m"), py::arg("n"), py::arg("k"), py::arg("sms"),
+          "K slices a shape gets without a measured plan (1: none): split when the tile grid leaves SMs idle and K "
+          "is long.");
     m.def("matmul_config_count", [](int version) { return matmul_config_count(static_cast<MatmulVersion>(version)); },
           py::arg("version"), "Tile configurations of a matmul version (plans index them from 0).");
     m.def("matmul_config_tile",

@@ -15,7 +15,8 @@
 //           v2 tensor core (matmul_tc.cu) - mma.sync on TF32 or BF16 operands, float32 accumulation.
 // References: S. Boehm, "How to optimize a CUDA matmul kernel for cuBLAS-like performance"
 //             (SGEMM_CUDA); CUTLASS's threadblock/warp/thread tiling hierarchy.
-// Split-K (any version but simple, chosen by a MatmulPlan): K is cut into slices, one per
+// Split-K (any version but simple, chosen by a MatmulPlan, else by matmul_rule_splits when the
+// tile grid leaves SMs idle and K is long): K is cut into slices, one per
 // blockIdx.z; each writes its partial product to a workspace and a second kernel sums the
 // slices in order and applies the epilogue, so results do not depend on timing. It fills the
 // GPU when M x N has few tiles but K is long (a batch of 64 against 3136 x 128 weights).
@@ -85,6 +86,19 @@ void matmul_config_tile(MatmulVersion version, int config, int* block_m, int* bl
     } else {
         matmul_tensor_core_config_tile(config, block_m, block_n);
     }
+}
+
+int matmul_rule_splits(MatmulVersion version, int m, int n, int k, int sms) {
+    if (version == MatmulVersion::kSimple || m <= 0 || n <= 0 || k < 1024 || sms < 1) return 1;
+    int block_m = 0, block_n = 0;
+    matmul_config_tile(version, tiled_gemm::default_config(m, n, sms), &block_m, &block_n);
+    if (block_m == 0) return 1;
+    const long long tiles = (long long)ceil_div(m, block_m) * ceil_div(n, block_n);
+    if (tiles >= sms) return 1;
+    long long splits = ceil_div<long long>(2LL * sms, tiles);
+    splits = splits < k / 256 ? splits : k / 256;
+    splits = splits < 32 ? splits : 32;
+    return splits > 1 ? static_cast<int>(splits) : 1;
 }
 
 std::size_t matmul_workspace_bytes(int m, int n, int k, const MatmulPlan& plan) {

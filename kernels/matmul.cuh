@@ -42,6 +42,11 @@ struct MatmulPlan {
 int matmul_config_count(MatmulVersion version);
 void matmul_config_tile(MatmulVersion version, int config, int* block_m, int* block_n);
 
+// K slices by rule, for a shape with no measured plan: when the default tile grid leaves
+// SMs idle (fewer tiles than SMs) and K is long (>= 1024), enough slices for about two blocks
+// per SM, each at least 256 deep, at most 32 (1: do not split). `sms`: the card's SM count.
+int matmul_rule_splits(MatmulVersion version, int m, int n, int k, int sms);
+
 // Bytes of float32 workspace a plan needs: splits * m * n * 4 when it splits, else 0.
 std::size_t matmul_workspace_bytes(int m, int n, int k, const MatmulPlan& plan);
 

@@ -227,10 +227,12 @@ constexpr int kConfigTiles[kConfigs][2] = {{128, 128}, {64, 64}, {128, 128}, {12
 
 // Large tiles reuse each loaded element 8x more per thread, but only pay off when there are
 // enough of them to occupy every SM.
-inline int default_config(int m, int n) {
+inline int default_config(int m, int n, int sms) {
     const long long large_tiles = (long long)ceil_div(m, 128) * ceil_div(n, 128);
-    return large_tiles >= sm_count() ? 0 : 1;
+    return large_tiles >= sms ? 0 : 1;
 }
+
+inline int default_config(int m, int n) { return default_config(m, n, sm_count()); }
 
 template <typename Tiles>
 cudaError_t launch_config(const MatmulParams& p, int config, const SplitK& split, const Tiles& tiles, bool vector_a,

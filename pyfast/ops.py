@@ -240,7 +240,8 @@ def matmul(a, b, *, trans_a=False, trans_b=False, bias=None, activation=None, ou
     ml_dtypes' bfloat16, PyTorch bfloat16 tensors through DLPack).
 
     ``plan``: None lets pyfast choose the tile configuration and K splits (from the measured
-    table in ``pyfast/matmul_tuning.json``, else by shape); benchmarks and the tuner pass
+    table in ``pyfast/matmul_tuning.json``, else by shape: K is split when the tiles would
+    leave SMs idle and K >= 1024, as nn.Linear's small batches do); benchmarks and the tuner pass
     ``(config, splits)`` to force one. Split K sums its slices in a fixed order, so results
     repeat bit for bit.
     """
@@ -269,6 +270,8 @@ def matmul(a, b, *, trans_a=False, trans_b=False, bias=None, activation=None, ou
                                   m, n, k)
         if measured is not None:
             config, splits = measured
+        else:  # no measured plan: split K by rule when the tiles leave SMs idle (nn.Linear's small batches)
+            splits = _C.matmul_rule_splits(version_code, m, n, k, _sm_count(device))
     if version_code == 0:  # simple has no split path
         splits = 1
     # Split K's partial products live in scratch from CuPy's pool (stream-ordered).
@@ -280,6 +283,14 @@ def matmul(a, b, *, trans_a=False, trans_b=False, bias=None, activation=None, ou
 
 
 _DEVICE_NAMES = {}
+_SM_COUNTS = {}
+
+
+def _sm_count(device):
+    count = _SM_COUNTS.get(device)
+    if count is None:
+        count = _SM_COUNTS[device] = int(cupy.cuda.runtime.getDeviceProperties(device)["multiProcessorCount"])
+    return count
 
 
 def _device_name(device):

@@ -63,3 +63,18 @@ def test_call_matches_the_binding(call):
 def test_the_check_sees_the_calls():
     names = {p.values[0].func.attr for p in calls_into_c()}
     assert {"matmul", "adam_step", "adam_schedule", "linear_mse_sgd_fit", "conv2d", "mse_loss"} <= names
+
+
+def test_matmul_rule_splits_k_only_where_the_tiles_leave_sms_idle():
+    from pyfast import ops
+
+    tiled = ops.MATMUL_VERSIONS.index("tiled")
+    rule = C.matmul_rule_splits
+    assert rule(tiled, 64, 128, 3136, 132) == 12     # fc1 forward, batch 64: 2 tiles of 64x64
+    assert rule(tiled, 1024, 128, 3136, 132) == 9    # batch 1024: 32 tiles
+    assert rule(tiled, 128, 3136, 1024, 132) == 3    # fc1 weight gradient, batch 1024: 98 tiles
+    assert rule(tiled, 128, 3136, 64, 132) == 1      # K too short to split
+    assert rule(tiled, 4096, 4096, 4096, 132) == 1   # the grid already fills the card
+    assert rule(tiled, 64, 128, 3136, 1) == 1        # one SM: nothing idle
+    assert rule(ops.MATMUL_VERSIONS.index("simple"), 64, 128, 3136, 132) == 1
+    assert rule(tiled, 1, 1, 1 << 20, 132) == 32     # at most 32 slices

@@ -194,3 +194,20 @@ def test_pytorch_cuda_tensors_are_accepted(rng):
         ops.matmul(torch.from_numpy(a).cuda()[:, ::2], torch.from_numpy(b).cuda()[:17])
     with pytest.raises(TypeError, match="a: expected dtype float32"):
         ops.matmul(torch.from_numpy(a).cuda().double(), torch.from_numpy(b).cuda())
+
+
+# nn.Linear's layouts at the trainer's batches, where K is split by rule without a tuned plan:
+# against the reference, and the same bits on every run.
+@pytest.mark.parametrize("batch", [64, 256, 1024])
+def test_linear_layouts_split_by_rule_are_right_and_repeatable(rng, batch):
+    x, w, b = randn(rng, batch, 3136), randn(rng, 128, 3136), randn(rng, 128)
+    dy = randn(rng, batch, 128)
+    xg, wg, bg, dyg = (cupy.asarray(a) for a in (x, w, b, dy))
+    cases = [(lambda: ops.matmul(xg, wg, trans_b=True, bias=bg, activation="relu"),
+              reference.matmul(x, w, trans_b=True, bias=b, activation="relu"), 3136),
+             (lambda: ops.matmul(dyg, wg), reference.matmul(dy, w), 128),
+             (lambda: ops.matmul(dyg, xg, trans_a=True), reference.matmul(dy, x, trans_a=True), batch)]
+    for run, expected, k in cases:
+        first = run()
+        assert_close(first, expected, atol=reduction_atol(k))
+        assert bool((run() == first).all())
