@@ -17,6 +17,8 @@
 //           writes dx once, zeros included: no memset, no read-modify-write. relu_output (the
 //           pooled output of a ReLU's output) folds ReLU's backward in: a window whose maximum
 //           is <= 0 passes nothing (relu_backward's rule at the element that won).
+//           Average pooling v1: the same grid; the backward gathers dy times the reciprocal
+//           of the full window (count_include_pad) or divides by the window's real size.
 // References: PyTorch's max_pool2d_with_indices and avg_pool2d CUDA kernels (the scan order and
 //             NaN rule are theirs).
 
@@ -227,6 +229,57 @@ __global__ void max_pool2d_backward_gather_kernel(const float* __restrict__ dy, 
     }
 }
 
+// Average pooling v1: the same grid. The divisor of window (p, q): the whole window, or its
+// real (unpadded) part.
+__device__ __forceinline__ int avg_window_divisor(const PlaneShape& s, int p, int q, bool count_include_pad) {
+    if (count_include_pad) return s.kh * s.kw;
+    const int top = p * s.sh - s.ph, left = q * s.sw - s.pw;
+    return (min(top + s.kh, s.h) - max(top, 0)) * (min(left + s.kw, s.w) - max(left, 0));
+}
+
+__global__ void avg_pool2d_planes_kernel(const float* __restrict__ x, float* __restrict__ y, std::int64_t planes,
+                                         PlaneShape s, bool count_include_pad) {
+    const int outputs = s.p * s.q;
+    for (std::int64_t plane = blockIdx.y; plane < planes; plane += gridDim.y) {
+        const float* in = x + plane * s.h * s.w;
+        for (int o = blockIdx.x * blockDim.x + threadIdx.x; o < outputs; o += gridDim.x * blockDim.x) {
+            const int p = o / s.q, q = o - p * s.q;
+            const int top = p * s.sh - s.ph, left = q * s.sw - s.pw;
+            const int i0 = max(top, 0), i1 = min(top + s.kh, s.h), j0 = max(left, 0), j1 = min(left + s.kw, s.w);
+            float sum = 0.0f;  // rows, then columns: v0's order
+            for (int i = i0; i < i1; ++i)
+                for (int j = j0; j < j1; ++j) sum += __ldg(in + i * s.w + j);
+            y[plane * outputs + o] = sum / static_cast<float>(avg_window_divisor(s, p, q, count_include_pad));
+        }
+    }
+}
+
+// dx[i, j] = sum over the windows holding (i, j) of dy / divisor, in the order p then q.
+// With count_include_pad every divisor is kh * kw: one reciprocal, a multiply per window.
+__global__ void avg_pool2d_backward_gather_kernel(const float* __restrict__ dy, float* __restrict__ dx,
+                                                  std::int64_t planes, PlaneShape s, bool count_include_pad) {
+    const int positions = s.h * s.w;
+    const float full_reciprocal = 1.0f / static_cast<float>(s.kh * s.kw);
+    for (std::int64_t plane = blockIdx.y; plane < planes; plane += gridDim.y) {
+        const float* grad = dy + plane * s.p * s.q;
+        for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < positions; e += gridDim.x * blockDim.x) {
+            const int i = e / s.w, j = e - i * s.w;
+            int p0, p1, q0, q1;
+            windows_holding32(i, s.kh, s.sh, s.ph, s.p, &p0, &p1);
+            windows_holding32(j, s.kw, s.sw, s.pw, s.q, &q0, &q1);
+            float acc = 0.0f;
+            for (int p = p0; p <= p1; ++p) {
+                for (int q = q0; q <= q1; ++q) {
+                    const float g = __ldg(grad + p * s.q + q);
+                    acc += count_include_pad ? g * full_reciprocal
+                                             : g / static_cast<float>(avg_window_divisor(s, p, q, false));
+                }
+            }
+            dx[plane * positions + e] = acc;
+        }
+    }
+}
+
 // The (positions, planes) grid of a v1 kernel: x covers a plane's positions, y the planes.
 dim3 plane_grid(std::int64_t positions, std::int64_t planes, int threads) {
     const std::int64_t x = ceil_div<std::int64_t>(positions, threads);
@@ -277,11 +330,23 @@ cudaError_t max_pool2d_backward_gather(const float* dy, const long long* indices
 }
 
 cudaError_t avg_pool2d(const float* x, float* y, const Pool2dParams& g, cudaStream_t stream) {
-    return launch_grid_stride(avg_pool2d_kernel, g.planes * g.p * g.q, stream, x, y, g);
+    if (g.planes <= 0 || g.p * g.q <= 0) return cudaSuccess;
+    if (!pool_plane_fits(g)) return launch_grid_stride(avg_pool2d_kernel, g.planes * g.p * g.q, stream, x, y, g);
+    constexpr int kThreads = 256;
+    avg_pool2d_planes_kernel<<<plane_grid(g.p * g.q, g.planes, kThreads), kThreads, 0, stream>>>(
+        x, y, g.planes, plane_shape(g), g.count_include_pad);
+    return cudaGetLastError();
 }
 
 cudaError_t avg_pool2d_backward(const float* dy, float* dx, const Pool2dParams& g, cudaStream_t stream) {
-    return launch_grid_stride(avg_pool2d_backward_kernel, g.planes * g.h * g.w, stream, dy, dx, g);
+    if (g.planes <= 0 || g.h * g.w <= 0) return cudaSuccess;
+    if (!pool_plane_fits(g)) {
+        return launch_grid_stride(avg_pool2d_backward_kernel, g.planes * g.h * g.w, stream, dy, dx, g);
+    }
+    constexpr int kThreads = 256;
+    avg_pool2d_backward_gather_kernel<<<plane_grid(g.h * g.w, g.planes, kThreads), kThreads, 0, stream>>>(
+        dy, dx, g.planes, plane_shape(g), g.count_include_pad);
+    return cudaGetLastError();
 }
 
 }  // namespace pyfast
