@@ -18,13 +18,38 @@ ACTIVATIONS = {None: 0, "relu": 1}
 INT32_MAX = 2**31 - 1
 
 
+class Bfloat16Storage:
+    """The dtype of a bfloat16 GPU array where NumPy cannot name it (ml_dtypes not installed):
+    PyTorch's __cuda_array_interface__ reports bfloat16 as the raw 2-byte type '|V2'."""
+
+    name = "bfloat16"
+    itemsize = 2
+    kind = "V"
+
+    def __repr__(self):
+        return "bfloat16"
+
+    __str__ = __repr__
+
+
+def bfloat16_dtype():
+    """ml_dtypes' bfloat16 when installed, else a Bfloat16Storage marker."""
+    try:
+        import ml_dtypes
+    except ImportError:
+        return Bfloat16Storage()
+    return np.dtype(ml_dtypes.bfloat16)
+
+
 def expect_float32(name, dtype):
-    if np.dtype(dtype) != np.float32:
-        raise TypeError(f"{name}: expected dtype float32, got {np.dtype(dtype)}; convert with {name}.astype('float32')")
+    if is_bfloat16(dtype) or np.dtype(dtype) != np.float32:
+        shown = dtype if is_bfloat16(dtype) else np.dtype(dtype)
+        raise TypeError(f"{name}: expected dtype float32, got {shown}; convert with {name}.astype('float32')")
 
 
 def is_bfloat16(dtype):
-    """True for ml_dtypes' bfloat16 (what CuPy and PyTorch-through-DLPack arrays carry)."""
+    """True for ml_dtypes' bfloat16 (what CuPy and PyTorch-through-DLPack arrays carry) and for
+    the Bfloat16Storage marker."""
     return getattr(dtype, "name", None) == "bfloat16"
 
 
@@ -103,7 +128,7 @@ def matmul_kernel(version, precision, a_dtype, b_dtype):
             raise TypeError(f"matmul: bfloat16 operands need precision='bf16', got precision={precision!r}")
         if not (is_bfloat16(a_dtype) and is_bfloat16(b_dtype)):
             other, dtype = ("b", b_dtype) if is_bfloat16(a_dtype) else ("a", a_dtype)
-            raise TypeError(f"{other}: expected dtype bfloat16 like the other operand, got {np.dtype(dtype)}")
+            raise TypeError(f"{other}: expected dtype bfloat16 like the other operand, got {dtype}")
     else:
         expect_float32("a", a_dtype)
         expect_float32("b", b_dtype)

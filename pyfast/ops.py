@@ -79,7 +79,13 @@ def _from_interface(name, obj, interface):
     f_contiguous = strides is not None and _c_contiguous(shape[::-1], strides[::-1], dtype.itemsize)
     if pointer == 0 and int(np.prod(shape)) > 0:
         raise ValueError(f"{name}: __cuda_array_interface__ has a null data pointer")
+    if dtype.kind == "V" and dtype.itemsize == 2 and _is_torch_bfloat16(obj):
+        dtype = _checks.bfloat16_dtype()  # PyTorch reports bfloat16 as the raw 2-byte type
     return _Operand(name, obj, shape, dtype, contiguous, bool(readonly), f_contiguous)
+
+
+def _is_torch_bfloat16(obj):
+    return type(obj).__module__.startswith("torch") and str(getattr(obj, "dtype", "")) == "torch.bfloat16"
 
 
 def _operand(name, x):
@@ -110,13 +116,21 @@ def _operand(name, x):
         if int(device_type) != _DLPACK_CUDA:
             raise TypeError(f"{name}: expected an array on a CUDA device, got one on DLPack device type {device_type}")
         require_gpu("(DLPack input)")
+        bfloat16 = _is_torch_bfloat16(x)
         try:
+            if bfloat16:  # the bits as int16: CuPy takes those whether or not it knows bfloat16
+                import torch
+
+                x = x.view(torch.int16)
             array = cupy.from_dlpack(x)
         except Exception as error:  # noqa: BLE001 - reported as the argument's type problem
             detail = f"__cuda_array_interface__: {interface_error}; " if interface_error else ""
             raise TypeError(f"{name}: cannot read its __cuda_array_interface__ or DLPack ({detail}DLPack: {error})") \
                 from None
-        return _operand(name, array)
+        op = _operand(name, array)
+        if bfloat16:
+            op.dtype = _checks.bfloat16_dtype()
+        return op
     raise TypeError(f"{name}: expected a CuPy array or a CUDA array, got {type(x).__module__}.{type(x).__name__}")
 
 
@@ -150,6 +164,12 @@ def _on_gpu(op):
     """The CuPy array of a checked operand, on the current device."""
     x = op.obj
     if not isinstance(x, cupy.ndarray):
+        if _is_torch_bfloat16(x):
+            # The kernels read the bits: the same memory as int16 is enough, and CuPy takes that
+            # from PyTorch whether or not it knows bfloat16 itself.
+            import torch
+
+            x = x.view(torch.int16)
         # DLPack, when offered, orders the producer's stream before ours on the device;
         # __cuda_array_interface__ alone may make CuPy wait on the host (its v3 rule).
         if hasattr(x, "__dlpack__"):

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from conftest import fake, randn
 
-from pyfast import _tuning, ops, reference
+from pyfast import _checks, _tuning, ops, reference
 from pyfast.testing import assert_close, reduction_atol
 
 TRANSPOSES = list(itertools.product([False, True], repeat=2))
@@ -336,3 +336,24 @@ def test_tuning_table_steers_the_call(rng, table_path):
     forced = ops.matmul(a, b, plan=(1, 16))
     assert (steered == forced).all()
     assert_close(steered, reference.matmul(a.get(), b.get()), atol=reduction_atol(k), name="steered")
+
+
+class _TorchBfloat16Like:
+    """What a PyTorch CUDA bfloat16 tensor shows through __cuda_array_interface__: typestr '|V2'."""
+
+    __module__ = "torch.fake"
+    dtype = "torch.bfloat16"
+
+    def __init__(self, *shape):
+        self.__cuda_array_interface__ = {"shape": shape, "typestr": "|V2", "data": (1 << 20, False), "version": 3}
+
+
+def test_pytorch_bfloat16_is_recognised_from_its_raw_typestr():
+    """The H100 run's failure: a PyTorch bfloat16 tensor arrived as dtype |V2 and matmul asked
+    for float32. Its metadata now reads as bfloat16, so the bf16 checks apply (on the CPU)."""
+    a, b = _TorchBfloat16Like(4, 3), _TorchBfloat16Like(3, 2)
+    assert _checks.is_bfloat16(ops._operand("a", a).dtype)
+    with pytest.raises(TypeError, match="bfloat16 operands need precision='bf16'"):
+        ops.matmul(a, b)
+    with pytest.raises(TypeError, match="x: expected dtype float32, got bfloat16"):
+        ops.relu(a)
