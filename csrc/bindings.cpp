@@ -435,15 +435,17 @@ PYBIND11_MODULE(_C, m) {
           "weight.");
     m.def("max_pool2d",
           [](std::uintptr_t x, std::uintptr_t y, std::uintptr_t indices, const std::vector<std::int64_t>& geometry,
-             int device, std::uintptr_t stream) {
+             std::uintptr_t bias, int channels, bool relu, int device, std::uintptr_t stream) {
               const Pool2dParams g = pool2d_params(geometry);
               run_op("max_pool2d", device, stream, [&](cudaStream_t s) {
                   return max_pool2d(device_ptr<const float>(x), device_ptr<float>(y), device_ptr<long long>(indices),
-                                    g, s);
+                                    g, s, device_ptr<const float>(bias), channels, relu);
               });
           },
-          py::arg("x"), py::arg("y"), py::arg("indices"), py::arg("geometry"), py::arg("device"), py::arg("stream"),
-          "Window maxima and their flat indices in the input plane.");
+          py::arg("x"), py::arg("y"), py::arg("indices"), py::arg("geometry"), py::arg("bias"), py::arg("channels"),
+          py::arg("relu"), py::arg("device"), py::arg("stream"),
+          "Window maxima and their flat indices in the input plane, of relu(x + bias[c]) when asked (bias 0: "
+          "none).");
     m.def("max_pool2d_backward",
           [](std::uintptr_t dy, std::uintptr_t indices, std::uintptr_t dx, const std::vector<std::int64_t>& geometry,
              int device, std::uintptr_t stream) {

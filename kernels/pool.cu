@@ -158,34 +158,57 @@ __device__ __forceinline__ void max_window(const float* __restrict__ in, const P
     *index_out = best_index;
 }
 
+// What the pool sees of an input value: + the plane's channel bias, then ReLU, when asked (the
+// CNN's conv output pooled in one pass: relu(max) = max(relu), and the argmax is the ReLU'd
+// values' own, first maximum first, as a separate ReLU then pool gives).
+struct PoolInput {
+    const float* bias;  // per channel, or nullptr
+    int channels;
+    bool relu;
+
+    __device__ __forceinline__ float operator()(float v, float b) const {
+        if (bias != nullptr) v += b;
+        return relu && v < 0.0f ? 0.0f : v;  // NaN stays NaN
+    }
+};
+
 // PAIRS: the 2x2 stride-2 unpadded window with W even: each row of the window is one aligned
 // 8-byte load (the same scan order: (0,0), (0,1), (1,0), (1,1)).
-template <bool PAIRS>
+template <bool PAIRS, bool TRANSFORM>
 __global__ void max_pool2d_planes_kernel(const float* __restrict__ x, float* __restrict__ y,
-                                         long long* __restrict__ indices, std::int64_t planes, PlaneShape s) {
+                                         long long* __restrict__ indices, std::int64_t planes, PlaneShape s,
+                                         PoolInput input) {
     const int outputs = s.p * s.q;
     for (std::int64_t plane = blockIdx.y; plane < planes; plane += gridDim.y) {
         const float* in = x + plane * s.h * s.w;
+        const float b = TRANSFORM && input.bias != nullptr ? __ldg(input.bias + plane % input.channels) : 0.0f;
         for (int o = blockIdx.x * blockDim.x + threadIdx.x; o < outputs; o += gridDim.x * blockDim.x) {
             const int p = o / s.q, q = o - p * s.q;
             float best;
             int best_index;
-            if constexpr (PAIRS) {
-                const int top = 2 * p * s.w + 2 * q;
-                const float2 rows[2] = {__ldg(reinterpret_cast<const float2*>(in + top)),
-                                        __ldg(reinterpret_cast<const float2*>(in + top + s.w))};
+            if constexpr (PAIRS || TRANSFORM) {
+                const int top = p * s.sh - s.ph, left = q * s.sw - s.pw;
+                const int i0 = max(top, 0), i1 = min(top + s.kh, s.h), j0 = max(left, 0), j1 = min(left + s.kw, s.w);
                 best = -INFINITY;
-                best_index = top;
-#pragma unroll
-                for (int r = 0; r < 2; ++r) {
-                    const float values[2] = {rows[r].x, rows[r].y};
-#pragma unroll
-                    for (int c = 0; c < 2; ++c) {
-                        if (values[c] > best || isnan(values[c])) {
-                            best = values[c];
-                            best_index = top + r * s.w + c;
-                        }
+                best_index = i0 * s.w + j0;
+                auto scan = [&](float value, int index) {
+                    if (TRANSFORM) value = input(value, b);
+                    if (value > best || isnan(value)) {
+                        best = value;
+                        best_index = index;
                     }
+                };
+                if (PAIRS) {
+                    const int corner = i0 * s.w + j0;
+                    const float2 rows[2] = {__ldg(reinterpret_cast<const float2*>(in + corner)),
+                                            __ldg(reinterpret_cast<const float2*>(in + corner + s.w))};
+                    scan(rows[0].x, corner);
+                    scan(rows[0].y, corner + 1);
+                    scan(rows[1].x, corner + s.w);
+                    scan(rows[1].y, corner + s.w + 1);
+                } else {
+                    for (int i = i0; i < i1; ++i)
+                        for (int j = j0; j < j1; ++j) scan(__ldg(in + i * s.w + j), i * s.w + j);
                 }
             } else {
                 max_window(in, s, p, q, &best, &best_index);
@@ -293,9 +316,13 @@ bool pool_plane_fits(const Pool2dParams& g) {
 
 }  // namespace
 
-cudaError_t max_pool2d(const float* x, float* y, long long* indices, const Pool2dParams& g, cudaStream_t stream) {
+cudaError_t max_pool2d(const float* x, float* y, long long* indices, const Pool2dParams& g, cudaStream_t stream,
+                       const float* bias, int channels, bool relu) {
     if (g.planes <= 0 || g.p * g.q <= 0) return cudaSuccess;
+    const bool transform = bias != nullptr || relu;
+    if (transform && channels < 1) return cudaErrorInvalidValue;
     if (!pool_plane_fits(g)) {
+        if (transform) return cudaErrorInvalidValue;
         return launch_grid_stride(max_pool2d_kernel, g.planes * g.p * g.q, stream, x, y, indices, g);
     }
     constexpr int kThreads = 256;
@@ -303,10 +330,12 @@ cudaError_t max_pool2d(const float* x, float* y, long long* indices, const Pool2
     const bool pairs = s.kh == 2 && s.kw == 2 && s.sh == 2 && s.sw == 2 && s.ph == 0 && s.pw == 0 && s.w % 2 == 0 &&
                        is_aligned16(x);
     const dim3 grid = plane_grid(g.p * g.q, g.planes, kThreads);
+    const PoolInput input{bias, channels, relu};
+    auto launch = [&](auto kernel) { kernel<<<grid, kThreads, 0, stream>>>(x, y, indices, g.planes, s, input); };
     if (pairs) {
-        max_pool2d_planes_kernel<true><<<grid, kThreads, 0, stream>>>(x, y, indices, g.planes, s);
+        transform ? launch(max_pool2d_planes_kernel<true, true>) : launch(max_pool2d_planes_kernel<true, false>);
     } else {
-        max_pool2d_planes_kernel<false><<<grid, kThreads, 0, stream>>>(x, y, indices, g.planes, s);
+        transform ? launch(max_pool2d_planes_kernel<false, true>) : launch(max_pool2d_planes_kernel<false, false>);
     }
     return cudaGetLastError();
 }

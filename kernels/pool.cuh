@@ -15,9 +15,11 @@ struct Pool2dParams {
 };
 
 // y = max of each window, indices = flat h * W + w of the winner in its input plane
-// (NaN wins, the last NaN of the window; ties keep the first maximum).
+// (NaN wins, the last NaN of the window; ties keep the first maximum). With bias (per channel,
+// planes = N * channels) and / or relu, each value is pooled as relu(x + bias[c]): a conv
+// output's bias, ReLU and pooling in one pass (needs each plane's sizes below 2^31).
 cudaError_t max_pool2d(const float* x, float* y, long long* indices, const Pool2dParams& params,
-                       cudaStream_t stream);
+                       cudaStream_t stream, const float* bias = nullptr, int channels = 0, bool relu = false);
 // dx[plane, i] = sum of dy over the windows whose index is i (windows may overlap). Uses only
 // planes, h, w, p and q of params; indices outside the plane are skipped.
 cudaError_t max_pool2d_backward(const float* dy, const long long* indices, float* dx, const Pool2dParams& params,

@@ -365,10 +365,14 @@ class MaxPool2d(_Pool2d):
         super().__init__(kernel_size, stride, padding, backend)
 
     def forward(self, x):
+        return self._forward(x, None)
+
+    def _forward(self, x, activation):
+        """activation="relu": pools relu(x) in the same pass (a Sequential's Conv2d, ReLU, MaxPool2d)."""
         shape = self._output_shape(x)
         self._x_shape = x.shape
         self._y, self._indices = self.backend.ops.max_pool2d(x, self.kernel_size, self.stride, self.padding,
-                                                             out=self._buffer("y", shape),
+                                                             activation=activation, out=self._buffer("y", shape),
                                                              out_indices=self._buffer("indices", shape, np.int64))
         return self._y
 
@@ -461,6 +465,14 @@ class Sequential(Module):
             layer = layers[i]
             following = layers[i + 1] if i + 1 < len(layers) else None
             if type(layer) is Conv2d and layer.activation is None and type(following) is ReLU:
+                third = layers[i + 2] if i + 2 < len(layers) else None
+                if type(third) is MaxPool2d and third.requires_input_grad and following.requires_input_grad:
+                    # Conv2d, ReLU, MaxPool2d: the pool reads the conv's output once and pools its
+                    # ReLU (relu(max) = max(relu), same winners); backward() folds the ReLU into
+                    # the pool's gradient, so the ReLU's own output is never needed.
+                    x = third._forward(layer._forward(x, None), "relu")
+                    i += 3
+                    continue
                 # Conv2d then ReLU: one launch, the ReLU in the conv's epilogue (relu(round(v)) =
                 # round(relu(v)): the same numbers); the ReLU layer keeps that output for its backward.
                 x = following._y = layer._forward(x, "relu")

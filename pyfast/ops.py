@@ -781,17 +781,24 @@ def _pool_geometry(g, count_include_pad=True):
             int(count_include_pad)]
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0, *, out=None, out_indices=None):
+def max_pool2d(x, kernel_size, stride=None, padding=0, *, bias=None, activation=None, out=None, out_indices=None):
     """(y, indices): each window's maximum (padding never wins, NaN propagates: the last NaN
     of a window) and its flat index h * W + w in the input plane (int64), as PyTorch's
     max_pool2d(return_indices=True). ``stride`` defaults to ``kernel_size``; ``padding`` is at
-    most half the window. ``out`` / ``out_indices``: arrays to write into."""
+    most half the window. ``bias`` (C,) and ``activation="relu"`` pool relu(x + bias[c])
+    instead, in the same pass (a conv output's bias, ReLU and pooling: the same y and indices
+    as the three run one after another). ``out`` / ``out_indices``: arrays to write into."""
     x_op = _input("x", x)
+    bias_op = _input("bias", bias, optional=True)
     g = _checks.pool2d_dims(x_op.shape, kernel_size, stride, padding)
+    if bias_op is not None:
+        _checks.expect_shape("bias", bias_op.shape, (g["c"],))
+    relu = _checks.conv2d_activation(activation)
     require_gpu("max_pool2d")
     x = _on_gpu(x_op)
+    bias = _on_gpu(bias_op) if bias_op is not None else None
     shape = g["y_shape"]
-    y = _output(out, shape, {"x": x})
+    y = _output(out, shape, {"x": x, "bias": bias})
     if out_indices is None:
         indices = _empty(shape, cupy.int64)
     else:
@@ -803,7 +810,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, out=None, out_indices=
             raise ValueError("out_indices: expected a C-contiguous array")
         indices = out_indices
     if y.size:
-        _C.max_pool2d(_ptr(x), _ptr(y), _ptr(indices), _pool_geometry(g), *_launch_args())
+        _C.max_pool2d(_ptr(x), _ptr(y), _ptr(indices), _pool_geometry(g), _ptr(bias), g["c"], relu, *_launch_args())
     return y, indices
 
 

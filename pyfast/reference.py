@@ -403,12 +403,20 @@ def _window_origin(g):
     return (np.arange(g["p"])[:, None] * g["stride"][0], np.arange(g["q"])[None, :] * g["stride"][1])
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0, *, out=None, out_indices=None):
+def max_pool2d(x, kernel_size, stride=None, padding=0, *, bias=None, activation=None, out=None, out_indices=None):
     """(y, indices): the maximum of each window (padding counts as -inf) and its flat index
     h * W + w in the input plane, as torch's max_pool2d(return_indices=True). A NaN in a window
-    wins (the last NaN, as PyTorch's scan does); ties go to the first maximum."""
+    wins (the last NaN, as PyTorch's scan does); ties go to the first maximum. With ``bias``
+    and / or ``activation="relu"`` the pooled values are relu(x + bias[c]), the sum rounded to
+    float32 as the kernel rounds it (so ties and winners match)."""
     x64 = _input("x", x)
+    bias64 = _input("bias", bias, optional=True)
     g = _checks.pool2d_dims(x64.shape, kernel_size, stride, padding)
+    if bias64 is not None:
+        _checks.expect_shape("bias", bias64.shape, (g["c"],))
+        x64 = (x64 + bias64[None, :, None, None]).astype(np.float32).astype(np.float64)
+    if _checks.conv2d_activation(activation):
+        x64 = _relu(x64)
     windows = _pool_windows(x64, g, -np.inf)
     real = _pool_windows(np.ones((1, 1, g["h"], g["w"])), g, 0.0) > 0  # False at padded positions
     real = np.broadcast_to(real, windows.shape)

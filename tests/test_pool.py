@@ -256,3 +256,44 @@ def test_gpu_windowed_backward_and_relu_fold(rng, x_shape, kernel, stride, paddi
     folded = ops.max_pool2d_backward(cupy.asarray(dy), indices, x_shape, kernel, stride, padding, relu_output=y,
                                      out=cupy.full(x_shape, cupy.nan, cupy.float32))
     np.testing.assert_array_equal(folded.get(), ops.relu_backward(scatter, cupy.asarray(x)).get())
+
+
+# ------------------------------------------- bias + ReLU + max pool in one pass (the conv output)
+@pytest.mark.parametrize("x_shape,kernel,stride,padding", CONFIGS)
+def test_pooling_relu_of_biased_input_matches_the_three_steps(rng, x_shape, kernel, stride, padding):
+    x, b = randn(rng, *x_shape), randn(rng, x_shape[1])
+    x.reshape(-1)[::11] = np.nan
+    biased = (x + b[None, :, None, None]).astype(np.float32)
+    y, indices = reference.max_pool2d(x, kernel, stride, padding, bias=b, activation="relu")
+    y_ref, indices_ref = reference.max_pool2d(reference.relu(biased), kernel, stride, padding)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(indices, indices_ref)
+    y, indices = reference.max_pool2d(x, kernel, stride, padding, activation="relu")
+    np.testing.assert_array_equal(indices, reference.max_pool2d(reference.relu(x), kernel, stride, padding)[1])
+
+
+def test_pool_bias_and_activation_checks_on_both_backends():
+    for module, make in ((reference, lambda *s: np.zeros(s, np.float32)), (ops, fake)):
+        with pytest.raises(ValueError, match=r"bias: expected shape \(3,\)"):
+            module.max_pool2d(make(1, 3, 4, 4), 2, bias=make(2))
+        with pytest.raises(ValueError, match="activation: expected None or 'relu'"):
+            module.max_pool2d(make(1, 3, 4, 4), 2, activation="gelu")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("x_shape,kernel,stride,padding", GPU_CONFIGS)
+def test_gpu_pooling_of_relu_biased_input(rng, x_shape, kernel, stride, padding):
+    import cupy
+
+    x, b = randn(rng, *x_shape), randn(rng, x_shape[1])
+    x.reshape(-1)[::97] = np.nan
+    out = cupy.full(reference.max_pool2d(x, kernel, stride, padding)[0].shape, cupy.nan, cupy.float32)
+    y, indices = ops.max_pool2d(cupy.asarray(x), kernel, stride, padding, bias=cupy.asarray(b), activation="relu",
+                                out=out)
+    y_ref, indices_ref = reference.max_pool2d(x, kernel, stride, padding, bias=b, activation="relu")
+    np.testing.assert_array_equal(y.get(), y_ref)
+    np.testing.assert_array_equal(indices.get(), indices_ref)
+    relu_x = ops.relu(ops.add_bias(cupy.asarray(x), cupy.asarray(b)))
+    y_steps, indices_steps = ops.max_pool2d(relu_x, kernel, stride, padding)
+    np.testing.assert_array_equal(y.get(), y_steps.get())
+    np.testing.assert_array_equal(indices.get(), indices_steps.get())
