@@ -227,6 +227,18 @@ __device__ __forceinline__ void windows_holding32(int i, int kernel, int stride,
     *last = min(padded / stride, outputs - 1);
 }
 
+// Calls visit(p, q) for each window holding element e = i * W + j of a plane, in the order p,
+// then q (the order the gathers add in).
+template <typename Visit>
+__device__ __forceinline__ void for_windows_holding(const PlaneShape& s, int e, Visit&& visit) {
+    const int i = e / s.w, j = e - i * s.w;
+    int p0, p1, q0, q1;
+    windows_holding32(i, s.kh, s.sh, s.ph, s.p, &p0, &p1);
+    windows_holding32(j, s.kw, s.sw, s.pw, s.q, &q0, &q1);
+    for (int p = p0; p <= p1; ++p)
+        for (int q = q0; q <= q1; ++q) visit(p, q);
+}
+
 __global__ void max_pool2d_backward_gather_kernel(const float* __restrict__ dy, const long long* __restrict__ indices,
                                                   const float* __restrict__ relu_output, float* __restrict__ dx,
                                                   std::int64_t planes, PlaneShape s) {
@@ -234,19 +246,13 @@ __global__ void max_pool2d_backward_gather_kernel(const float* __restrict__ dy, 
     for (std::int64_t plane = blockIdx.y; plane < planes; plane += gridDim.y) {
         const std::int64_t first_output = plane * outputs;
         for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < positions; e += gridDim.x * blockDim.x) {
-            const int i = e / s.w, j = e - i * s.w;
-            int p0, p1, q0, q1;
-            windows_holding32(i, s.kh, s.sh, s.ph, s.p, &p0, &p1);
-            windows_holding32(j, s.kw, s.sw, s.pw, s.q, &q0, &q1);
             float acc = 0.0f;
-            for (int p = p0; p <= p1; ++p) {
-                for (int q = q0; q <= q1; ++q) {
-                    const std::int64_t o = first_output + p * s.q + q;
-                    if (__ldg(indices + o) != e) continue;
-                    if (relu_output != nullptr && __ldg(relu_output + o) <= 0.0f) continue;  // NaN passes
-                    acc += __ldg(dy + o);
-                }
-            }
+            for_windows_holding(s, e, [&](int p, int q) {
+                const std::int64_t o = first_output + p * s.q + q;
+                if (__ldg(indices + o) != e) return;
+                if (relu_output != nullptr && __ldg(relu_output + o) <= 0.0f) return;  // NaN passes
+                acc += __ldg(dy + o);
+            });
             dx[plane * positions + e] = acc;
         }
     }
@@ -286,18 +292,12 @@ __global__ void avg_pool2d_backward_gather_kernel(const float* __restrict__ dy, 
     for (std::int64_t plane = blockIdx.y; plane < planes; plane += gridDim.y) {
         const float* grad = dy + plane * s.p * s.q;
         for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < positions; e += gridDim.x * blockDim.x) {
-            const int i = e / s.w, j = e - i * s.w;
-            int p0, p1, q0, q1;
-            windows_holding32(i, s.kh, s.sh, s.ph, s.p, &p0, &p1);
-            windows_holding32(j, s.kw, s.sw, s.pw, s.q, &q0, &q1);
             float acc = 0.0f;
-            for (int p = p0; p <= p1; ++p) {
-                for (int q = q0; q <= q1; ++q) {
-                    const float g = __ldg(grad + p * s.q + q);
-                    acc += count_include_pad ? g * full_reciprocal
-                                             : g / static_cast<float>(avg_window_divisor(s, p, q, false));
-                }
-            }
+            for_windows_holding(s, e, [&](int p, int q) {
+                const float g = __ldg(grad + p * s.q + q);
+                acc += count_include_pad ? g * full_reciprocal
+                                         : g / static_cast<float>(avg_window_divisor(s, p, q, false));
+            });
             dx[plane * positions + e] = acc;
         }
     }
