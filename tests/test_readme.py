@@ -24,6 +24,8 @@ def test_use_snippet_runs_on_the_numpy_twins():
     scope = {}
     exec(compile(code, "README.md (Use)", "exec"), scope)
     assert scope["dx"].shape == (64, 3136) and scope["dw"].shape == (3136, 128) and scope["loss"].shape == ()
+    assert scope["pooled"].shape == (64, 32, 14, 14) and scope["dconv"].shape == (64, 32, 28, 28)
+    assert scope["dkernel"].shape == (32, 1, 3, 3) and scope["dbias"].shape == (32,)
 
 
 def test_train_snippet_runs(tmp_path, monkeypatch):
