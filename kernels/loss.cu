@@ -12,7 +12,8 @@
 //   softmax rows: a row is read once into registers (a warp per row up to 1024 classes, a
 //             1024-thread block per row up to 16384), max and sum reduced in the group, the
 //             output (probabilities, log-probabilities or the cross-entropy gradient) written
-//             from registers: probabilities never touch memory. Wider rows take an online
+//             from registers (values and their exponentials: one expf per element; the label is
+//             read before the row so its latency overlaps): probabilities never touch memory. Wider rows take an online
 //             (max, sum) first pass and a second read. Cross-entropy's per-row losses are added
 //             in order by one block, which also counts labels outside [0, classes).
 //   v1 cross-entropy with few classes (C <= 32, the CNN's 10): a thread per row. A block's 256
@@ -96,11 +97,11 @@ __device__ __forceinline__ std::int64_t load_label(const void* labels, bool labe
     return labels_int64 ? static_cast<const long long*>(labels)[row] : static_cast<const int*>(labels)[row];
 }
 
-// Writes one output element from x_c, the row max m, log S and 1/S.
-__device__ __forceinline__ float row_output(const RowArgs& a, float x, float row_max, float log_sum,
+// Writes one output element from x_c, its exp(x_c - m), log S and 1/S (m: the row max).
+__device__ __forceinline__ float row_output(const RowArgs& a, float x, float row_max, float exp_x, float log_sum,
                                             float inv_sum, bool is_label, bool valid) {
     if (a.output == RowOutput::kLogSoftmax) return (x - row_max) - log_sum;
-    const float p = expf(x - row_max) * inv_sum;
+    const float p = exp_x * inv_sum;
     if (a.output == RowOutput::kSoftmax) return p;
     return valid ? a.grad_scale * (p - (is_label ? 1.0f : 0.0f)) : NAN;
 }
@@ -129,6 +130,9 @@ __global__ void __launch_bounds__(GROUP == 32 ? 256 : GROUP) softmax_rows_kernel
     for (std::int64_t row = blockIdx.x * groups_per_block + threadIdx.x / GROUP; row < a.rows;
          row += gridDim.x * groups_per_block) {
         const float* x = a.logits + row * a.classes;
+        // The label is read first: its latency hides behind the row's loads and reductions.
+        const std::int64_t label = a.output == RowOutput::kCrossEntropy ? load_label(a.labels, a.labels_int64, row)
+                                                                        : -1;
         float v[EPT];
         float row_max = -INFINITY;
 #pragma unroll
@@ -138,22 +142,23 @@ __global__ void __launch_bounds__(GROUP == 32 ? 256 : GROUP) softmax_rows_kernel
             row_max = fmaxf(row_max, v[j]);
         }
         row_max = group_reduce(row_max, MaxOp{}, -INFINITY);
+        // The exponentials stay in registers for the outputs (one expf per element, not two).
+        float e[EPT];
         float sum = 0.0f;
 #pragma unroll
         for (int j = 0; j < EPT; ++j) {
-            if (lane + j * GROUP < a.classes) sum += expf(v[j] - row_max);
+            e[j] = lane + j * GROUP < a.classes ? expf(v[j] - row_max) : 0.0f;
+            sum += e[j];
         }
         sum = group_reduce(sum, SumOp{}, 0.0f);
         const float log_sum = logf(sum);
         const float inv_sum = 1.0f / sum;
-        std::int64_t label = -1;
-        if (a.output == RowOutput::kCrossEntropy) label = load_label(a.labels, a.labels_int64, row);
         const bool valid = label >= 0 && label < a.classes;
         float* out = a.out + row * a.classes;
 #pragma unroll
         for (int j = 0; j < EPT; ++j) {
             const std::int64_t c = lane + j * GROUP;
-            if (c < a.classes) out[c] = row_output(a, v[j], row_max, log_sum, inv_sum, c == label, valid);
+            if (c < a.classes) out[c] = row_output(a, v[j], row_max, e[j], log_sum, inv_sum, c == label, valid);
         }
         if (lane == 0) write_row_loss(a, row, label, valid, row_max, log_sum);
     }
@@ -184,7 +189,8 @@ __global__ void softmax_wide_rows_kernel(RowArgs a) {
         const bool valid = label >= 0 && label < a.classes;
         float* out = a.out + row * a.classes;
         for (std::int64_t c = threadIdx.x; c < a.classes; c += blockDim.x) {
-            out[c] = row_output(a, x[c], row_max, log_sum, inv_sum, c == label, valid);
+            const float value = x[c];
+            out[c] = row_output(a, value, row_max, expf(value - row_max), log_sum, inv_sum, c == label, valid);
         }
         if (threadIdx.x == 0) write_row_loss(a, row, label, valid, row_max, log_sum);
     }
