@@ -286,3 +286,16 @@ def update_tuning_table(path, info, entries, about, dry_run=False):
     path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     _tuning.clear_cache()
     print(f"# wrote {len(entries)} classes for {card} to {path}")
+
+
+def tuner_args(doc, table, budget_ms, argv=None):
+    """The command line both tuners take: --quick, --table (default `table`), --budget-ms,
+    --dry-run."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer shapes")
+    parser.add_argument("--table", default=str(table), help="the table to update")
+    parser.add_argument("--budget-ms", type=float, default=budget_ms, help="timing budget per candidate")
+    parser.add_argument("--dry-run", action="store_true", help="print, do not write the table")
+    return parser.parse_args(argv)

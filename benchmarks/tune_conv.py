@@ -10,7 +10,6 @@ convolution (PyTorch's when it is importable, else pyfast.reference) first; a wr
 is reported and never chosen. "direct" is the on-GPU oracle, never a candidate.
 """
 
-import argparse
 import sys
 
 import cupy
@@ -99,12 +98,7 @@ def tune_shape(label, x_shape, w_shape, pad, budget_ms):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer shapes")
-    parser.add_argument("--table", default=str(_tuning.CONV_TABLE_PATH), help="the table to update")
-    parser.add_argument("--budget-ms", type=float, default=100.0, help="timing budget per candidate")
-    parser.add_argument("--dry-run", action="store_true", help="print, do not write the table")
-    args = parser.parse_args(argv)
+    args = harness.tuner_args(__doc__, _tuning.CONV_TABLE_PATH, 100.0, argv)
 
     info = harness.device_info()
     card = info["device"]

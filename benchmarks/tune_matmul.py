@@ -10,7 +10,6 @@ product first; a wrong candidate is reported and never chosen. Splits are tried 
 the unsplit grid leaves SMs idle (at most 4 waves after splitting).
 """
 
-import argparse
 import math
 import os
 import sys
@@ -83,12 +82,7 @@ def tune_shape(m, n, k, trans_a, trans_b, sms, budget_ms):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer shapes")
-    parser.add_argument("--table", default=str(_tuning.TABLE_PATH), help="the table to update")
-    parser.add_argument("--budget-ms", type=float, default=150.0, help="timing budget per candidate")
-    parser.add_argument("--dry-run", action="store_true", help="print, do not write the table")
-    args = parser.parse_args(argv)
+    args = harness.tuner_args(__doc__, _tuning.TABLE_PATH, 150.0, argv)
 
     info = harness.device_info()
     card = info["device"]

@@ -455,6 +455,22 @@ TiledWgrad wgrad_params(const Conv2dParams& g, const float* dy, const float* x, 
 
 bool wgrad_config_ok(int config) { return config >= 0 && config < kWgradConfigs; }
 
+// The forward-shaped convolution of a pass: the forward itself, or the input gradient as the
+// forward of dy (K channels, P x Q) into C channels of H x W with padding R-1-pad (no pointers).
+TiledConv forward_shaped(const Conv2dParams& g, bool input_grad) {
+    TiledConv t{};
+    t.n = static_cast<int>(g.n);
+    t.cin = static_cast<int>(input_grad ? g.k : g.c);
+    t.hin = static_cast<int>(input_grad ? g.p : g.h);
+    t.win = static_cast<int>(input_grad ? g.q : g.w);
+    t.kout = static_cast<int>(input_grad ? g.c : g.k);
+    t.hout = static_cast<int>(input_grad ? g.h : g.p);
+    t.wout = static_cast<int>(input_grad ? g.w : g.q);
+    t.pad_h = input_grad ? static_cast<int>(g.r) - 1 - g.pad_h : g.pad_h;
+    t.pad_w = input_grad ? static_cast<int>(g.s) - 1 - g.pad_w : g.pad_w;
+    return t;
+}
+
 }  // namespace
 
 int conv2d_tiled_config_count(Conv2dPass pass) {
@@ -497,11 +513,7 @@ std::vector<int> conv2d_tiled_plan(const Conv2dParams& g, Conv2dPass pass, int c
     if (config < 0) config = input_grad && g.c < 8 ? 4 : 0;
     if (config >= kForwardConfigs) return {};
     const int px = kForwardShape[config][0], kt = kForwardShape[config][1];
-    TiledConv t{};
-    t.cin = static_cast<int>(input_grad ? g.k : g.c);
-    t.kout = static_cast<int>(input_grad ? g.c : g.k);
-    t.hout = static_cast<int>(input_grad ? g.h : g.p);
-    t.wout = static_cast<int>(input_grad ? g.w : g.q);
+    TiledConv t = forward_shaped(g, input_grad);
     const int r = static_cast<int>(g.r), s = static_cast<int>(g.s);
     if (!forward_tile(t, r, s, px, kt)) return {};
     const int in_floats = round_up(t.cb * (t.ty + r - 1) * ((t.tx * px + s - 1) | 1), 4);
@@ -512,20 +524,11 @@ std::vector<int> conv2d_tiled_plan(const Conv2dParams& g, Conv2dPass pass, int c
 cudaError_t conv2d_tiled(const float* x, const float* w, const float* bias, float* y, const Conv2dParams& g,
                          bool relu, int config, cudaStream_t stream) {
     if (!conv2d_tiled_fits(g)) return cudaErrorInvalidValue;
-    TiledConv t{};
+    TiledConv t = forward_shaped(g, false);
     t.in = x;
     t.w = w;
     t.bias = bias;
     t.out = y;
-    t.n = static_cast<int>(g.n);
-    t.cin = static_cast<int>(g.c);
-    t.hin = static_cast<int>(g.h);
-    t.win = static_cast<int>(g.w);
-    t.kout = static_cast<int>(g.k);
-    t.hout = static_cast<int>(g.p);
-    t.wout = static_cast<int>(g.q);
-    t.pad_h = g.pad_h;
-    t.pad_w = g.pad_w;
     t.relu = relu;
     return launch_forward_shaped<false>(t, static_cast<int>(g.r), config < 0 ? 0 : config, stream);
 }
@@ -533,19 +536,10 @@ cudaError_t conv2d_tiled(const float* x, const float* w, const float* bias, floa
 cudaError_t conv2d_tiled_backward_input(const float* dy, const float* w, float* dx, const Conv2dParams& g,
                                         int config, cudaStream_t stream) {
     if (!conv2d_tiled_fits(g)) return cudaErrorInvalidValue;
-    TiledConv t{};
+    TiledConv t = forward_shaped(g, true);
     t.in = dy;
     t.w = w;
     t.out = dx;
-    t.n = static_cast<int>(g.n);
-    t.cin = static_cast<int>(g.k);
-    t.hin = static_cast<int>(g.p);
-    t.win = static_cast<int>(g.q);
-    t.kout = static_cast<int>(g.c);
-    t.hout = static_cast<int>(g.h);
-    t.wout = static_cast<int>(g.w);
-    t.pad_h = static_cast<int>(g.r) - 1 - g.pad_h;
-    t.pad_w = static_cast<int>(g.s) - 1 - g.pad_w;
     if (config < 0) config = g.c < 8 ? 4 : 0;  // one or few input channels: KT = 1 (as conv2d_tiled_plan)
     return launch_forward_shaped<true>(t, static_cast<int>(g.r), config, stream);
 }
