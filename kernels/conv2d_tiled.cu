@@ -95,7 +95,9 @@ __global__ void __launch_bounds__(kTargetThreads) conv_tiled_kernel(TiledConv t)
             for (int x = lane; x < in_w; x += 32) {
                 const int gj = ox0 - t.pad_w + x;
                 float v = 0.0f;
-                if (row_ok && gj >= 0 && gj < t.win) v = __ldg(in_n + (c0 + ci) * plane + (std::int64_t)gi * t.win + gj);
+                if (row_ok && gj >= 0 && gj < t.win) {
+                    v = __ldg(in_n + (c0 + ci) * plane + (std::int64_t)gi * t.win + gj);
+                }
                 in_s[rr * ld + x] = v;
             }
         }
@@ -284,32 +286,32 @@ __global__ void __launch_bounds__(512) conv_wgrad_tiled_kernel(TiledWgrad t) {
     }
 
     for (int t0 = task_lo; t0 < task_hi; t0 += t.chunk) {
-        // dy rows [kk][task][qq], zeros past Q, past K and past the slice.
-        for (int e = tid; e < kb * t.chunk * t.qp; e += threads) {
-            const int qq = e % t.qp, kt_task = e / t.qp;
-            const int task = kt_task % t.chunk, kk = kt_task / t.chunk;
+        // dy rows [kk][task][qq], zeros past Q, past K and past the slice: one warp per row, lanes
+        // along it (coalesced), so the divisions are per row, not per element.
+        const int lane = tid % 32, warp = tid / 32, warps = threads / 32;
+        for (int row = warp; row < kb * t.chunk; row += warps) {
+            const int kk = row / t.chunk, task = row - kk * t.chunk;
             const int tk = t0 + task, ko = k0 + kk;
-            float v = 0.0f;
-            if (qq < t.q && tk < task_hi && ko < t.k) {
-                const int nn = tk / t.p, pp = tk - nn * t.p;
-                v = __ldg(t.dy + ((std::int64_t)nn * t.k + ko) * plane_y + (std::int64_t)pp * t.q + qq);
+            const bool row_ok = tk < task_hi && ko < t.k;
+            const int nn = row_ok ? tk / t.p : 0, pp = row_ok ? tk - nn * t.p : 0;
+            const float* src = t.dy + ((std::int64_t)nn * t.k + (row_ok ? ko : 0)) * plane_y + (std::int64_t)pp * t.q;
+            for (int qq = lane; qq < t.qp; qq += 32) {
+                dy_s[row * t.qp + qq] = row_ok && qq < t.q ? __ldg(src + qq) : 0.0f;
             }
-            dy_s[e] = v;
         }
         // The input rows each (task, filter row) reads, [ci][task][r][jj], jj = column + pad_w.
-        for (int e = tid; e < t.cb * t.chunk * t.r * t.ld; e += threads) {
-            const int jj = e % t.ld, rest = e / t.ld;
-            const int rr = rest % t.r, rest2 = rest / t.r;
-            const int task = rest2 % t.chunk, cc = rest2 / t.chunk;
+        for (int row = warp; row < t.cb * t.chunk * t.r; row += warps) {
+            const int rr = row % t.r, rest = row / t.r;
+            const int task = rest % t.chunk, cc = rest / t.chunk;
             const int tk = t0 + task, c = c0 + cc;
-            float v = 0.0f;
-            if (tk < task_hi && c < t.c) {
-                const int nn = tk / t.p, pp = tk - nn * t.p;
-                const int i = pp - t.pad_h + rr, j = jj - t.pad_w;
-                if (i >= 0 && i < t.h && j >= 0 && j < t.w)
-                    v = __ldg(t.x + ((std::int64_t)nn * t.c + c) * plane_x + (std::int64_t)i * t.w + j);
+            const int nn = tk / t.p, i = tk - nn * t.p - t.pad_h + rr;
+            const bool row_ok = tk < task_hi && c < t.c && i >= 0 && i < t.h;
+            const float* src = t.x + ((std::int64_t)nn * t.c + (row_ok ? c : 0)) * plane_x +
+                               (std::int64_t)(row_ok ? i : 0) * t.w - t.pad_w;
+            for (int jj = lane; jj < t.ld; jj += 32) {
+                const int j = jj - t.pad_w;
+                x_s[row * t.ld + jj] = row_ok && j >= 0 && j < t.w ? __ldg(src + jj) : 0.0f;
             }
-            x_s[e] = v;
         }
         __syncthreads();
         if (rgi < t.rg) {

@@ -306,7 +306,8 @@ __global__ void avg_pool2d_backward_gather_kernel(const float* __restrict__ dy, 
 // The (positions, planes) grid of a v1 kernel: x covers a plane's positions, y the planes.
 dim3 plane_grid(std::int64_t positions, std::int64_t planes, int threads) {
     const std::int64_t x = ceil_div<std::int64_t>(positions, threads);
-    return dim3(static_cast<unsigned>(x < 1024 ? x : 1024), static_cast<unsigned>(planes < kMaxGridY ? planes : kMaxGridY));
+    const std::int64_t y = planes < kMaxGridY ? planes : kMaxGridY;
+    return dim3(static_cast<unsigned>(x < 1024 ? x : 1024), static_cast<unsigned>(y));
 }
 
 bool pool_plane_fits(const Pool2dParams& g) {
