@@ -406,6 +406,19 @@ PYBIND11_MODULE(_C, m) {
           py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("y"), py::arg("workspace"), py::arg("geometry"),
           py::arg("version"), py::arg("config"), py::arg("relu"), py::arg("device"), py::arg("stream"),
           "y = conv2d(x, w) (+ bias; 0 for none), then ReLU if relu.");
+    m.def("conv2d_tiled_max_pool",
+          [](std::uintptr_t x, std::uintptr_t w, std::uintptr_t bias, std::uintptr_t y, std::uintptr_t indices,
+             const std::vector<std::int64_t>& geometry, bool relu, int config, int device, std::uintptr_t stream) {
+              const Conv2dParams g = conv2d_params(geometry);
+              run_op("conv2d_max_pool2d", device, stream, [&](cudaStream_t s) {
+                  return conv2d_tiled_max_pool(device_ptr<const float>(x), device_ptr<const float>(w),
+                                               device_ptr<const float>(bias), device_ptr<float>(y),
+                                               device_ptr<long long>(indices), g, relu, config, s);
+              });
+          },
+          py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("y"), py::arg("indices"), py::arg("geometry"),
+          py::arg("relu"), py::arg("config"), py::arg("device"), py::arg("stream"),
+          "The tiled conv's 2x2 stride-2 max-pool of relu?(conv(x, w) + bias), the conv output never written.");
     m.def("conv2d_backward_input",
           [](std::uintptr_t dy, std::uintptr_t w, std::uintptr_t dx, std::uintptr_t workspace,
              const std::vector<std::int64_t>& geometry, int version, int config, int device, std::uintptr_t stream) {

@@ -17,7 +17,8 @@ struct Conv2dParams {
 // Numbering follows the versions in conv2d.cu's header; the Python layer names them.
 enum class Conv2dVersion : int { kDirect = 0, kGemm = 1, kImplicit = 2, kTiled = 3 };
 // The three passes, for the scratch-size and configuration queries.
-enum class Conv2dPass : int { kForward = 0, kBackwardInput = 1, kBackwardWeight = 2 };
+// kForwardPool: the forward with the 2x2 stride-2 max-pool of its output (tiled version only).
+enum class Conv2dPass : int { kForward = 0, kBackwardInput = 1, kBackwardWeight = 2, kForwardPool = 3 };
 
 // Floats of scratch memory a version needs for these sizes and this pass (0: none); `config`
 // is the tiled version's configuration (-1: its default).
@@ -46,7 +47,8 @@ cudaError_t conv2d_backward_weight(const float* dy, const float* x, float* dw, f
                                    cudaStream_t stream);
 
 // The tiled version's launch plan for a pass on a card with `sms` SMs (empty: not covered), for
-// tests and tuners: forward / input gradient {PX, KT, TX, TY, KG, CB, tiles_w, tiles_h,
+// tests and tuners: forward / input gradient / forward + pool {PX, KT, TX, TY (row groups: of
+// two rows with the pool), KG, CB, tiles_w, tiles_h,
 // threads, shared bytes}; weight gradient {KT, PXW, KG, CB, RG, chunk, slices, tasks per
 // slice, QP, LD, threads, shared bytes} (conv2d_tiled.cu's header names them).
 std::vector<int> conv2d_tiled_plan(const Conv2dParams& params, Conv2dPass pass, int config, int sms);
@@ -54,6 +56,12 @@ std::vector<int> conv2d_tiled_plan(const Conv2dParams& params, Conv2dPass pass, 
 std::int64_t conv2d_tiled_workspace_size(const Conv2dParams& params, int config);
 cudaError_t conv2d_tiled(const float* x, const float* w, const float* bias, float* y, const Conv2dParams& params,
                          bool relu, int config, cudaStream_t stream);
+// y_pool, indices = max_pool2d(relu?(conv(x, w) + bias), 2): the 2x2 stride-2 max-pool of the
+// output (PyTorch's scan and NaN rule; indices flat in the P x Q output plane), the output itself
+// never written. Configurations with an even PX and at most 64 accumulators (0, 1, 2, 4, 5, 8).
+cudaError_t conv2d_tiled_max_pool(const float* x, const float* w, const float* bias, float* y_pool,
+                                  long long* indices, const Conv2dParams& params, bool relu, int config,
+                                  cudaStream_t stream);
 cudaError_t conv2d_tiled_backward_input(const float* dy, const float* w, float* dx, const Conv2dParams& params,
                                         int config, cudaStream_t stream);
 cudaError_t conv2d_tiled_backward_weight(const float* dy, const float* x, float* dw, float* db, float* workspace,

@@ -52,16 +52,26 @@ struct TiledConv {
     float* out;
     int n, cin, hin, win, kout, hout, wout, pad_h, pad_w;
     bool relu, vector_out;
-    // tile geometry (set by the launcher): pixel groups per row, rows, k-groups, channels per stage
+    // tile geometry (set by the launcher): pixel groups per row, row groups (of PY rows),
+    // k-groups, channels per stage
     int tx, ty, kg, cb, tiles_w, tiles_h;
+    // POOL: the 2x2 stride-2 max-pool of the output, written instead of it (the output stays
+    // in registers): pooled values and their flat indices in the output plane.
+    float* pool_out;
+    long long* pool_indices;
+    int pool_h, pool_w;
 };
 
 // At most kTargetThreads threads (forward_tile's rule): up to 255 registers for the wide configurations.
-template <int R, int S, int PX, int KT, bool FLIPPED>
+// POOL: each thread computes two adjacent output rows (PY = 2) and pools its 2x2 windows in the
+// epilogue (PX even), so the convolution's output never reaches memory.
+template <int R, int S, int PX, int KT, bool FLIPPED, bool POOL = false>
 __global__ void __launch_bounds__(kTargetThreads) conv_tiled_kernel(TiledConv t) {
+    constexpr int PY = POOL ? 2 : 1;
+    static_assert(!POOL || (PX % 2 == 0 && !FLIPPED), "pooling needs whole 2x2 windows of a forward pass");
     extern __shared__ __align__(16) float smem[];
     const int kb = t.kg * KT;  // output channels of this block
-    const int in_h = t.ty + R - 1;
+    const int in_h = t.ty * PY + R - 1;
     const int in_w = t.tx * PX + S - 1;
     const int ld = in_w | 1;  // odd row stride: the rows one warp reads start in different banks
     float* in_s = smem;                                  // [cb][in_h][ld]
@@ -69,22 +79,24 @@ __global__ void __launch_bounds__(kTargetThreads) conv_tiled_kernel(TiledConv t)
 
     const int tiles = t.tiles_w * t.tiles_h;
     const int n = blockIdx.x / tiles, tile = blockIdx.x - n * tiles;
-    const int oy0 = tile / t.tiles_w * t.ty;
+    const int oy0 = tile / t.tiles_w * t.ty * PY;
     const int ox0 = (tile - tile / t.tiles_w * t.tiles_w) * t.tx * PX;
     const int k0 = blockIdx.y * kb;
     const int groups = t.tx * t.ty;
     const int tid = threadIdx.x, threads = blockDim.x;
     const int lane = tid % 32, warp = tid / 32, warps = threads / 32;
     const int g = tid % groups, kgi = tid / groups;  // kgi >= kg: staging only (block rounded to warps)
-    const int row = g / t.tx, col = (g - row * t.tx) * PX;
+    const int row = g / t.tx * PY, col = (g - g / t.tx * t.tx) * PX;  // first of the thread's PY rows
     const std::int64_t plane = (std::int64_t)t.hin * t.win;
     const float* in_n = t.in + (std::int64_t)n * t.cin * plane;
 
-    float acc[KT][PX];
+    float acc[KT][PY][PX];
 #pragma unroll
     for (int kt = 0; kt < KT; ++kt)
 #pragma unroll
-        for (int px = 0; px < PX; ++px) acc[kt][px] = 0.0f;
+        for (int py = 0; py < PY; ++py)
+#pragma unroll
+            for (int px = 0; px < PX; ++px) acc[kt][py][px] = 0.0f;
 
     for (int c0 = 0; c0 < t.cin; c0 += t.cb) {
         // Input rows: one warp per (channel, row), lanes along the row (coalesced), zeros in the halo.
@@ -118,10 +130,13 @@ __global__ void __launch_bounds__(kTargetThreads) conv_tiled_kernel(TiledConv t)
             for (int ci = 0; ci < t.cb; ++ci) {
 #pragma unroll
                 for (int r = 0; r < R; ++r) {
-                    const float* src = in_s + (ci * in_h + row + r) * ld + col;
-                    float v[PX + S - 1];
+                    float v[PY][PX + S - 1];
 #pragma unroll
-                    for (int j = 0; j < PX + S - 1; ++j) v[j] = src[j];
+                    for (int py = 0; py < PY; ++py) {
+                        const float* src = in_s + (ci * in_h + row + py + r) * ld + col;
+#pragma unroll
+                        for (int j = 0; j < PX + S - 1; ++j) v[py][j] = src[j];
+                    }
 #pragma unroll
                     for (int s = 0; s < S; ++s) {
                         const float* wp = w_s + ((ci * R + r) * S + s) * kb + kgi * KT;
@@ -142,7 +157,10 @@ __global__ void __launch_bounds__(kTargetThreads) conv_tiled_kernel(TiledConv t)
 #pragma unroll
                         for (int kt = 0; kt < KT; ++kt)
 #pragma unroll
-                            for (int px = 0; px < PX; ++px) acc[kt][px] = fmaf(v[px + s], wv[kt], acc[kt][px]);
+                            for (int py = 0; py < PY; ++py)
+#pragma unroll
+                                for (int px = 0; px < PX; ++px)
+                                    acc[kt][py][px] = fmaf(v[py][px + s], wv[kt], acc[kt][py][px]);
                     }
                 }
             }
@@ -152,6 +170,41 @@ __global__ void __launch_bounds__(kTargetThreads) conv_tiled_kernel(TiledConv t)
 
     const int oy = oy0 + row, ox = ox0 + col;
     if (kgi >= t.kg || oy >= t.hout || ox >= t.wout) return;
+    if constexpr (POOL) {
+        // Window (pr, pq) of the 2x2 stride-2 pool: PyTorch's scan, row by row, `>` keeps the
+        // first maximum and a NaN wins; indices are flat in the (hout x wout) output plane.
+        const int pr = oy / 2;
+        if (pr >= t.pool_h) return;  // the last row of an odd height is in no window
+#pragma unroll
+        for (int kt = 0; kt < KT; ++kt) {
+            const int ko = k0 + kgi * KT + kt;
+            if (ko >= t.kout) break;
+            const float b = t.bias != nullptr ? __ldg(t.bias + ko) : 0.0f;
+            const std::int64_t first = ((std::int64_t)n * t.kout + ko) * t.pool_h * t.pool_w + (std::int64_t)pr * t.pool_w;
+#pragma unroll
+            for (int px = 0; px < PX; px += 2) {
+                const int pq = (ox + px) / 2;
+                if (pq >= t.pool_w) break;
+                float best = -INFINITY;
+                int best_index = oy * t.wout + ox + px;
+#pragma unroll
+                for (int dy = 0; dy < 2; ++dy) {
+#pragma unroll
+                    for (int dx = 0; dx < 2; ++dx) {
+                        float value = acc[kt][dy][px + dx] + b;
+                        if (t.relu) value = value < 0.0f ? 0.0f : value;
+                        if (value > best || isnan(value)) {
+                            best = value;
+                            best_index = (oy + dy) * t.wout + ox + px + dx;
+                        }
+                    }
+                }
+                t.pool_out[first + pq] = best;
+                t.pool_indices[first + pq] = best_index;
+            }
+        }
+        return;
+    }
 #pragma unroll
     for (int kt = 0; kt < KT; ++kt) {
         const int ko = k0 + kgi * KT + kt;
@@ -160,7 +213,7 @@ __global__ void __launch_bounds__(kTargetThreads) conv_tiled_kernel(TiledConv t)
         float v[PX];
 #pragma unroll
         for (int px = 0; px < PX; ++px) {
-            v[px] = acc[kt][px] + b;
+            v[px] = acc[kt][0][px] + b;
             if (t.relu) v[px] = v[px] < 0.0f ? 0.0f : v[px];  // NaN stays NaN
         }
         float* dst = t.out + (((std::int64_t)n * t.kout + ko) * t.hout + oy) * t.wout + ox;
@@ -192,18 +245,19 @@ constexpr int kForwardShape[kForwardConfigs][2] = {{4, 8}, {4, 4}, {2, 8}, {7, 8
 // The block's tile for a config: rows no wider than 64 pixels, about kTargetThreads threads,
 // tiles of equal size (the last one not mostly empty), CB channels per stage within the static
 // shared-memory limit. Returns false when even one channel does not fit.
-bool forward_tile(TiledConv& t, int r, int s, int px, int kt) {
+bool forward_tile(TiledConv& t, int r, int s, int px, int kt, int py) {
     t.tx = ceil_div(t.wout < 64 ? t.wout : 64, px);
     t.tiles_w = ceil_div(t.wout, t.tx * px);
     t.tx = ceil_div(ceil_div(t.wout, t.tiles_w), px);
     const int kg_needed = ceil_div(t.kout, kt);
     const int kg_cap = 128 / t.tx > 1 ? 128 / t.tx : 1;
     t.kg = kg_needed < kg_cap ? kg_needed : kg_cap;
+    const int row_groups = ceil_div(t.hout, py);  // a thread takes py rows
     int ty = kTargetThreads / (t.tx * t.kg);
-    ty = ty < 1 ? 1 : (ty > t.hout ? t.hout : ty);
-    t.tiles_h = ceil_div(t.hout, ty);
-    t.ty = ceil_div(t.hout, t.tiles_h);
-    const int per_channel = (t.ty + r - 1) * ((t.tx * px + s - 1) | 1) + r * s * t.kg * kt;
+    ty = ty < 1 ? 1 : (ty > row_groups ? row_groups : ty);
+    t.tiles_h = ceil_div(row_groups, ty);
+    t.ty = ceil_div(row_groups, t.tiles_h);
+    const int per_channel = (t.ty * py + r - 1) * ((t.tx * px + s - 1) | 1) + r * s * t.kg * kt;
     int cb = (kSharedFloats - 4) / per_channel;
     if (cb < 1) return false;
     cb = cb < t.cin ? cb : t.cin;
@@ -211,20 +265,37 @@ bool forward_tile(TiledConv& t, int r, int s, int px, int kt) {
     return true;
 }
 
-template <int R, int S, bool FLIPPED>
+// Configurations that can pool (PX even, at most 64 accumulators for the two rows).
+bool pool_config(int config) {
+    return config >= 0 && config < kForwardConfigs && kForwardShape[config][0] % 2 == 0 &&
+           2 * kForwardShape[config][0] * kForwardShape[config][1] <= 64;
+}
+
+template <int R, int S, bool FLIPPED, bool POOL>
 cudaError_t launch_forward_shaped(TiledConv t, int config, cudaStream_t stream) {
-    if (config < 0 || config >= kForwardConfigs) return cudaErrorInvalidValue;
-    const int px = kForwardShape[config][0], kt = kForwardShape[config][1];
-    if (!forward_tile(t, R, S, px, kt)) return cudaErrorInvalidValue;
+    if (config < 0 || config >= kForwardConfigs || (POOL && !pool_config(config))) return cudaErrorInvalidValue;
+    const int px = kForwardShape[config][0], kt = kForwardShape[config][1], py = POOL ? 2 : 1;
+    if (!forward_tile(t, R, S, px, kt, py)) return cudaErrorInvalidValue;
     const std::int64_t blocks_x = (std::int64_t)t.n * t.tiles_w * t.tiles_h;
     const int blocks_y = ceil_div(t.kout, t.kg * kt);
     if (blocks_x > 0x7fffffff || blocks_y > kMaxGridY) return cudaErrorInvalidValue;
     const int threads = round_up(t.tx * t.ty * t.kg, 32);
     if (threads > kTargetThreads) return cudaErrorInvalidValue;
-    const int in_floats = round_up(t.cb * (t.ty + R - 1) * ((t.tx * px + S - 1) | 1), 4);
+    const int in_floats = round_up(t.cb * (t.ty * py + R - 1) * ((t.tx * px + S - 1) | 1), 4);
     const size_t bytes = sizeof(float) * (in_floats + t.cb * R * S * t.kg * kt);
     t.vector_out = t.wout % 4 == 0 && is_aligned16(t.out);
     const dim3 grid(static_cast<unsigned>(blocks_x), blocks_y);
+    if constexpr (POOL) {
+        switch (config) {
+            case 0: conv_tiled_kernel<R, S, 4, 8, false, true><<<grid, threads, bytes, stream>>>(t); break;
+            case 1: conv_tiled_kernel<R, S, 4, 4, false, true><<<grid, threads, bytes, stream>>>(t); break;
+            case 2: conv_tiled_kernel<R, S, 2, 8, false, true><<<grid, threads, bytes, stream>>>(t); break;
+            case 4: conv_tiled_kernel<R, S, 4, 1, false, true><<<grid, threads, bytes, stream>>>(t); break;
+            case 5: conv_tiled_kernel<R, S, 8, 4, false, true><<<grid, threads, bytes, stream>>>(t); break;
+            default: conv_tiled_kernel<R, S, 8, 1, false, true><<<grid, threads, bytes, stream>>>(t); break;
+        }
+        return cudaGetLastError();
+    }
     switch (config) {
         case 0: conv_tiled_kernel<R, S, 4, 8, FLIPPED><<<grid, threads, bytes, stream>>>(t); break;
         case 1: conv_tiled_kernel<R, S, 4, 4, FLIPPED><<<grid, threads, bytes, stream>>>(t); break;
@@ -239,10 +310,10 @@ cudaError_t launch_forward_shaped(TiledConv t, int config, cudaStream_t stream) 
     return cudaGetLastError();
 }
 
-template <bool FLIPPED>
+template <bool FLIPPED, bool POOL = false>
 cudaError_t launch_forward_shaped(const TiledConv& t, int r, int config, cudaStream_t stream) {
-    if (r == 3) return launch_forward_shaped<3, 3, FLIPPED>(t, config, stream);
-    if (r == 5) return launch_forward_shaped<5, 5, FLIPPED>(t, config, stream);
+    if (r == 3) return launch_forward_shaped<3, 3, FLIPPED, POOL>(t, config, stream);
+    if (r == 5) return launch_forward_shaped<5, 5, FLIPPED, POOL>(t, config, stream);
     return cudaErrorInvalidValue;
 }
 
@@ -512,13 +583,14 @@ std::vector<int> conv2d_tiled_plan(const Conv2dParams& g, Conv2dPass pass, int c
                 round_up(t.kg * t.cb * t.r * t.rg, 32), static_cast<int>(wgrad_shared_bytes(t, t.r, kt))};
     }
     const bool input_grad = pass == Conv2dPass::kBackwardInput;
+    const bool pool = pass == Conv2dPass::kForwardPool;
     if (config < 0) config = input_grad && g.c < 8 ? 4 : 0;
-    if (config >= kForwardConfigs) return {};
-    const int px = kForwardShape[config][0], kt = kForwardShape[config][1];
+    if (config >= kForwardConfigs || (pool && !pool_config(config))) return {};
+    const int px = kForwardShape[config][0], kt = kForwardShape[config][1], py = pool ? 2 : 1;
     TiledConv t = forward_shaped(g, input_grad);
     const int r = static_cast<int>(g.r), s = static_cast<int>(g.s);
-    if (!forward_tile(t, r, s, px, kt)) return {};
-    const int in_floats = round_up(t.cb * (t.ty + r - 1) * ((t.tx * px + s - 1) | 1), 4);
+    if (!forward_tile(t, r, s, px, kt, py)) return {};
+    const int in_floats = round_up(t.cb * (t.ty * py + r - 1) * ((t.tx * px + s - 1) | 1), 4);
     return {px, kt, t.tx, t.ty, t.kg, t.cb, t.tiles_w, t.tiles_h, round_up(t.tx * t.ty * t.kg, 32),
             static_cast<int>(sizeof(float) * (in_floats + t.cb * r * s * t.kg * kt))};
 }
@@ -533,6 +605,22 @@ cudaError_t conv2d_tiled(const float* x, const float* w, const float* bias, floa
     t.out = y;
     t.relu = relu;
     return launch_forward_shaped<false>(t, static_cast<int>(g.r), config < 0 ? 0 : config, stream);
+}
+
+cudaError_t conv2d_tiled_max_pool(const float* x, const float* w, const float* bias, float* y_pool,
+                                  long long* indices, const Conv2dParams& g, bool relu, int config,
+                                  cudaStream_t stream) {
+    if (!conv2d_tiled_fits(g) || g.p < 2 || g.q < 2) return cudaErrorInvalidValue;
+    TiledConv t = forward_shaped(g, false);
+    t.in = x;
+    t.w = w;
+    t.bias = bias;
+    t.relu = relu;
+    t.pool_out = y_pool;
+    t.pool_indices = indices;
+    t.pool_h = static_cast<int>(g.p / 2);
+    t.pool_w = static_cast<int>(g.q / 2);
+    return launch_forward_shaped<false, true>(t, static_cast<int>(g.r), config < 0 ? 0 : config, stream);
 }
 
 cudaError_t conv2d_tiled_backward_input(const float* dy, const float* w, float* dx, const Conv2dParams& g,

@@ -348,8 +348,10 @@ def conv2d_activation(activation):
     return activation == "relu"
 
 
-# Configurations of the tiled version per pass (kernels/conv2d_tiled.cu; a test holds the two equal).
+# Configurations of the tiled version per pass (kernels/conv2d_tiled.cu; a test holds the two equal),
+# and the forward configurations that can also pool their output (conv2d_max_pool2d).
 CONV2D_TILED_CONFIGS = {"forward": 9, "backward_input": 9, "backward_weight": 4}
+CONV2D_TILED_POOL_CONFIGS = (0, 1, 2, 4, 5, 8)
 _INT32_MAX = 2 ** 31 - 1
 
 
@@ -392,6 +394,18 @@ def conv2d_plan(g, pass_name, version, config):
     elif not conv2d_fits(g, code):
         raise ValueError(f"version: {version!r} needs the GEMM dimensions of this convolution below 2^31")
     return code, config_code
+
+
+def conv2d_max_pool2d_plan(g, version, config):
+    """(pooling geometry of convolution `g`'s output (2x2, stride 2), forward plan) of
+    conv2d_max_pool2d after its checks (a given tiled configuration must be able to pool)."""
+    if g["p"] < 2 or g["q"] < 2:
+        raise ValueError(f"x: the convolution's output {g['p']}x{g['q']} is smaller than the 2x2 pooling window")
+    plan = conv2d_plan(g, "forward", version, config)
+    if plan[0] == CONV2D_VERSIONS.index("tiled") and config is not None and config not in CONV2D_TILED_POOL_CONFIGS:
+        raise ValueError(f"config: the tiled pooled forward has configurations {list(CONV2D_TILED_POOL_CONFIGS)}, "
+                         f"got {config}")
+    return pool2d_dims(g["y_shape"], 2, 2, 0), plan
 
 
 def conv2d_options(stride, padding, dilation):

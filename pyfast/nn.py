@@ -376,6 +376,22 @@ class MaxPool2d(_Pool2d):
                                                              out_indices=self._buffer("indices", shape, np.int64))
         return self._y
 
+    def _pairs(self):
+        """Whether this is the 2x2 stride-2 unpadded window (what conv2d_max_pool2d pools)."""
+        return self.kernel_size == (2, 2) and self.stride == (2, 2) and self.padding == (0, 0)
+
+    def _forward_after_conv(self, conv, x):
+        """relu(conv(x)) pooled in one op (a Sequential's Conv2d, ReLU, MaxPool2d): the conv
+        keeps its input for its backward, this layer its output, indices and input shape."""
+        conv._x = x
+        g = _checks.conv2d_dims(x.shape, conv.weight.shape, conv.stride, conv.padding, conv.dilation)
+        shape = _checks.pool2d_dims(g["y_shape"], 2, 2, 0)["y_shape"]
+        self._x_shape = g["y_shape"]
+        self._y, self._indices = self.backend.ops.conv2d_max_pool2d(
+            x, conv.weight, conv.bias, activation="relu", out=self._buffer("y", shape),
+            out_indices=self._buffer("indices", shape, np.int64), **conv._geometry())
+        return self._y
+
     def backward(self, dy):
         if not self.requires_input_grad:
             return None
@@ -467,10 +483,12 @@ class Sequential(Module):
             if type(layer) is Conv2d and layer.activation is None and type(following) is ReLU:
                 third = layers[i + 2] if i + 2 < len(layers) else None
                 if type(third) is MaxPool2d and third.requires_input_grad and following.requires_input_grad:
-                    # Conv2d, ReLU, MaxPool2d: the pool reads the conv's output once and pools its
-                    # ReLU (relu(max) = max(relu), same winners); backward() folds the ReLU into
-                    # the pool's gradient, so the ReLU's own output is never needed.
-                    x = third._forward(layer._forward(x, None), "relu")
+                    # Conv2d, ReLU, MaxPool2d: the pool pools the conv output's ReLU (relu(max) =
+                    # max(relu), same winners), for a 2x2 window in the conv's own epilogue where
+                    # the kernel can (conv2d_max_pool2d), else reading the output once; backward()
+                    # folds the ReLU into the pool's gradient: the ReLU's own output is never needed.
+                    x = third._forward_after_conv(layer, x) if third._pairs() else \
+                        third._forward(layer._forward(x, None), "relu")
                     i += 3
                     continue
                 # Conv2d then ReLU: one launch, the ReLU in the conv's epilogue (relu(round(v)) =

@@ -719,6 +719,43 @@ def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, activation=None,
     return out
 
 
+def conv2d_max_pool2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, activation=None, out=None,
+                      out_indices=None, version=None, config=None):
+    """(y, indices) = max_pool2d(conv2d(x, w, bias, activation=...), 2): a convolution and the
+    2x2 stride-2 max-pool of its output (the CNN's layer pairs). With the tiled version the
+    output is pooled in registers and never written (configurations
+    ``CONV2D_TILED_POOL_CONFIGS``); other versions write it to scratch memory and pool it in a
+    second pass. ``indices`` are flat in the convolution's output plane, as max_pool2d's; the
+    results are those of the two ops run one after the other, bit for bit."""
+    x_op, w_op = _input("x", x), _input("w", w)
+    bias_op = _input("bias", bias, optional=True)
+    g = _checks.conv2d_dims(x_op.shape, w_op.shape, stride, padding, dilation)
+    if bias_op is not None:
+        _checks.expect_shape("bias", bias_op.shape, (g["k"],))
+    relu = _checks.conv2d_activation(activation)
+    pool, plan = _checks.conv2d_max_pool2d_plan(g, version, config)
+    require_gpu("conv2d_max_pool2d")
+    x, w = _on_gpu(x_op), _on_gpu(w_op)
+    bias = _on_gpu(bias_op) if bias_op is not None else None
+    y = _output(out, pool["y_shape"], {"x": x, "w": w, "bias": bias})
+    indices = _indices_output(out_indices, pool["y_shape"])
+    if y.size == 0:
+        return y, indices
+    device, stream = _launch_args()
+    version_code, config_code = _conv_plan_on(g, "forward", plan, device)
+    if version_code == _TILED:
+        if config_code not in _checks.CONV2D_TILED_POOL_CONFIGS:
+            config_code = -1  # a measured forward plan that cannot pool: the same sums, another tile
+        _C.conv2d_tiled_max_pool(_ptr(x), _ptr(w), _ptr(bias), _ptr(y), _ptr(indices), _conv_geometry(g), relu,
+                                 config_code, device, stream)
+        return y, indices
+    conv_out = _empty(g["y_shape"], cupy.float32)
+    workspace = _conv_workspace(g, version_code, "forward", config_code)  # alive until queued
+    _C.conv2d(_ptr(x), _ptr(w), _ptr(bias), _ptr(conv_out), _ptr(workspace), _conv_geometry(g), version_code,
+              config_code, False, device, stream)
+    return max_pool2d(conv_out, 2, activation=activation, out=y, out_indices=indices)
+
+
 def _conv_gradient(op_name, dy, other_name, other, x_shape, w_shape, stride, padding, dilation, version, config):
     """Checks shared by the two convolution gradients; returns (dy, other, geometry, plan)."""
     dy_op, other_op = _input("dy", dy), _input(other_name, other)
@@ -781,6 +818,19 @@ def _pool_geometry(g, count_include_pad=True):
             int(count_include_pad)]
 
 
+def _indices_output(out_indices, shape):
+    """`out_indices` checked (int64, C-contiguous, `shape`), or a new array."""
+    if out_indices is None:
+        return _empty(shape, cupy.int64)
+    if not isinstance(out_indices, cupy.ndarray):
+        raise TypeError(f"out_indices: expected a CuPy array, got {type(out_indices).__name__}")
+    _checks.expect_indices("out_indices", out_indices.dtype)
+    _checks.expect_shape("out_indices", out_indices.shape, shape)
+    if not out_indices.flags.c_contiguous:
+        raise ValueError("out_indices: expected a C-contiguous array")
+    return out_indices
+
+
 def max_pool2d(x, kernel_size, stride=None, padding=0, *, bias=None, activation=None, out=None, out_indices=None):
     """(y, indices): each window's maximum (padding never wins, NaN propagates: the last NaN
     of a window) and its flat index h * W + w in the input plane (int64), as PyTorch's
@@ -799,16 +849,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, bias=None, activation=
     bias = _on_gpu(bias_op) if bias_op is not None else None
     shape = g["y_shape"]
     y = _output(out, shape, {"x": x, "bias": bias})
-    if out_indices is None:
-        indices = _empty(shape, cupy.int64)
-    else:
-        if not isinstance(out_indices, cupy.ndarray):
-            raise TypeError(f"out_indices: expected a CuPy array, got {type(out_indices).__name__}")
-        _checks.expect_indices("out_indices", out_indices.dtype)
-        _checks.expect_shape("out_indices", out_indices.shape, shape)
-        if not out_indices.flags.c_contiguous:
-            raise ValueError("out_indices: expected a C-contiguous array")
-        indices = out_indices
+    indices = _indices_output(out_indices, shape)
     if y.size:
         _C.max_pool2d(_ptr(x), _ptr(y), _ptr(indices), _pool_geometry(g), _ptr(bias), g["c"], relu, *_launch_args())
     return y, indices
@@ -883,7 +924,7 @@ def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, count_
 __all__ = ["linear_mse_sgd_fit", "gather_batch", "matmul", "relu", "relu_backward", "add_bias", "bias_grad", "mse_loss",
            "softmax_cross_entropy",
            "softmax", "log_softmax", "accuracy", "sgd_step", "adam_step", "conv2d", "conv2d_backward_input",
-           "conv2d_backward_weight", "conv2d_plan", "max_pool2d", "max_pool2d_backward", "avg_pool2d",
-           "avg_pool2d_backward",
+           "conv2d_backward_weight", "conv2d_plan", "conv2d_max_pool2d", "max_pool2d", "max_pool2d_backward",
+           "avg_pool2d", "avg_pool2d_backward",
            "MATMUL_VERSIONS", "DEFAULT_MATMUL_VERSION", "MATMUL_PRECISIONS", "TENSOR_CORE_VERSION",
            "CONV2D_VERSIONS", "CONV2D_PASSES", "DEFAULT_CONV2D_VERSION"]

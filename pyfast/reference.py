@@ -350,6 +350,18 @@ def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, activation=None,
     return _finish(_relu(y) if relu else y, out)
 
 
+def conv2d_max_pool2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, activation=None, out=None,
+                      out_indices=None, version=None, config=None):
+    """(y, indices) = max_pool2d(conv2d(x, w, bias, activation=...), 2): the convolution (rounded
+    to float32, as the GPU's) and the 2x2 stride-2 max-pool of its output."""
+    x64, w64 = _input("x", x), _input("w", w)
+    g = _checks.conv2d_dims(x64.shape, w64.shape, stride, padding, dilation)
+    _checks.conv2d_activation(activation)
+    _checks.conv2d_max_pool2d_plan(g, version, config)
+    conv = conv2d(x, w, bias, stride=stride, padding=padding, dilation=dilation)
+    return max_pool2d(conv, 2, activation=activation, out=out, out_indices=out_indices)
+
+
 def _conv_gradient_dims(pass_name, dy, x_shape, w_shape, stride, padding, dilation, version, config):
     g = _checks.conv2d_dims(x_shape, w_shape, stride, padding, dilation)
     _checks.expect_shape("dy", dy.shape, g["y_shape"])
@@ -512,4 +524,5 @@ def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, count_
 __all__ = ["linear_mse_sgd_fit", "gather_batch", "matmul", "relu", "relu_backward", "add_bias", "bias_grad", "mse_loss",
            "softmax_cross_entropy",
            "softmax", "log_softmax", "accuracy", "sgd_step", "adam_step", "conv2d", "conv2d_backward_input",
-           "conv2d_backward_weight", "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward"]
+           "conv2d_backward_weight", "conv2d_max_pool2d", "max_pool2d", "max_pool2d_backward", "avg_pool2d",
+           "avg_pool2d_backward"]

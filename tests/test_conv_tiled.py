@@ -30,7 +30,7 @@ SHAPES = [
     ((2, 3, 5, 6), (5, 3, 5, 5), 4),
     ((1, 9, 17, 30), (12, 9, 3, 3), 1),
 ]
-PASSES = {name: code for code, name in enumerate(_checks.CONV2D_PASSES)}
+PASSES = {**{name: code for code, name in enumerate(_checks.CONV2D_PASSES)}, "forward_pool": 3}
 
 
 def geometry(x_shape, w_shape, padding):
@@ -45,10 +45,12 @@ def plan(geo, pass_name, config, sms):
     return got
 
 
-def emulate_forward_shaped(inp, weight, bias, kout, hout, wout, pad, r, flipped, relu, p):
+def emulate_forward_shaped(inp, weight, bias, kout, hout, wout, pad, r, flipped, relu, p, py=1):
     """conv_tiled_kernel block by block. `weight` as the kernel reads it: OIHW (kout x cin x R x
-    R), or with `flipped` the (cin x kout x R x R) forward weight, read at flat tap RS-1-rs."""
+    R), or with `flipped` the (cin x kout x R x R) forward weight, read at flat tap RS-1-rs.
+    py = 2: the pooling kernel's tiles (row groups of two rows)."""
     px, kt, tx, ty, kg, cb, tiles_w, tiles_h, _, _ = p
+    ty *= py
     n_images, cin, hin, win = inp.shape
     kb, in_h, in_w = kg * kt, ty + r - 1, tx * px + r - 1
     flat = weight.reshape(weight.shape[0], weight.shape[1], r * r)
@@ -152,8 +154,12 @@ def test_python_and_kernel_agree_on_what_tiled_covers():
         assert _checks.conv2d_fits(g, tiled) == C.conv2d_tiled_fits(geo), (x_shape, w_shape, stride, pad, dil)
         covered += C.conv2d_tiled_fits(geo)
     assert covered >= 8
-    for pass_name, code in PASSES.items():
-        assert C.conv2d_config_count(code) == _checks.CONV2D_TILED_CONFIGS[pass_name]
+    for pass_name in _checks.CONV2D_PASSES:
+        assert C.conv2d_config_count(PASSES[pass_name]) == _checks.CONV2D_TILED_CONFIGS[pass_name]
+    _, geo = geometry((2, 3, 8, 8), (4, 3, 3, 3), 1)
+    pooling = tuple(config for config in range(_checks.CONV2D_TILED_CONFIGS["forward"])
+                    if C.conv2d_tiled_plan(geo, PASSES["forward_pool"], config, 132))
+    assert pooling == _checks.CONV2D_TILED_POOL_CONFIGS
 
 
 @pytest.mark.parametrize("sms", [1, 132])
@@ -199,6 +205,42 @@ def test_forward_and_input_gradient_index_math_against_reference(rng, x_shape, w
                                     (r - 1 - pad[0], r - 1 - pad[1]), r, True, False,
                                     plan(geo, "backward_input", config, 132))
         assert_close(dx, dx_ref, atol=1e-4, name=f"dx config {config}")
+
+
+def emulate_pool(conv_out, relu):
+    """The pooling epilogue: each 2x2 window of the emulated output, PyTorch's scan."""
+    n, k, h, w = conv_out.shape
+    y = np.full((n, k, h // 2, w // 2), np.nan)
+    idx = np.full(y.shape, -1, np.int64)
+    for index in np.ndindex(*y.shape):
+        b, c, pr, pq = index
+        best, best_index = -np.inf, (2 * pr) * w + 2 * pq
+        for dy in range(2):
+            for dx in range(2):
+                value = conv_out[b, c, 2 * pr + dy, 2 * pq + dx]
+                value = max(value, 0.0) if relu and not np.isnan(value) else value
+                if value > best or np.isnan(value):
+                    best, best_index = value, (2 * pr + dy) * w + 2 * pq + dx
+        y[index], idx[index] = best, best_index
+    return y, idx
+
+
+@pytest.mark.parametrize("x_shape,w_shape,padding", [shape for shape in SHAPES if shape[0][2] + 2 * shape[2] > 4])
+def test_pooled_forward_index_math_against_reference(rng, x_shape, w_shape, padding):
+    g, geo = geometry(x_shape, w_shape, padding)
+    x, w, b = randn(rng, *x_shape), randn(rng, *w_shape), randn(rng, w_shape[0])
+    y_ref, idx_ref = reference.conv2d_max_pool2d(x, w, b, padding=padding, activation="relu")
+    for config in _checks.CONV2D_TILED_POOL_CONFIGS:
+        conv_out = emulate_forward_shaped(x.astype(np.float64), w.astype(np.float64), b, g["k"], g["p"], g["q"],
+                                          g["padding"], g["r"], False, False, plan(geo, "forward_pool", config, 132),
+                                          py=2)
+        y, idx = emulate_pool(conv_out.astype(np.float32).astype(np.float64), True)
+        assert_close(y, y_ref, atol=1e-4, name=f"pooled config {config}")
+        assert (idx >= 0).all()  # every window computed
+        # Winners may differ only where two values of a window tie within rounding.
+        chosen = np.take_along_axis(conv_out.reshape(*conv_out.shape[:2], -1), idx.reshape(*idx.shape[:2], -1),
+                                    axis=2).reshape(idx.shape)
+        assert_close(np.maximum(chosen, 0), y_ref, atol=1e-4, name=f"winners config {config}")
 
 
 @pytest.mark.parametrize("sms", [1, 132])
@@ -252,6 +294,11 @@ def test_reference_fused_relu_and_bias_gradient(rng):
      TypeError, "bias"),
     (lambda m, a: m.conv2d_backward_weight(a(1, 3, 9, 9), a(1, 2, 9, 9), (3, 2, 3, 3), padding=1, out_bias=a(3)),
      ValueError, "out_bias: given without bias=True"),
+    (lambda m, a: m.conv2d_max_pool2d(a(1, 2, 3, 3), a(3, 2, 3, 3)), ValueError,
+     r"x: the convolution's output 1x1 is smaller than the 2x2 pooling window"),
+    (lambda m, a: m.conv2d_max_pool2d(a(1, 2, 9, 9), a(3, 2, 3, 3), padding=1, version="tiled", config=3), ValueError,
+     r"config: the tiled pooled forward has configurations \[0, 1, 2, 4, 5, 8\], got 3"),
+    (lambda m, a: m.conv2d_max_pool2d(a(1, 2, 9, 9), a(3, 2, 3, 3), activation="tanh"), ValueError, "activation"),
 ])
 def test_bad_new_options_fail_the_same_on_both_backends(call, error, match):
     from conftest import fake
@@ -374,3 +421,28 @@ def test_tuner_candidates_respect_the_shape_class():
     assert [c for v, c in got if v == "tiled"] == list(range(_checks.CONV2D_TILED_CONFIGS["backward_weight"]))
     strided = _checks.conv2d_dims((8, 32, 14, 14), (64, 32, 3, 3), 2, 1, 1)
     assert all(v != "tiled" for v, _ in tune_conv.candidates(strided, "forward"))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("x_shape,w_shape,padding", GPU_SHAPES[:8])
+def test_gpu_pooled_forward_equals_conv_then_pool(rng, x_shape, w_shape, padding):
+    """conv2d_max_pool2d: the tiled kernel's in-register pooling gives the bits of the tiled
+    conv followed by max_pool2d (every pooling configuration), and the other versions' two-pass
+    path those of their conv followed by the pool."""
+    import cupy
+
+    g, (x, w, b, _), (xg, wg, bg, _) = _gpu_case(rng, x_shape, w_shape, padding)
+    if g["p"] < 2 or g["q"] < 2:
+        pytest.skip("the convolution's output is smaller than the window (checked by the bad-input tests)")
+    for version in ("tiled", "implicit", "direct"):
+        conv = ops.conv2d(xg, wg, bg, padding=padding, version=version)
+        y_steps, idx_steps = ops.max_pool2d(conv, 2, activation="relu")
+        configs = _checks.CONV2D_TILED_POOL_CONFIGS if version == "tiled" else (None,)
+        for config in configs:
+            shape = y_steps.shape
+            y, idx = ops.conv2d_max_pool2d(xg, wg, bg, padding=padding, activation="relu", version=version,
+                                           config=config, out=cupy.full(shape, cupy.nan, cupy.float32),
+                                           out_indices=cupy.full(shape, -1, cupy.int64))
+            assert cupy.array_equal(y, y_steps) and cupy.array_equal(idx, idx_steps), (version, config)
+    y_ref, _ = reference.conv2d_max_pool2d(x, w, b, padding=padding, activation="relu")
+    assert_close(y, y_ref, atol=reduction_atol(g["c"] * g["r"] * g["s"]))
