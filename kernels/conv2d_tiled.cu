@@ -180,7 +180,8 @@ __global__ void __launch_bounds__(kTargetThreads) conv_tiled_kernel(TiledConv t)
             const int ko = k0 + kgi * KT + kt;
             if (ko >= t.kout) break;
             const float b = t.bias != nullptr ? __ldg(t.bias + ko) : 0.0f;
-            const std::int64_t first = ((std::int64_t)n * t.kout + ko) * t.pool_h * t.pool_w + (std::int64_t)pr * t.pool_w;
+            const std::int64_t first =
+                ((std::int64_t)n * t.kout + ko) * t.pool_h * t.pool_w + (std::int64_t)pr * t.pool_w;
 #pragma unroll
             for (int px = 0; px < PX; px += 2) {
                 const int pq = (ox + px) / 2;
@@ -203,32 +204,33 @@ __global__ void __launch_bounds__(kTargetThreads) conv_tiled_kernel(TiledConv t)
                 t.pool_indices[first + pq] = best_index;
             }
         }
-        return;
-    }
+    } else {
 #pragma unroll
-    for (int kt = 0; kt < KT; ++kt) {
-        const int ko = k0 + kgi * KT + kt;
-        if (ko >= t.kout) break;
-        const float b = t.bias != nullptr ? __ldg(t.bias + ko) : 0.0f;
-        float v[PX];
+        for (int kt = 0; kt < KT; ++kt) {
+            const int ko = k0 + kgi * KT + kt;
+            if (ko >= t.kout) break;
+            const float b = t.bias != nullptr ? __ldg(t.bias + ko) : 0.0f;
+            float v[PX];
 #pragma unroll
-        for (int px = 0; px < PX; ++px) {
-            v[px] = acc[kt][0][px] + b;
-            if (t.relu) v[px] = v[px] < 0.0f ? 0.0f : v[px];  // NaN stays NaN
-        }
-        float* dst = t.out + (((std::int64_t)n * t.kout + ko) * t.hout + oy) * t.wout + ox;
-        if constexpr (PX % 4 == 0) {
-            if (t.vector_out) {  // wout % 4 == 0 and ox % 4 == 0: each run of 4 is wholly in or out
-#pragma unroll
-                for (int px = 0; px < PX; px += 4)
-                    if (ox + px < t.wout)
-                        *reinterpret_cast<float4*>(dst + px) = make_float4(v[px], v[px + 1], v[px + 2], v[px + 3]);
-                continue;
+            for (int px = 0; px < PX; ++px) {
+                v[px] = acc[kt][0][px] + b;
+                if (t.relu) v[px] = v[px] < 0.0f ? 0.0f : v[px];  // NaN stays NaN
             }
-        }
+            float* dst = t.out + (((std::int64_t)n * t.kout + ko) * t.hout + oy) * t.wout + ox;
+            if constexpr (PX % 4 == 0) {
+                if (t.vector_out) {  // wout % 4 == 0 and ox % 4 == 0: each run of 4 is wholly in or out
 #pragma unroll
-        for (int px = 0; px < PX; ++px)
-            if (ox + px < t.wout) dst[px] = v[px];
+                    for (int px = 0; px < PX; px += 4)
+                        if (ox + px < t.wout) {
+                            *reinterpret_cast<float4*>(dst + px) = make_float4(v[px], v[px + 1], v[px + 2], v[px + 3]);
+                        }
+                    continue;
+                }
+            }
+#pragma unroll
+            for (int px = 0; px < PX; ++px)
+                if (ox + px < t.wout) dst[px] = v[px];
+        }
     }
 }
 
