@@ -7,7 +7,9 @@ against cuDNN through PyTorch (cudnn.benchmark on, TF32 off: true FP32), on the 
 Each result is checked against PyTorch's float64 convolution before it is timed. The ratio
 is cuDNN time / pyfast time (above 1: faster than cuDNN). "auto" is version=None (the
 measured table in pyfast/conv_tuning.json, else the rule in pyfast.ops); "direct" is left out
-above batch 128 (seconds per call: it is the oracle, not a candidate).
+above batch 128 (seconds per call: it is the oracle, not a candidate). "forward+relu+pool" is the
+CNN's layer pair, conv2d_max_pool2d, against cuDNN's conv + ReLU + max_pool2d (the TFLOP/s count
+the convolution only).
 """
 
 import sys
@@ -64,7 +66,12 @@ def main(argv=None):
                                k * r * s),
             "backward_weight": (lambda v: ops.conv2d_backward_weight(dy, x, w_shape, padding=pad, version=v,
                                                                      out=dw_buf), n * y_shape[2] * y_shape[3]),
+            # The CNN's layer pair: conv, ReLU and the 2x2 max-pool (conv2d_max_pool2d).
+            "forward+relu+pool": (lambda v: ops.conv2d_max_pool2d(x, w, padding=pad, activation="relu", version=v,
+                                                                  out=pool_buf, out_indices=index_buf)[0], c * r * s),
         }
+        pool_shape = (n, k, y_shape[2] // 2, y_shape[3] // 2)
+        pool_buf, index_buf = cupy.empty(pool_shape, cupy.float32), cupy.empty(pool_shape, cupy.int64)
         y_buf, dx_buf = cupy.empty(y_shape, cupy.float32), cupy.empty(x_shape, cupy.float32)
         dw_buf = cupy.empty(w_shape, cupy.float32)
         expected, baselines = {}, {}
@@ -75,14 +82,17 @@ def main(argv=None):
             x64, w64, dy64 = (t.double() for t in (xt, wt, dyt))
             expected = {"forward": F.conv2d(x64, w64, padding=pad),
                         "backward_input": torch.nn.grad.conv2d_input(x_shape, w64, dy64, padding=pad),
-                        "backward_weight": torch.nn.grad.conv2d_weight(x64, w_shape, dy64, padding=pad)}
+                        "backward_weight": torch.nn.grad.conv2d_weight(x64, w_shape, dy64, padding=pad),
+                        "forward+relu+pool": F.max_pool2d(F.relu(F.conv2d(x64, w64, padding=pad)), 2)}
             baselines = {"forward": lambda: F.conv2d(xt, wt, padding=pad),
                          "backward_input": lambda: torch.nn.grad.conv2d_input(x_shape, wt, dyt, padding=pad),
-                         "backward_weight": lambda: torch.nn.grad.conv2d_weight(xt, w_shape, dyt, padding=pad)}
+                         "backward_weight": lambda: torch.nn.grad.conv2d_weight(xt, w_shape, dyt, padding=pad),
+                         "forward+relu+pool": lambda: F.max_pool2d(F.relu(F.conv2d(xt, wt, padding=pad)), 2,
+                                                                   return_indices=True)}
         for pass_name, (run, reduction) in passes.items():
             base_ms = harness.time_gpu(baselines[pass_name], [()]).median_ms if baselines else None
             for version in versions_for(x_shape, w_shape, pad):
-                chosen = ops.conv2d_plan(pass_name, x_shape, w_shape, padding=pad, version=version)
+                chosen = ops.conv2d_plan(pass_name.split("+")[0], x_shape, w_shape, padding=pad, version=version)
                 row = dict(case=label, x=list(x_shape), w=list(w_shape), op=pass_name, version=version or "auto",
                            ran="{}/{}".format(*chosen))
                 if expected:
