@@ -13,7 +13,8 @@
 //             1024-thread block per row up to 16384), max and sum reduced in the group, the
 //             output (probabilities, log-probabilities or the cross-entropy gradient) written
 //             from registers (values and their exponentials: one expf per element; the label is
-//             read before the row so its latency overlaps): probabilities never touch memory. Wider rows take an online
+//             read before the row so its latency overlaps; 16-byte loads and stores when the
+//             rows allow): probabilities never touch memory. Wider rows take an online
 //             (max, sum) first pass and a second read. Cross-entropy's per-row losses are added
 //             in order by one block, which also counts labels outside [0, classes).
 //   v1 cross-entropy with few classes (C <= 32, the CNN's 10): a thread per row. A block's 256
@@ -115,8 +116,15 @@ __device__ __forceinline__ void write_row_loss(const RowArgs& a, std::int64_t ro
 
 // GROUP threads own a row (32: a warp; 1024: the block); each holds EPT of its values.
 // The launch bound caps registers so a 1024-thread block fits an SM (at most 64 each).
-template <int GROUP, int EPT>
+// VEC: rows of a multiple of 4 classes on 16-byte boundaries: lane l holds runs of 4 adjacent
+// values (columns 4 (l + i GROUP) + 0..3), read and written as float4.
+template <int GROUP, int EPT, bool VEC>
 __global__ void __launch_bounds__(GROUP == 32 ? 256 : GROUP) softmax_rows_kernel(RowArgs a) {
+    static_assert(!VEC || EPT % 4 == 0, "16-byte runs need EPT a multiple of 4");
+    // The column of value j of this lane.
+    auto column = [](int lane, int j) -> std::int64_t {
+        return VEC ? ((std::int64_t)(j / 4) * GROUP + lane) * 4 + j % 4 : lane + (std::int64_t)j * GROUP;
+    };
     __shared__ float scratch[32];
     const int lane = threadIdx.x % GROUP;
     const std::int64_t groups_per_block = blockDim.x / GROUP;
@@ -137,17 +145,29 @@ __global__ void __launch_bounds__(GROUP == 32 ? 256 : GROUP) softmax_rows_kernel
         float row_max = -INFINITY;
 #pragma unroll
         for (int j = 0; j < EPT; ++j) {
-            const std::int64_t c = lane + j * GROUP;
-            v[j] = c < a.classes ? x[c] : -INFINITY;
-            row_max = fmaxf(row_max, v[j]);
+            const std::int64_t c = column(lane, j);
+            if constexpr (VEC) {
+                if (j % 4 == 0) {  // classes % 4 == 0: a run is wholly in the row or wholly past it
+                    const float4 run = c < a.classes ? __ldg(reinterpret_cast<const float4*>(x + c))
+                                                     : make_float4(-INFINITY, -INFINITY, -INFINITY, -INFINITY);
+                    v[j] = run.x;
+                    v[j + 1] = run.y;
+                    v[j + 2] = run.z;
+                    v[j + 3] = run.w;
+                }
+            } else {
+                v[j] = c < a.classes ? x[c] : -INFINITY;
+            }
         }
+#pragma unroll
+        for (int j = 0; j < EPT; ++j) row_max = fmaxf(row_max, v[j]);
         row_max = group_reduce(row_max, MaxOp{}, -INFINITY);
         // The exponentials stay in registers for the outputs (one expf per element, not two).
         float e[EPT];
         float sum = 0.0f;
 #pragma unroll
         for (int j = 0; j < EPT; ++j) {
-            e[j] = lane + j * GROUP < a.classes ? expf(v[j] - row_max) : 0.0f;
+            e[j] = column(lane, j) < a.classes ? expf(v[j] - row_max) : 0.0f;
             sum += e[j];
         }
         sum = group_reduce(sum, SumOp{}, 0.0f);
@@ -155,10 +175,21 @@ __global__ void __launch_bounds__(GROUP == 32 ? 256 : GROUP) softmax_rows_kernel
         const float inv_sum = 1.0f / sum;
         const bool valid = label >= 0 && label < a.classes;
         float* out = a.out + row * a.classes;
+        float o[EPT];
 #pragma unroll
         for (int j = 0; j < EPT; ++j) {
-            const std::int64_t c = lane + j * GROUP;
-            if (c < a.classes) out[c] = row_output(a, v[j], row_max, e[j], log_sum, inv_sum, c == label, valid);
+            const std::int64_t c = column(lane, j);
+            o[j] = row_output(a, v[j], row_max, e[j], log_sum, inv_sum, c == label, valid);
+            if (!VEC && c < a.classes) out[c] = o[j];
+        }
+        if constexpr (VEC) {
+#pragma unroll
+            for (int j = 0; j < EPT; j += 4) {
+                const std::int64_t c = column(lane, j);
+                if (c < a.classes) {
+                    *reinterpret_cast<float4*>(out + c) = make_float4(o[j], o[j + 1], o[j + 2], o[j + 3]);
+                }
+            }
         }
         if (lane == 0) write_row_loss(a, row, label, valid, row_max, log_sum);
     }
@@ -199,7 +230,15 @@ __global__ void softmax_wide_rows_kernel(RowArgs a) {
 template <int GROUP, int EPT>
 cudaError_t launch_rows(const RowArgs& a, cudaStream_t stream) {
     const int threads = GROUP == 32 ? kThreads : GROUP;
-    softmax_rows_kernel<GROUP, EPT><<<grid_stride_blocks(a.rows * GROUP, threads), threads, 0, stream>>>(a);
+    const unsigned blocks = grid_stride_blocks(a.rows * GROUP, threads);
+    if constexpr (EPT % 4 == 0) {
+        if (a.classes % 4 == 0 && is_aligned16(a.logits) && is_aligned16(a.out)) {
+            softmax_rows_kernel<GROUP, EPT, true><<<blocks, threads, 0, stream>>>(a);
+            PYFAST_RETURN_IF_LAUNCH_FAILED();
+            return cudaSuccess;
+        }
+    }
+    softmax_rows_kernel<GROUP, EPT, false><<<blocks, threads, 0, stream>>>(a);
     PYFAST_RETURN_IF_LAUNCH_FAILED();
     return cudaSuccess;
 }

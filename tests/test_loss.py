@@ -319,3 +319,17 @@ def test_cross_entropy_few_classes_misaligned_invalid_and_repeatable(rng):
     assert bool(cupy.isfinite(grad[[0, 301, 998]]).all())
     # The ticket counter is reset: the next call is right again.
     assert_close(ops.softmax_cross_entropy(shifted, cupy.asarray(labels))[0], ref_loss, atol=1e-5, rtol=1e-6)
+
+
+# Rows of a multiple of 4 classes take 16-byte loads and stores (warp rows up to 1024 classes,
+# block rows up to 16384); a misaligned start falls back to 4-byte accesses.
+@gpu
+@pytest.mark.parametrize("classes", [36, 128, 1000, 2048, 4096, 16384])
+def test_cross_entropy_and_softmax_with_16_byte_rows(rng, classes):
+    check_cross_entropy(rng, 37, classes)
+    logits = randn(rng, 5, classes, scale=4.0)
+    buffer = cupy.empty(5 * classes + 1, cupy.float32)
+    shifted = buffer[1:].reshape(5, classes)  # 4 bytes off a 16-byte boundary
+    shifted[...] = cupy.asarray(logits)
+    assert_close(ops.softmax(shifted), reference.softmax(logits), atol=1e-7, rtol=1e-5)
+    assert_close(ops.softmax(cupy.asarray(logits)), reference.softmax(logits), atol=1e-7, rtol=1e-5)
