@@ -531,9 +531,15 @@ TiledWgrad wgrad_params(const Conv2dParams& g, const float* dy, const float* x, 
 bool wgrad_config_ok(int config) { return config >= 0 && config < kWgradConfigs; }
 
 // The forward-shaped convolution of a pass: the forward itself, or the input gradient as the
-// forward of dy (K channels, P x Q) into C channels of H x W with padding R-1-pad (no pointers).
-TiledConv forward_shaped(const Conv2dParams& g, bool input_grad) {
+// forward of dy (K channels, P x Q) into C channels of H x W with padding R-1-pad; the caller
+// sets where the result goes.
+TiledConv forward_shaped(const Conv2dParams& g, bool input_grad, const float* in, const float* w,
+                         const float* bias = nullptr, bool relu = false) {
     TiledConv t{};
+    t.in = in;
+    t.w = w;
+    t.bias = bias;
+    t.relu = relu;
     t.n = static_cast<int>(g.n);
     t.cin = static_cast<int>(input_grad ? g.k : g.c);
     t.hin = static_cast<int>(input_grad ? g.p : g.h);
@@ -589,7 +595,7 @@ std::vector<int> conv2d_tiled_plan(const Conv2dParams& g, Conv2dPass pass, int c
     if (config < 0) config = input_grad && g.c < 8 ? 4 : 0;
     if (config >= kForwardConfigs || (pool && !pool_config(config))) return {};
     const int px = kForwardShape[config][0], kt = kForwardShape[config][1], py = pool ? 2 : 1;
-    TiledConv t = forward_shaped(g, input_grad);
+    TiledConv t = forward_shaped(g, input_grad, nullptr, nullptr);
     const int r = static_cast<int>(g.r), s = static_cast<int>(g.s);
     if (!forward_tile(t, r, s, px, kt, py)) return {};
     const int in_floats = round_up(t.cb * (t.ty * py + r - 1) * ((t.tx * px + s - 1) | 1), 4);
@@ -600,12 +606,8 @@ std::vector<int> conv2d_tiled_plan(const Conv2dParams& g, Conv2dPass pass, int c
 cudaError_t conv2d_tiled(const float* x, const float* w, const float* bias, float* y, const Conv2dParams& g,
                          bool relu, int config, cudaStream_t stream) {
     if (!conv2d_tiled_fits(g)) return cudaErrorInvalidValue;
-    TiledConv t = forward_shaped(g, false);
-    t.in = x;
-    t.w = w;
-    t.bias = bias;
+    TiledConv t = forward_shaped(g, false, x, w, bias, relu);
     t.out = y;
-    t.relu = relu;
     return launch_forward_shaped<false>(t, static_cast<int>(g.r), config < 0 ? 0 : config, stream);
 }
 
@@ -613,11 +615,7 @@ cudaError_t conv2d_tiled_max_pool(const float* x, const float* w, const float* b
                                   long long* indices, const Conv2dParams& g, bool relu, int config,
                                   cudaStream_t stream) {
     if (!conv2d_tiled_fits(g) || g.p < 2 || g.q < 2) return cudaErrorInvalidValue;
-    TiledConv t = forward_shaped(g, false);
-    t.in = x;
-    t.w = w;
-    t.bias = bias;
-    t.relu = relu;
+    TiledConv t = forward_shaped(g, false, x, w, bias, relu);
     t.pool_out = y_pool;
     t.pool_indices = indices;
     t.pool_h = static_cast<int>(g.p / 2);
@@ -628,9 +626,7 @@ cudaError_t conv2d_tiled_max_pool(const float* x, const float* w, const float* b
 cudaError_t conv2d_tiled_backward_input(const float* dy, const float* w, float* dx, const Conv2dParams& g,
                                         int config, cudaStream_t stream) {
     if (!conv2d_tiled_fits(g)) return cudaErrorInvalidValue;
-    TiledConv t = forward_shaped(g, true);
-    t.in = dy;
-    t.w = w;
+    TiledConv t = forward_shaped(g, true, dy, w);
     t.out = dx;
     if (config < 0) config = g.c < 8 ? 4 : 0;  // one or few input channels: KT = 1 (as conv2d_tiled_plan)
     return launch_forward_shaped<true>(t, static_cast<int>(g.r), config, stream);

@@ -683,6 +683,16 @@ def _conv_workspace(g, version_code, pass_name, config):
     return _empty(size, cupy.float32) if size else None
 
 
+def _conv_forward_operands(x, w, bias, stride, padding, dilation):
+    """((x, w, bias) operands, geometry) of a forward convolution after their checks (no GPU)."""
+    x_op, w_op = _input("x", x), _input("w", w)
+    bias_op = _input("bias", bias, optional=True)
+    g = _checks.conv2d_dims(x_op.shape, w_op.shape, stride, padding, dilation)
+    if bias_op is not None:
+        _checks.expect_shape("bias", bias_op.shape, (g["k"],))
+    return (x_op, w_op, bias_op), g
+
+
 def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, activation=None, out=None, version=None,
            config=None):
     """2D cross-correlation of NCHW ``x`` with OIHW ``w`` (+ ``bias`` per output channel), as
@@ -699,16 +709,11 @@ def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, activation=None,
     then the tiled matmul), "implicit" (the tiled matmul gathering its tiles straight from x and
     w), "tiled" (direct convolution through shared-memory tiles: stride 1, dilation 1, 3x3 or
     5x5). ``config``: one of the tiled version's configurations (benchmarks and the tuner)."""
-    x_op, w_op = _input("x", x), _input("w", w)
-    bias_op = _input("bias", bias, optional=True)
-    g = _checks.conv2d_dims(x_op.shape, w_op.shape, stride, padding, dilation)
-    if bias_op is not None:
-        _checks.expect_shape("bias", bias_op.shape, (g["k"],))
+    operands, g = _conv_forward_operands(x, w, bias, stride, padding, dilation)
     relu = _checks.conv2d_activation(activation)
     plan = _checks.conv2d_plan(g, "forward", version, config)
     require_gpu("conv2d")
-    x, w = _on_gpu(x_op), _on_gpu(w_op)
-    bias = _on_gpu(bias_op) if bias_op is not None else None
+    x, w, bias = (_on_gpu(op) if op is not None else None for op in operands)
     out = _output(out, g["y_shape"], {"x": x, "w": w, "bias": bias})
     device, stream = _launch_args()
     version_code, config_code = _conv_plan_on(g, "forward", plan, device)
@@ -727,16 +732,11 @@ def conv2d_max_pool2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, activ
     ``CONV2D_TILED_POOL_CONFIGS``); other versions write it to scratch memory and pool it in a
     second pass. ``indices`` are flat in the convolution's output plane, as max_pool2d's; the
     results are those of the two ops run one after the other, bit for bit."""
-    x_op, w_op = _input("x", x), _input("w", w)
-    bias_op = _input("bias", bias, optional=True)
-    g = _checks.conv2d_dims(x_op.shape, w_op.shape, stride, padding, dilation)
-    if bias_op is not None:
-        _checks.expect_shape("bias", bias_op.shape, (g["k"],))
+    operands, g = _conv_forward_operands(x, w, bias, stride, padding, dilation)
     relu = _checks.conv2d_activation(activation)
     pool, plan = _checks.conv2d_max_pool2d_plan(g, version, config)
     require_gpu("conv2d_max_pool2d")
-    x, w = _on_gpu(x_op), _on_gpu(w_op)
-    bias = _on_gpu(bias_op) if bias_op is not None else None
+    x, w, bias = (_on_gpu(op) if op is not None else None for op in operands)
     y = _output(out, pool["y_shape"], {"x": x, "w": w, "bias": bias})
     indices = _indices_output(out_indices, pool["y_shape"])
     if y.size == 0:
