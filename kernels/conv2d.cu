@@ -402,12 +402,6 @@ SplitK weight_grad_split(const Conv2dParams& g, float* workspace) {
     return tiled_gemm::split_k(static_cast<int>(k), static_cast<int>(splits > 1 ? splits : 1), workspace);
 }
 
-#define PYFAST_TRY(call)                          \
-    do {                                          \
-        const cudaError_t status_ = (call);       \
-        if (status_ != cudaSuccess) return status_; \
-    } while (0)
-
 }  // namespace
 
 bool conv2d_gemm_fits(const Conv2dParams& g) {

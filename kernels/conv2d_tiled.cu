@@ -69,7 +69,7 @@ template <int R, int S, int PX, int KT, bool FLIPPED, bool POOL = false>
 __global__ void __launch_bounds__(kTargetThreads) conv_tiled_kernel(TiledConv t) {
     constexpr int PY = POOL ? 2 : 1;
     static_assert(!POOL || (PX % 2 == 0 && !FLIPPED), "pooling needs whole 2x2 windows of a forward pass");
-    extern __shared__ __align__(16) float smem[];
+    PYFAST_DYNAMIC_SHARED(float, smem);
     const int kb = t.kg * KT;  // output channels of this block
     const int in_h = t.ty * PY + R - 1;
     const int in_w = t.tx * PX + S - 1;
@@ -289,27 +289,25 @@ cudaError_t launch_forward_shaped(TiledConv t, int config, cudaStream_t stream) 
     const dim3 grid(static_cast<unsigned>(blocks_x), blocks_y);
     if constexpr (POOL) {
         switch (config) {
-            case 0: conv_tiled_kernel<R, S, 4, 8, false, true><<<grid, threads, bytes, stream>>>(t); break;
-            case 1: conv_tiled_kernel<R, S, 4, 4, false, true><<<grid, threads, bytes, stream>>>(t); break;
-            case 2: conv_tiled_kernel<R, S, 2, 8, false, true><<<grid, threads, bytes, stream>>>(t); break;
-            case 4: conv_tiled_kernel<R, S, 4, 1, false, true><<<grid, threads, bytes, stream>>>(t); break;
-            case 5: conv_tiled_kernel<R, S, 8, 4, false, true><<<grid, threads, bytes, stream>>>(t); break;
-            default: conv_tiled_kernel<R, S, 8, 1, false, true><<<grid, threads, bytes, stream>>>(t); break;
+            case 0: return launch_kernel(conv_tiled_kernel<R, S, 4, 8, false, true>, grid, threads, bytes, stream, t);
+            case 1: return launch_kernel(conv_tiled_kernel<R, S, 4, 4, false, true>, grid, threads, bytes, stream, t);
+            case 2: return launch_kernel(conv_tiled_kernel<R, S, 2, 8, false, true>, grid, threads, bytes, stream, t);
+            case 4: return launch_kernel(conv_tiled_kernel<R, S, 4, 1, false, true>, grid, threads, bytes, stream, t);
+            case 5: return launch_kernel(conv_tiled_kernel<R, S, 8, 4, false, true>, grid, threads, bytes, stream, t);
+            default: return launch_kernel(conv_tiled_kernel<R, S, 8, 1, false, true>, grid, threads, bytes, stream, t);
         }
-        return cudaGetLastError();
     }
     switch (config) {
-        case 0: conv_tiled_kernel<R, S, 4, 8, FLIPPED><<<grid, threads, bytes, stream>>>(t); break;
-        case 1: conv_tiled_kernel<R, S, 4, 4, FLIPPED><<<grid, threads, bytes, stream>>>(t); break;
-        case 2: conv_tiled_kernel<R, S, 2, 8, FLIPPED><<<grid, threads, bytes, stream>>>(t); break;
-        case 3: conv_tiled_kernel<R, S, 7, 8, FLIPPED><<<grid, threads, bytes, stream>>>(t); break;
-        case 4: conv_tiled_kernel<R, S, 4, 1, FLIPPED><<<grid, threads, bytes, stream>>>(t); break;
-        case 5: conv_tiled_kernel<R, S, 8, 4, FLIPPED><<<grid, threads, bytes, stream>>>(t); break;
-        case 6: conv_tiled_kernel<R, S, 4, 16, FLIPPED><<<grid, threads, bytes, stream>>>(t); break;
-        case 7: conv_tiled_kernel<R, S, 8, 8, FLIPPED><<<grid, threads, bytes, stream>>>(t); break;
-        default: conv_tiled_kernel<R, S, 8, 1, FLIPPED><<<grid, threads, bytes, stream>>>(t); break;
+        case 0: return launch_kernel(conv_tiled_kernel<R, S, 4, 8, FLIPPED>, grid, threads, bytes, stream, t);
+        case 1: return launch_kernel(conv_tiled_kernel<R, S, 4, 4, FLIPPED>, grid, threads, bytes, stream, t);
+        case 2: return launch_kernel(conv_tiled_kernel<R, S, 2, 8, FLIPPED>, grid, threads, bytes, stream, t);
+        case 3: return launch_kernel(conv_tiled_kernel<R, S, 7, 8, FLIPPED>, grid, threads, bytes, stream, t);
+        case 4: return launch_kernel(conv_tiled_kernel<R, S, 4, 1, FLIPPED>, grid, threads, bytes, stream, t);
+        case 5: return launch_kernel(conv_tiled_kernel<R, S, 8, 4, FLIPPED>, grid, threads, bytes, stream, t);
+        case 6: return launch_kernel(conv_tiled_kernel<R, S, 4, 16, FLIPPED>, grid, threads, bytes, stream, t);
+        case 7: return launch_kernel(conv_tiled_kernel<R, S, 8, 8, FLIPPED>, grid, threads, bytes, stream, t);
+        default: return launch_kernel(conv_tiled_kernel<R, S, 8, 1, FLIPPED>, grid, threads, bytes, stream, t);
     }
-    return cudaGetLastError();
 }
 
 template <bool FLIPPED, bool POOL = false>
@@ -334,7 +332,7 @@ struct TiledWgrad {
 // of the inner loop's issue slots when nobody wants the bias gradient).
 template <int S, int KT, int PXW, bool BIAS>
 __global__ void __launch_bounds__(512) conv_wgrad_tiled_kernel(TiledWgrad t) {
-    extern __shared__ __align__(16) float smem[];
+    PYFAST_DYNAMIC_SHARED(float, smem);
     const int kb = t.kg * KT;
     float* dy_s = smem;                                      // [kb][chunk][qp]
     float* x_s = smem + kb * t.chunk * t.qp;                 // [cb][chunk][R][ld]
@@ -644,36 +642,37 @@ cudaError_t conv2d_tiled_backward_weight(const float* dy, const float* x, float*
     if (bytes > sizeof(float) * kSharedFloats) return cudaErrorInvalidValue;
     const dim3 grid(t.slices, ceil_div(t.c, t.cb), ceil_div(t.k, t.kg * kt));
     const int threads = round_up(t.kg * t.cb * t.r * t.rg, 32);
-    auto launch = [&](auto kernel) { kernel<<<grid, threads, bytes, stream>>>(t); };
+    auto launch = [&](auto kernel) { return launch_kernel(kernel, grid, threads, bytes, stream, t); };
     // Instantiations by (R, config, bias gradient wanted).
     const int key = (t.r * 10 + config) * 2 + (db != nullptr ? 1 : 0);
+    cudaError_t status = cudaSuccess;
     switch (key) {
-        case 60: launch(conv_wgrad_tiled_kernel<3, 8, 4, false>); break;
-        case 61: launch(conv_wgrad_tiled_kernel<3, 8, 4, true>); break;
-        case 62: launch(conv_wgrad_tiled_kernel<3, 4, 4, false>); break;
-        case 63: launch(conv_wgrad_tiled_kernel<3, 4, 4, true>); break;
-        case 64: launch(conv_wgrad_tiled_kernel<3, 8, 8, false>); break;
-        case 65: launch(conv_wgrad_tiled_kernel<3, 8, 8, true>); break;
-        case 66: launch(conv_wgrad_tiled_kernel<3, 4, 8, false>); break;
-        case 67: launch(conv_wgrad_tiled_kernel<3, 4, 8, true>); break;
-        case 100: launch(conv_wgrad_tiled_kernel<5, 8, 4, false>); break;
-        case 101: launch(conv_wgrad_tiled_kernel<5, 8, 4, true>); break;
-        case 102: launch(conv_wgrad_tiled_kernel<5, 4, 4, false>); break;
-        case 103: launch(conv_wgrad_tiled_kernel<5, 4, 4, true>); break;
-        case 104: launch(conv_wgrad_tiled_kernel<5, 8, 8, false>); break;
-        case 105: launch(conv_wgrad_tiled_kernel<5, 8, 8, true>); break;
-        case 106: launch(conv_wgrad_tiled_kernel<5, 4, 8, false>); break;
-        case 107: launch(conv_wgrad_tiled_kernel<5, 4, 8, true>); break;
+        case 60: status = launch(conv_wgrad_tiled_kernel<3, 8, 4, false>); break;
+        case 61: status = launch(conv_wgrad_tiled_kernel<3, 8, 4, true>); break;
+        case 62: status = launch(conv_wgrad_tiled_kernel<3, 4, 4, false>); break;
+        case 63: status = launch(conv_wgrad_tiled_kernel<3, 4, 4, true>); break;
+        case 64: status = launch(conv_wgrad_tiled_kernel<3, 8, 8, false>); break;
+        case 65: status = launch(conv_wgrad_tiled_kernel<3, 8, 8, true>); break;
+        case 66: status = launch(conv_wgrad_tiled_kernel<3, 4, 8, false>); break;
+        case 67: status = launch(conv_wgrad_tiled_kernel<3, 4, 8, true>); break;
+        case 100: status = launch(conv_wgrad_tiled_kernel<5, 8, 4, false>); break;
+        case 101: status = launch(conv_wgrad_tiled_kernel<5, 8, 4, true>); break;
+        case 102: status = launch(conv_wgrad_tiled_kernel<5, 4, 4, false>); break;
+        case 103: status = launch(conv_wgrad_tiled_kernel<5, 4, 4, true>); break;
+        case 104: status = launch(conv_wgrad_tiled_kernel<5, 8, 8, false>); break;
+        case 105: status = launch(conv_wgrad_tiled_kernel<5, 8, 8, true>); break;
+        case 106: status = launch(conv_wgrad_tiled_kernel<5, 4, 8, false>); break;
+        case 107: status = launch(conv_wgrad_tiled_kernel<5, 4, 8, true>); break;
         default: return cudaErrorInvalidValue;
     }
-    PYFAST_RETURN_IF_LAUNCH_FAILED();
+    PYFAST_TRY(status);
     const std::int64_t weights = g.k * g.c * g.r * g.s;
     // dw (and db) = the slices' sums added in slice order: split-K's reduction, no epilogue.
     const auto sum_slices = [&](const float* partial, std::int64_t size, float* out) {
         return launch_grid_stride(tiled_gemm::splitk_reduce_kernel<>, size, stream, partial, t.slices, size,
                                   static_cast<int>(size), static_cast<const float*>(nullptr), Activation::kNone, out);
     };
-    const cudaError_t status = sum_slices(workspace, weights, dw);
+    status = sum_slices(workspace, weights, dw);
     if (status != cudaSuccess || db == nullptr) return status;
     return sum_slices(workspace + (std::int64_t)t.slices * weights, g.k, db);
 }

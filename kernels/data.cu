@@ -46,8 +46,7 @@ cudaError_t gather_batch(const float* x, const std::int64_t* index, const std::i
     const std::int64_t blocks_x = ceil_div<std::int64_t>(g.w, threads);
     const dim3 grid(static_cast<unsigned>(blocks_x < 1024 ? blocks_x : 1024),
                     static_cast<unsigned>(rows_out < kMaxGridY ? rows_out : kMaxGridY));
-    gather_batch_kernel<<<grid, threads, 0, stream>>>(x, index, shifts, out, g);
-    return cudaGetLastError();
+    return launch_kernel(gather_batch_kernel, grid, threads, 0, stream, x, index, shifts, out, g);
 }
 
 }  // namespace pyfast

@@ -47,9 +47,8 @@ cudaError_t launch_map(const float* in0, const float* in1, float* out, std::int6
     if (n <= 0) return cudaSuccess;
     const bool vector_ok = is_aligned16(in0) && is_aligned16(out) && (in1 == nullptr || is_aligned16(in1));
     const std::int64_t work = vector_ok ? ceil_div<std::int64_t>(n, 4) : n;
-    map_kernel<<<grid_stride_blocks(work, kThreads), kThreads, 0, stream>>>(in0, in1, out, n, vector_ok, op);
-    PYFAST_RETURN_IF_LAUNCH_FAILED();
-    return cudaSuccess;
+    return launch_kernel(map_kernel<Op>, grid_stride_blocks(work, kThreads), kThreads, 0, stream, in0, in1, out, n,
+                         vector_ok, op);
 }
 
 // Each thread handles 4 consecutive elements, walking the (channel, inner) position
@@ -182,10 +181,8 @@ cudaError_t add_bias(const float* x, const float* bias, float* y, ChannelShape s
     const std::int64_t n = shape.outer * shape.channels * shape.inner;
     if (n <= 0) return cudaSuccess;
     const bool vector_ok = is_aligned16(x) && is_aligned16(y);
-    add_bias_kernel<<<grid_stride_blocks(ceil_div<std::int64_t>(n, 4), kThreads), kThreads, 0, stream>>>(
-        x, bias, y, shape, vector_ok);
-    PYFAST_RETURN_IF_LAUNCH_FAILED();
-    return cudaSuccess;
+    return launch_kernel(add_bias_kernel, grid_stride_blocks(ceil_div<std::int64_t>(n, 4), kThreads), kThreads, 0,
+                         stream, x, bias, y, shape, vector_ok);
 }
 
 std::int64_t bias_grad_workspace_size(ChannelShape shape) {
@@ -199,19 +196,15 @@ cudaError_t bias_grad(const float* dy, float* db, float* workspace, ChannelShape
     float* partial = splits > 1 ? workspace : db;
     if (shape.inner == 1) {
         const dim3 grid(static_cast<unsigned>(ceil_div<std::int64_t>(shape.channels, kColumnsPerBlock)), splits);
-        bias_grad_rows_kernel<<<grid, dim3(kColumnsPerBlock, kRowLanes), 0, stream>>>(dy, partial, shape.outer,
-                                                                                      shape.channels);
+        PYFAST_TRY(launch_kernel(bias_grad_rows_kernel, grid, dim3(kColumnsPerBlock, kRowLanes), 0,
+                                              stream, dy, partial, shape.outer, shape.channels));
     } else {
         const dim3 grid(static_cast<unsigned>(shape.channels), splits);
-        bias_grad_planes_kernel<<<grid, kThreads, 0, stream>>>(dy, partial, shape);
+        PYFAST_TRY(launch_kernel(bias_grad_planes_kernel, grid, kThreads, 0, stream, dy, partial, shape));
     }
-    PYFAST_RETURN_IF_LAUNCH_FAILED();
-    if (splits > 1) {
-        const unsigned blocks = static_cast<unsigned>(ceil_div<std::int64_t>(shape.channels, kThreads));
-        bias_grad_finish_kernel<<<blocks, kThreads, 0, stream>>>(workspace, db, shape.channels, splits);
-        PYFAST_RETURN_IF_LAUNCH_FAILED();
-    }
-    return cudaSuccess;
+    if (splits == 1) return cudaSuccess;
+    const unsigned blocks = static_cast<unsigned>(ceil_div<std::int64_t>(shape.channels, kThreads));
+    return launch_kernel(bias_grad_finish_kernel, blocks, kThreads, 0, stream, workspace, db, shape.channels, splits);
 }
 
 }  // namespace pyfast

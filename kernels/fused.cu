@@ -28,7 +28,7 @@ namespace {
 constexpr int kThreads = 256;
 
 __global__ void __launch_bounds__(kThreads) linear_mse_sgd_fit_kernel(LinearFitParams p) {
-    extern __shared__ float smem[];
+    PYFAST_DYNAMIC_SHARED(float, smem);
     __shared__ float scratch[32];
     const int no = p.n * p.o;
     const int params = p.o * (p.f + 1);
@@ -78,7 +78,7 @@ constexpr int kWarpMaxSamples = 1024;
 
 template <int F>
 __global__ void __launch_bounds__(32) linear_mse_sgd_fit_warp_kernel(LinearFitParams p) {
-    extern __shared__ float smem[];
+    PYFAST_DYNAMIC_SHARED(float, smem);
     float* xs = smem;             // F x n (transposed: lanes read consecutive words)
     float* ys = smem + F * p.n;  // n
     const int lane = threadIdx.x;
@@ -132,8 +132,8 @@ __global__ void __launch_bounds__(32) linear_mse_sgd_fit_warp_kernel(LinearFitPa
 }
 
 template <int F>
-void launch_warp(const LinearFitParams& p, cudaStream_t stream) {
-    linear_mse_sgd_fit_warp_kernel<F><<<1, 32, sizeof(float) * (size_t)p.n * (F + 1), stream>>>(p);
+cudaError_t launch_warp(const LinearFitParams& p, cudaStream_t stream) {
+    return launch_kernel(linear_mse_sgd_fit_warp_kernel<F>, 1, 32, sizeof(float) * (size_t)p.n * (F + 1), stream, p);
 }
 
 }  // namespace
@@ -148,21 +148,18 @@ cudaError_t linear_mse_sgd_fit(const LinearFitParams& p, cudaStream_t stream) {
     if (floats > kLinearFitMaxFloats) return cudaErrorInvalidValue;
     if (linear_fit_uses_warp(p)) {  // n * (f + 1) <= 9216 floats: within the same 48 KB
         switch (p.f) {
-            case 1: launch_warp<1>(p, stream); break;
-            case 2: launch_warp<2>(p, stream); break;
-            case 3: launch_warp<3>(p, stream); break;
-            case 4: launch_warp<4>(p, stream); break;
-            case 5: launch_warp<5>(p, stream); break;
-            case 6: launch_warp<6>(p, stream); break;
-            case 7: launch_warp<7>(p, stream); break;
-            default: launch_warp<8>(p, stream); break;
+            case 1: return launch_warp<1>(p, stream);
+            case 2: return launch_warp<2>(p, stream);
+            case 3: return launch_warp<3>(p, stream);
+            case 4: return launch_warp<4>(p, stream);
+            case 5: return launch_warp<5>(p, stream);
+            case 6: return launch_warp<6>(p, stream);
+            case 7: return launch_warp<7>(p, stream);
+            default: return launch_warp<8>(p, stream);
         }
-    } else {
-        const size_t bytes = sizeof(float) * (size_t)floats;
-        linear_mse_sgd_fit_kernel<<<1, kThreads, bytes, stream>>>(p);
     }
-    PYFAST_RETURN_IF_LAUNCH_FAILED();
-    return cudaSuccess;
+    const size_t bytes = sizeof(float) * (size_t)floats;
+    return launch_kernel(linear_mse_sgd_fit_kernel, 1, kThreads, bytes, stream, p);
 }
 
 }  // namespace pyfast

@@ -233,14 +233,10 @@ cudaError_t launch_rows(const RowArgs& a, cudaStream_t stream) {
     const unsigned blocks = grid_stride_blocks(a.rows * GROUP, threads);
     if constexpr (EPT % 4 == 0) {
         if (a.classes % 4 == 0 && is_aligned16(a.logits) && is_aligned16(a.out)) {
-            softmax_rows_kernel<GROUP, EPT, true><<<blocks, threads, 0, stream>>>(a);
-            PYFAST_RETURN_IF_LAUNCH_FAILED();
-            return cudaSuccess;
+            return launch_kernel(softmax_rows_kernel<GROUP, EPT, true>, blocks, threads, 0, stream, a);
         }
     }
-    softmax_rows_kernel<GROUP, EPT, false><<<blocks, threads, 0, stream>>>(a);
-    PYFAST_RETURN_IF_LAUNCH_FAILED();
-    return cudaSuccess;
+    return launch_kernel(softmax_rows_kernel<GROUP, EPT, false>, blocks, threads, 0, stream, a);
 }
 
 // Picks the register layout that holds a whole row: the smallest EPT with GROUP * EPT >= classes.
@@ -258,9 +254,7 @@ cudaError_t launch_softmax_rows(const RowArgs& a, cudaStream_t stream) {
     if (c <= 16384) return launch_rows<1024, 16>(a, stream);
     // 32 values per thread of a 1024-thread block would need 128 registers each: twice what an
     // SM has for such a block. Wider rows are read twice instead (the second read mostly hits L2).
-    softmax_wide_rows_kernel<<<grid_stride_blocks(a.rows * 1024, 1024), 1024, 0, stream>>>(a);
-    PYFAST_RETURN_IF_LAUNCH_FAILED();
-    return cudaSuccess;
+    return launch_kernel(softmax_wide_rows_kernel, grid_stride_blocks(a.rows * 1024, 1024), 1024, 0, stream, a);
 }
 
 // ------------------------------------------------------------- v1: few classes, a row per thread
@@ -435,12 +429,9 @@ cudaError_t mse_loss(const float* pred, const float* target, float* grad, float*
                      std::int64_t n, float loss_scale, float grad_scale, cudaStream_t stream) {
     const int blocks = mse_blocks(n);
     const bool vector_ok = is_aligned16(pred) && is_aligned16(target) && is_aligned16(grad);
-    mse_partial_kernel<<<blocks, kThreads, 0, stream>>>(pred, target, grad, workspace, n, 2.0f * grad_scale,
-                                                        vector_ok);
-    PYFAST_RETURN_IF_LAUNCH_FAILED();
-    sum_in_order_kernel<<<1, kFinishThreads, 0, stream>>>(workspace, blocks, loss_scale, loss);
-    PYFAST_RETURN_IF_LAUNCH_FAILED();
-    return cudaSuccess;
+    PYFAST_TRY(launch_kernel(mse_partial_kernel, blocks, kThreads, 0, stream, pred, target, grad,
+                                          workspace, n, 2.0f * grad_scale, vector_ok));
+    return launch_kernel(sum_in_order_kernel, 1, kFinishThreads, 0, stream, workspace, blocks, loss_scale, loss);
 }
 
 std::int64_t softmax_cross_entropy_workspace_size(std::int64_t rows, std::int64_t classes) {
@@ -460,14 +451,9 @@ cudaError_t softmax_cross_entropy(const SoftmaxCrossEntropyParams& p, cudaStream
         const SmallRowsArgs args{p.logits, p.labels, p.labels_int64, p.grad, p.loss, p.invalid_labels, p.row_loss,
                                  tickets, p.rows, static_cast<int>(p.classes), p.loss_scale, p.grad_scale};
         const unsigned grid = static_cast<unsigned>(blocks);
-        if (p.classes <= 8) {
-            cross_entropy_small_kernel<8><<<grid, kSmallRows, 0, stream>>>(args);
-        } else if (p.classes <= 16) {
-            cross_entropy_small_kernel<16><<<grid, kSmallRows, 0, stream>>>(args);
-        } else {
-            cross_entropy_small_kernel<32><<<grid, kSmallRows, 0, stream>>>(args);
-        }
-        return cudaGetLastError();
+        if (p.classes <= 8) return launch_kernel(cross_entropy_small_kernel<8>, grid, kSmallRows, 0, stream, args);
+        if (p.classes <= 16) return launch_kernel(cross_entropy_small_kernel<16>, grid, kSmallRows, 0, stream, args);
+        return launch_kernel(cross_entropy_small_kernel<32>, grid, kSmallRows, 0, stream, args);
     }
     if (p.rows > 0 && p.classes > 0) {
         const RowArgs args{p.logits, p.labels, p.labels_int64, p.grad, p.row_loss, p.rows, p.classes,
@@ -475,13 +461,10 @@ cudaError_t softmax_cross_entropy(const SoftmaxCrossEntropyParams& p, cudaStream
         const cudaError_t status = launch_softmax_rows(args, stream);
         if (status != cudaSuccess) return status;
     }
-    count_invalid_labels_kernel<<<1, kFinishThreads, 0, stream>>>(p.labels, p.labels_int64, p.rows, p.classes,
-                                                                  p.invalid_labels);
-    PYFAST_RETURN_IF_LAUNCH_FAILED();
-    sum_in_order_kernel<<<1, kFinishThreads, 0, stream>>>(p.row_loss, p.classes > 0 ? p.rows : 0, p.loss_scale,
-                                                          p.loss);
-    PYFAST_RETURN_IF_LAUNCH_FAILED();
-    return cudaSuccess;
+    PYFAST_TRY(launch_kernel(count_invalid_labels_kernel, 1, kFinishThreads, 0, stream, p.labels,
+                                          p.labels_int64, p.rows, p.classes, p.invalid_labels));
+    return launch_kernel(sum_in_order_kernel, 1, kFinishThreads, 0, stream, p.row_loss, p.classes > 0 ? p.rows : 0,
+                         p.loss_scale, p.loss);
 }
 
 cudaError_t softmax(const float* logits, float* out, std::int64_t rows, std::int64_t classes, bool log,
@@ -497,10 +480,8 @@ cudaError_t accuracy(const float* logits, const void* labels, bool labels_int64,
     cudaError_t status = cudaMemsetAsync(correct, 0, sizeof(*correct), stream);
     if (status != cudaSuccess) return status;
     if (rows <= 0) return cudaSuccess;
-    accuracy_kernel<<<grid_stride_blocks(rows * 32, kThreads), kThreads, 0, stream>>>(
-        logits, labels, labels_int64, rows, classes, correct);
-    PYFAST_RETURN_IF_LAUNCH_FAILED();
-    return cudaSuccess;
+    return launch_kernel(accuracy_kernel, grid_stride_blocks(rows * 32, kThreads), kThreads, 0, stream, logits, labels,
+                         labels_int64, rows, classes, correct);
 }
 
 }  // namespace pyfast

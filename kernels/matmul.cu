@@ -122,9 +122,7 @@ cudaError_t matmul(const MatmulParams& p, MatmulVersion version, MatmulPrecision
         const dim3 block(32, 8);
         const int blocks_m = ceil_div(p.m, 8);
         const dim3 grid(ceil_div(p.n, 32), blocks_m < kMaxGridY ? blocks_m : kMaxGridY);
-        matmul_simple_kernel<<<grid, block, 0, stream>>>(p);
-        PYFAST_RETURN_IF_LAUNCH_FAILED();
-        return cudaSuccess;
+        return launch_kernel(matmul_simple_kernel, grid, block, 0, stream, p);
     }
 
     const SplitK split = tiled_gemm::split_k(p.k, plan.splits, workspace);

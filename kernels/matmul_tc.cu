@@ -10,7 +10,7 @@
 //         per k-tile, as matmul.cu v1). Shared tiles are stored with K contiguous for both
 //         operands ([m][k] and [n][k]) in rows of 20 words: the 4-word pad makes the fragment
 //         reads (8 rows x 4 words per warp) hit 32 different banks.
-// Instructions: mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 and
+// Instructions (kernels/ptx.cuh): mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 and
 //         mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 (PTX ISA, "Matrix Fragments for
 //         mma.m16n8k8 / m16n8k16"). With g = lane / 4 and t = lane % 4, both read A words
 //         (g, t), (g + 8, t), (g, t + 4), (g + 8, t + 4) and B words (n = g; t), (g; t + 4) of an
@@ -25,6 +25,7 @@
 #include "common.cuh"
 #include "matmul.cuh"
 #include "matmul_common.cuh"
+#include "ptx.cuh"
 
 namespace pyfast {
 namespace {
@@ -39,13 +40,7 @@ template <>
 struct MmaTraits<MatmulPrecision::kTf32> {
     static constexpr int kValuesPerWord = 1;
     // Round-to-nearest (ties away) TF32 in a 32-bit register, the form mma reads.
-    __device__ static uint32_t word(float x) {
-        uint32_t w = 0;
-#if __CUDA_ARCH__ >= 800
-        asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(w) : "f"(x));
-#endif
-        return w;
-    }
+    __device__ static uint32_t word(float x) { return ptx::cvt_rna_tf32(x); }
     __device__ static void pack(const float4& v, uint32_t* words) {
         words[0] = word(v.x);
         words[1] = word(v.y);
@@ -53,15 +48,7 @@ struct MmaTraits<MatmulPrecision::kTf32> {
         words[3] = word(v.w);
     }
     // c += a (16x8) * b (8x8)
-    __device__ static void mma(float* c, const uint32_t* a, const uint32_t* b) {
-#if __CUDA_ARCH__ >= 800
-        asm volatile(
-            "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-            "{%0,%1,%2,%3};\n"
-            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-#endif
-    }
+    __device__ static void mma(float* c, const uint32_t* a, const uint32_t* b) { ptx::mma_m16n8k8_tf32(c, a, b); }
 };
 
 template <>
@@ -75,15 +62,7 @@ struct MmaTraits<MatmulPrecision::kBf16> {
         words[1] = *reinterpret_cast<const uint32_t*>(&hi);
     }
     // c += a (16x16) * b (16x8)
-    __device__ static void mma(float* c, const uint32_t* a, const uint32_t* b) {
-#if __CUDA_ARCH__ >= 800
-        asm volatile(
-            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-            "{%0,%1,%2,%3};\n"
-            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-#endif
-    }
+    __device__ static void mma(float* c, const uint32_t* a, const uint32_t* b) { ptx::mma_m16n8k16_bf16(c, a, b); }
 };
 
 template <MatmulPrecision P, typename InT, int BLOCK_M, int BLOCK_N, int WARPS_M, int WARPS_N, bool TRANS_A,
@@ -260,12 +239,13 @@ cudaError_t launch(const MatmulParams& p, const SplitK& split, cudaStream_t stre
     };
     const bool vector_a = aligned(p.a) && (p.trans_a ? p.m : p.k) % 4 == 0;
     const bool vector_b = aligned(p.b) && (p.trans_b ? p.k : p.n) % 4 == 0;
+    cudaError_t status = cudaSuccess;
     matmul_detail::dispatch_layout(p.trans_a, p.trans_b, split.slices > 1, [&](auto ta, auto tb, auto sp) {
-        matmul_tc_kernel<P, InT, BLOCK_M, BLOCK_N, WARPS_M, WARPS_N, decltype(ta)::value, decltype(tb)::value,
-                         decltype(sp)::value><<<grid, block, 0, stream>>>(p, split, vector_a, vector_b);
+        status = launch_kernel(matmul_tc_kernel<P, InT, BLOCK_M, BLOCK_N, WARPS_M, WARPS_N, decltype(ta)::value,
+                                                decltype(tb)::value, decltype(sp)::value>,
+                               grid, block, 0, stream, p, split, vector_a, vector_b);
     });
-    PYFAST_RETURN_IF_LAUNCH_FAILED();
-    return cudaSuccess;
+    return status;
 }
 
 template <MatmulPrecision P, typename InT>

@@ -146,11 +146,11 @@ cudaError_t multi_tensor_apply(const std::vector<ParamSlot>& slots, const Update
     auto launch = [&]() -> cudaError_t {
         const std::int64_t chunks = group.chunk_begin[group.count];
         const std::int64_t cap = static_cast<std::int64_t>(sm_count()) * 8;
-        multi_tensor_kernel<<<static_cast<unsigned>(chunks < cap ? chunks : cap), kThreads, 0, stream>>>(group,
-                                                                                                         update);
-        PYFAST_RETURN_IF_LAUNCH_FAILED();
+        const cudaError_t status = launch_kernel(multi_tensor_kernel<Update>,
+                                                 static_cast<unsigned>(chunks < cap ? chunks : cap), kThreads, 0,
+                                                 stream, group, update);
         group.count = 0;
-        return cudaSuccess;
+        return status;
     };
     for (const ParamSlot& slot : slots) {
         if (slot.size <= 0) continue;
@@ -182,9 +182,7 @@ cudaError_t adam_step(const std::vector<ParamSlot>& slots, const AdamParams& par
 
 cudaError_t adam_schedule(long long* step, double lr, double beta1, double beta2, float* schedule,
                           cudaStream_t stream) {
-    adam_schedule_kernel<<<1, 1, 0, stream>>>(step, lr, beta1, beta2, schedule);
-    PYFAST_RETURN_IF_LAUNCH_FAILED();
-    return cudaSuccess;
+    return launch_kernel(adam_schedule_kernel, 1, 1, 0, stream, step, lr, beta1, beta2, schedule);
 }
 
 }  // namespace pyfast

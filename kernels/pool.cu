@@ -332,13 +332,13 @@ cudaError_t max_pool2d(const float* x, float* y, long long* indices, const Pool2
                        is_aligned16(x);
     const dim3 grid = plane_grid(g.p * g.q, g.planes, kThreads);
     const PoolInput input{bias, channels, relu};
-    auto launch = [&](auto kernel) { kernel<<<grid, kThreads, 0, stream>>>(x, y, indices, g.planes, s, input); };
+    auto launch = [&](auto kernel) {
+        return launch_kernel(kernel, grid, kThreads, 0, stream, x, y, indices, g.planes, s, input);
+    };
     if (pairs) {
-        transform ? launch(max_pool2d_planes_kernel<true, true>) : launch(max_pool2d_planes_kernel<true, false>);
-    } else {
-        transform ? launch(max_pool2d_planes_kernel<false, true>) : launch(max_pool2d_planes_kernel<false, false>);
+        return transform ? launch(max_pool2d_planes_kernel<true, true>) : launch(max_pool2d_planes_kernel<true, false>);
     }
-    return cudaGetLastError();
+    return transform ? launch(max_pool2d_planes_kernel<false, true>) : launch(max_pool2d_planes_kernel<false, false>);
 }
 
 cudaError_t max_pool2d_backward(const float* dy, const long long* indices, float* dx, const Pool2dParams& g,
@@ -354,18 +354,16 @@ cudaError_t max_pool2d_backward_gather(const float* dy, const long long* indices
     if (g.planes <= 0 || g.h * g.w <= 0) return cudaSuccess;
     if (!pool_plane_fits(g)) return cudaErrorInvalidValue;
     constexpr int kThreads = 256;
-    max_pool2d_backward_gather_kernel<<<plane_grid(g.h * g.w, g.planes, kThreads), kThreads, 0, stream>>>(
-        dy, indices, relu_output, dx, g.planes, plane_shape(g));
-    return cudaGetLastError();
+    return launch_kernel(max_pool2d_backward_gather_kernel, plane_grid(g.h * g.w, g.planes, kThreads), kThreads, 0,
+                         stream, dy, indices, relu_output, dx, g.planes, plane_shape(g));
 }
 
 cudaError_t avg_pool2d(const float* x, float* y, const Pool2dParams& g, cudaStream_t stream) {
     if (g.planes <= 0 || g.p * g.q <= 0) return cudaSuccess;
     if (!pool_plane_fits(g)) return launch_grid_stride(avg_pool2d_kernel, g.planes * g.p * g.q, stream, x, y, g);
     constexpr int kThreads = 256;
-    avg_pool2d_planes_kernel<<<plane_grid(g.p * g.q, g.planes, kThreads), kThreads, 0, stream>>>(
-        x, y, g.planes, plane_shape(g), g.count_include_pad);
-    return cudaGetLastError();
+    return launch_kernel(avg_pool2d_planes_kernel, plane_grid(g.p * g.q, g.planes, kThreads), kThreads, 0, stream, x,
+                         y, g.planes, plane_shape(g), g.count_include_pad);
 }
 
 cudaError_t avg_pool2d_backward(const float* dy, float* dx, const Pool2dParams& g, cudaStream_t stream) {
@@ -374,9 +372,8 @@ cudaError_t avg_pool2d_backward(const float* dy, float* dx, const Pool2dParams& 
         return launch_grid_stride(avg_pool2d_backward_kernel, g.planes * g.h * g.w, stream, dy, dx, g);
     }
     constexpr int kThreads = 256;
-    avg_pool2d_backward_gather_kernel<<<plane_grid(g.h * g.w, g.planes, kThreads), kThreads, 0, stream>>>(
-        dy, dx, g.planes, plane_shape(g), g.count_include_pad);
-    return cudaGetLastError();
+    return launch_kernel(avg_pool2d_backward_gather_kernel, plane_grid(g.h * g.w, g.planes, kThreads), kThreads, 0,
+                         stream, dy, dx, g.planes, plane_shape(g), g.count_include_pad);
 }
 
 }  // namespace pyfast

@@ -203,18 +203,16 @@ cudaError_t launch(const MatmulParams& p, const SplitK& split, const Tiles& tile
     constexpr int threads = (BLOCK_M / THREAD_M) * (BLOCK_N / THREAD_N);
     const int tiles_m = ceil_div(p.m, BLOCK_M);
     const dim3 grid(ceil_div(p.n, BLOCK_N), tiles_m < kMaxGridY ? tiles_m : kMaxGridY, split.slices);
-    bool supported = false;
+    cudaError_t status = cudaErrorInvalidValue;  // a layout the policy does not support
     matmul_detail::dispatch_layout(p.trans_a, p.trans_b, split.slices > 1, [&](auto ta, auto tb, auto sp) {
         constexpr bool TA = decltype(ta)::value, TB = decltype(tb)::value, SPLIT = decltype(sp)::value;
         if constexpr (Tiles::template supports<TA, TB, SPLIT>()) {
-            tiled_gemm_kernel<BLOCK_M, BLOCK_N, BLOCK_K, THREAD_M, THREAD_N, MIN_BLOCKS, TA, TB, SPLIT, Tiles>
-                <<<grid, threads, 0, stream>>>(p, split, tiles, vector_a, vector_b, vector_c);
-            supported = true;
+            status = launch_kernel(
+                tiled_gemm_kernel<BLOCK_M, BLOCK_N, BLOCK_K, THREAD_M, THREAD_N, MIN_BLOCKS, TA, TB, SPLIT, Tiles>,
+                grid, threads, 0, stream, p, split, tiles, vector_a, vector_b, vector_c);
         }
     });
-    if (!supported) return cudaErrorInvalidValue;
-    PYFAST_RETURN_IF_LAUNCH_FAILED();
-    return cudaSuccess;
+    return status;
 }
 
 // Configurations, indexed by MatmulPlan::config (block tile M x N x K, outputs per thread):
