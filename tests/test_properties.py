@@ -146,6 +146,17 @@ def test_gpu_conv_fuzz(case, version):
     x_shape, w_shape, geometry, seed = case
     geometry = dict(geometry, version=version)
     x, w = arrays(seed, *x_shape), arrays(seed + 1, *w_shape)
+    g = _checks.conv2d_dims(x_shape, w_shape, geometry["stride"], geometry["padding"], geometry["dilation"])
+    if not _checks.conv2d_fits(g, ops.CONV2D_VERSIONS.index(version)):
+        # A geometry outside the version's class (most draws, for 'tiled') is refused on both backends.
+        dy = arrays(seed + 2, g["n"], g["k"], g["p"], g["q"])
+        for backend, to in ((reference, np.asarray), (ops, cupy.asarray)):
+            for call in (lambda: backend.conv2d(to(x), to(w), **geometry),
+                         lambda: backend.conv2d_backward_input(to(dy), to(w), x_shape, **geometry),
+                         lambda: backend.conv2d_backward_weight(to(dy), to(x), w_shape, **geometry)):
+                with pytest.raises(ValueError, match=f"version: '{version}'"):
+                    call()
+        return
     y = reference.conv2d(x, w, **geometry)
     dy = arrays(seed + 2, *y.shape)
     length = w_shape[1] * w_shape[2] * w_shape[3]
