@@ -1,4 +1,5 @@
-"""Build pyfast._C: kernels/*.cu compiled by nvcc, csrc/*.cpp by the host compiler.
+"""Build pyfast._C: kernels/*.cu compiled by nvcc, csrc/*.cpp by the host compiler; and
+pyfast._C_emu: the same kernels compiled by the host compiler against the emulator (csrc/emu).
 
 Environment:
   CUDA_HOME / CUDA_PATH   the CUDA toolkit (the folder holding bin/nvcc); otherwise
@@ -9,6 +10,10 @@ Environment:
                           PTX for the newest one is always embedded so newer GPUs can JIT it.
   PYFAST_BUILD_JOBS       parallel compile jobs (default: MAX_JOBS, else the CPU count).
   PYFAST_PTXAS_VERBOSE=1  print registers / shared memory / spills per kernel.
+  PYFAST_BUILD            all (default: pyfast._C where a CUDA toolkit is found, and always the
+                          emulated pyfast._C_emu), cuda, or emulator.
+  PYFAST_EMU_SANITIZE     e.g. "address,undefined": the emulated extension under those sanitizers.
+  PYFAST_EMU_DEBUG=1      the emulated extension without optimization (for gdb).
 """
 
 import os
@@ -28,6 +33,8 @@ ROOT = Path(__file__).resolve().parent
 DEFAULT_ARCHS = "80;90"
 # Files inside pyfast/ that the wheel must carry (tests/test_packaging.py checks the list is whole).
 PACKAGE_DATA = ["matmul_tuning.json", "conv_tuning.json", "digits.npz"]
+# Every package of the wheel (tests/test_packaging.py checks none is missing).
+PACKAGES = ["pyfast", "pyfast.emulator"]
 
 
 class CudaNotFound(RuntimeError):
@@ -93,78 +100,167 @@ def build_jobs():
     return int(os.environ.get("PYFAST_BUILD_JOBS") or os.environ.get("MAX_JOBS") or os.cpu_count() or 1)
 
 
+EMULATOR_DIR = ROOT / "csrc" / "emu"
+
+
+def build_targets():
+    """Which extensions to build: PYFAST_BUILD=all (default: the CUDA one where a toolkit is
+    found, always the emulated one), cuda, or emulator."""
+    target = os.environ.get("PYFAST_BUILD", "all")
+    if target not in ("all", "cuda", "emulator"):
+        raise ValueError(f"PYFAST_BUILD={target!r}: expected all, cuda or emulator")
+    cuda = target in ("all", "cuda")
+    if cuda and target == "all":
+        try:
+            find_cuda_home()
+        except CudaNotFound as error:
+            print(f"pyfast: no CUDA toolkit ({error}); building only the emulated extension", flush=True)
+            cuda = False
+    return cuda, target in ("all", "emulator")
+
+
+def emulator_flags():
+    """Host-compiler flags of the emulated build. PYFAST_EMU_SANITIZE=address,undefined builds it
+    under those sanitizers (load it with their runtime preloaded; see README "Without a GPU");
+    PYFAST_EMU_DEBUG=1 without optimization, for gdb."""
+    flags = ["-std=c++17", "-fPIC", "-fvisibility=hidden", "-DPYFAST_EMULATOR",
+             # The GPU contracts a * b + c where it likes (fmad); the host would only where the ISA
+             # has FMA: no contraction keeps the emulated results the same on every host.
+             "-ffp-contract=off",
+             f"-I{EMULATOR_DIR / 'include'}", f"-I{EMULATOR_DIR}", f"-I{ROOT / 'kernels'}"]
+    sanitize = os.environ.get("PYFAST_EMU_SANITIZE", "")
+    if sanitize:
+        if not re.fullmatch(r"[a-z]+(,[a-z]+)*", sanitize):
+            raise ValueError(f"PYFAST_EMU_SANITIZE={sanitize!r}: expected sanitizer names like 'address,undefined'")
+        flags += ["-O1", "-g", f"-fsanitize={sanitize}", "-fno-omit-frame-pointer", "-DPYFAST_EMU_PLAIN_SHARED"]
+    elif os.environ.get("PYFAST_EMU_DEBUG") == "1":
+        flags += ["-O0", "-g"]
+    else:
+        flags += ["-O2"]
+    return flags, ([f"-fsanitize={sanitize}"] if sanitize else [])
+
+
+def compile_objects(build, sources, obj_dir, command, label, headers):
+    """Compiles `sources` (paths relative to ROOT) into obj_dir in parallel with command(src, obj);
+    an object is rebuilt when its source or a header is newer, or the command's flags changed."""
+    obj_dir.mkdir(parents=True, exist_ok=True)
+    stamp = obj_dir / "flags.txt"
+    flags = " ".join(command("SRC", "OBJ"))
+    flags_changed = not stamp.exists() or stamp.read_text() != flags
+
+    def compile_one(src):
+        obj = obj_dir / (Path(src).stem + ".o")
+        newest_input = max(p.stat().st_mtime for p in [ROOT / src, *headers])
+        if build.force or flags_changed or not obj.exists() or obj.stat().st_mtime < newest_input:
+            cmd = command(str(ROOT / src), str(obj))
+            start = time.perf_counter()
+            result = subprocess.run(cmd, capture_output=True, text=True)
+            # One line per file (pip shows it with -v); the compiler's own output only when it has any.
+            print(f"pyfast: {label} {src} ({time.perf_counter() - start:.0f} s)", flush=True)
+            sys.stdout.write(result.stdout + result.stderr)
+            if result.returncode != 0:
+                raise RuntimeError(f"{label} failed on {src} (exit {result.returncode}): {' '.join(cmd)}")
+        return str(obj)
+
+    with ThreadPoolExecutor(max_workers=build_jobs()) as pool:
+        objects = list(pool.map(compile_one, sources))
+    stamp.write_text(flags)
+    return objects
+
+
 class BuildExtWithNvcc(build_ext):
-    """Compiles each extension's .cu sources with nvcc (in parallel), then lets setuptools
-    compile the C++ sources and link everything into one shared object."""
+    """pyfast._C: the .cu sources compiled by nvcc (in parallel), then setuptools compiles the C++
+    sources and links everything into one shared object. pyfast._C_emu: the same sources
+    compiled by the host compiler against csrc/emu (no nvcc needed)."""
+
+    def build_extensions(self):
+        # One extension at a time: each compiles its own sources in parallel, into a temporary
+        # folder of its own (both compile csrc/bindings.cpp, with different flags).
+        self.parallel = None
+        super().build_extensions()
 
     def build_extension(self, ext):
-        home = find_cuda_home()
-        nvcc = str(home / "bin" / "nvcc")
+        base_temp = self.build_temp
+        self.build_temp = os.path.join(base_temp, ext.name.rsplit(".", 1)[-1])
+        try:
+            self._build_one(ext)
+        finally:
+            self.build_temp = base_temp
+
+    def _build_one(self, ext):
         cu_sources = [s for s in ext.sources if s.endswith(".cu")]
         ext.sources = [s for s in ext.sources if not s.endswith(".cu")]
-        flags = [
-            "-O3", "-std=c++17", "-lineinfo", "--expt-relaxed-constexpr",
-            "-Xcompiler", "-fPIC", "-Xcompiler", "-fvisibility=hidden",
-            f"-I{ROOT / 'kernels'}",
-            *gencode_flags(os.environ.get("PYFAST_CUDA_ARCHS", DEFAULT_ARCHS)),
-        ]
-        if os.environ.get("PYFAST_PTXAS_VERBOSE") == "1":
-            flags += ["-Xptxas", "-v"]
-        obj_dir = Path(self.build_temp) / "kernels"
-        obj_dir.mkdir(parents=True, exist_ok=True)
-        headers = list((ROOT / "kernels").glob("*.cuh"))
-        # Objects built with other flags (another PYFAST_CUDA_ARCHS) are rebuilt.
-        stamp = obj_dir / "nvcc-flags.txt"
-        flags_changed = not stamp.exists() or stamp.read_text() != " ".join(flags)
-
-        archs = os.environ.get("PYFAST_CUDA_ARCHS", DEFAULT_ARCHS)
-
-        def compile_one(src):
-            obj = obj_dir / (Path(src).stem + ".o")
-            newest_input = max(p.stat().st_mtime for p in [ROOT / src, *headers])
-            if self.force or flags_changed or not obj.exists() or obj.stat().st_mtime < newest_input:
-                cmd = [nvcc, "-c", str(ROOT / src), "-o", str(obj), *flags]
-                start = time.perf_counter()
-                result = subprocess.run(cmd, capture_output=True, text=True)
-                # One line per file (pip shows it with -v); nvcc's own output only when it has any.
-                print(f"pyfast: nvcc {src} for sm {archs} ({time.perf_counter() - start:.0f} s)", flush=True)
-                sys.stdout.write(result.stdout + result.stderr)
-                if result.returncode != 0:
-                    raise RuntimeError(f"nvcc failed on {src} (exit {result.returncode}): {' '.join(cmd)}")
-            return str(obj)
-
-        with ThreadPoolExecutor(max_workers=build_jobs()) as pool:
-            objects = list(pool.map(compile_one, cu_sources))
-        stamp.write_text(" ".join(flags))
+        headers = [*(ROOT / "kernels").glob("*.cuh"), *(ROOT / "csrc").glob("*.h"),
+                   *EMULATOR_DIR.glob("*.h"), *(EMULATOR_DIR / "include").glob("*.h")]
+        if ext.name == "pyfast._C_emu":
+            flags, link_flags = emulator_flags()
+            cxx = os.environ.get("CXX") or self.compiler.compiler_so[0].replace("gcc", "g++")
+            objects = compile_objects(
+                self, cu_sources, Path(self.build_temp) / "emulated-kernels",
+                lambda src, obj: [cxx, "-x", "c++", "-c", src, "-o", obj, *flags], "host compiler (emulated)",
+                headers)
+            ext.extra_compile_args = flags
+            ext.extra_link_args = [*ext.extra_link_args, *link_flags]
+        else:
+            home = find_cuda_home()
+            nvcc = str(home / "bin" / "nvcc")
+            archs = os.environ.get("PYFAST_CUDA_ARCHS", DEFAULT_ARCHS)
+            flags = [
+                "-O3", "-std=c++17", "-lineinfo", "--expt-relaxed-constexpr",
+                "-Xcompiler", "-fPIC", "-Xcompiler", "-fvisibility=hidden",
+                f"-I{ROOT / 'kernels'}",
+                *gencode_flags(archs),
+            ]
+            if os.environ.get("PYFAST_PTXAS_VERBOSE") == "1":
+                flags += ["-Xptxas", "-v"]
+            # Objects built with other flags (another PYFAST_CUDA_ARCHS) are rebuilt.
+            objects = compile_objects(self, cu_sources, Path(self.build_temp) / "kernels",
+                                      lambda src, obj: [nvcc, "-c", src, "-o", obj, *flags], f"nvcc for sm {archs}",
+                                      headers)
+            ext.include_dirs += [str(home / "include"), str(ROOT / "kernels")]
+            ext.library_dirs += [str(cuda_lib_dir(home))]
         ext.extra_objects = objects + list(ext.extra_objects)
         # setuptools relinks only when a listed input is newer than the module: the kernels'
         # objects and every header count, not just the C++ sources.
-        ext.depends = [*ext.depends, *objects, *(str(h) for h in headers),
-                       *(str(h) for h in (ROOT / "csrc").glob("*.h"))]
-        ext.include_dirs += [str(home / "include"), str(ROOT / "kernels")]
-        ext.library_dirs += [str(cuda_lib_dir(home))]
-        self.parallel = build_jobs()
+        ext.depends = [*ext.depends, *objects, *(str(h) for h in headers)]
         super().build_extension(ext)
 
 
-def extension():
-    sources = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc").glob("*.cpp"))
-    sources += sorted(str(p.relative_to(ROOT)) for p in (ROOT / "kernels").glob("*.cu"))
-    return Pybind11Extension(
-        "pyfast._C",
-        sources,
-        cxx_std=17,
-        # The CUDA runtime is linked statically: the module needs only the driver at run time.
-        libraries=["cudart_static", "dl", "rt", "pthread"],
-        extra_compile_args=["-O3"],
-    )
+def extensions():
+    kernels = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "kernels").glob("*.cu"))
+    cuda, emulated = build_targets()
+    built = []
+    if cuda:
+        built.append(Pybind11Extension(
+            "pyfast._C",
+            sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc").glob("*.cpp")) + kernels,
+            cxx_std=17,
+            # The CUDA runtime is linked statically: the module needs only the driver at run time.
+            libraries=["cudart_static", "dl", "rt", "pthread"],
+            extra_compile_args=["-O3"],
+        ))
+    if emulated:
+        emulator = sorted(str(p.relative_to(ROOT)) for p in EMULATOR_DIR.glob("*.cpp"))
+        emulator_kernels = sorted(str(p.relative_to(ROOT)) for p in EMULATOR_DIR.glob("*.cu"))
+        built.append(Pybind11Extension(
+            "pyfast._C_emu",
+            sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc").glob("*.cpp")) + emulator + kernels
+            + emulator_kernels,
+            cxx_std=17,
+            libraries=["pthread"],
+        ))
+    return built, cuda
 
 
-def requirements():
+def requirements(cuda):
+    if not cuda:
+        return ["numpy>=1.24"]
     major, _ = cuda_version(find_cuda_home())
     # The CuPy wheel must match the CUDA major version the kernels were built with.
     return ["numpy>=1.24", f"cupy-cuda{major}x>=13"]
 
+
+EXTENSIONS, WITH_CUDA = extensions()
 
 setup(
     name="pyfast",
@@ -172,12 +268,12 @@ setup(
     description="Hand-written CUDA kernels for training neural networks from Python",
     long_description=(ROOT / "README.md").read_text() if (ROOT / "README.md").exists() else "",
     long_description_content_type="text/markdown",
-    packages=["pyfast"],
+    packages=PACKAGES,
     package_data={"pyfast": PACKAGE_DATA},
     python_requires=">=3.9",
-    ext_modules=[extension()],
+    ext_modules=EXTENSIONS,
     cmdclass={"build_ext": BuildExtWithNvcc},
-    install_requires=requirements(),
+    install_requires=requirements(WITH_CUDA),
     entry_points={"console_scripts": ["pyfast-train = pyfast.train:main"]},
     extras_require={
         # scikit-learn: cross-checks the shipped digits; ml_dtypes: bfloat16 arrays for matmul's bf16 path;

@@ -23,8 +23,20 @@
 #include "matmul.cuh"
 #include "optim.cuh"
 #include "pool.cuh"
+#include "ptx_probe.cuh"
 
 namespace py = pybind11;
+
+// The CUDA build is pyfast._C; the emulated build (csrc/emu, kernels compiled by the host
+// compiler) is pyfast._C_emu, with its own controls in the submodule `emulator`.
+#if defined(PYFAST_EMULATOR)
+#define PYFAST_MODULE_NAME _C_emu
+namespace pyfast_emu {
+void bind_emulator(py::module_& parent);
+}
+#else
+#define PYFAST_MODULE_NAME _C
+#endif
 
 namespace pyfast {
 namespace {
@@ -85,7 +97,7 @@ Pool2dParams pool2d_params(const std::vector<std::int64_t>& v) {
 }  // namespace
 }  // namespace pyfast
 
-PYBIND11_MODULE(_C, m) {
+PYBIND11_MODULE(PYFAST_MODULE_NAME, m) {
     using namespace pyfast;
     m.doc() = "pyfast's compiled CUDA kernels. Use pyfast.ops: it checks arguments, allocates "
               "outputs and passes CuPy's current device and stream here.";
@@ -502,4 +514,40 @@ PYBIND11_MODULE(_C, m) {
           },
           py::arg("dy"), py::arg("dx"), py::arg("geometry"), py::arg("device"), py::arg("stream"),
           "Gradient of avg_pool2d.");
+
+    // ------------------------------------------------------------- PTX instruction probes
+    m.def("_ptx_probe_mma",
+          [](std::uintptr_t a, std::uintptr_t b, std::uintptr_t c, std::uintptr_t d, bool bf16, int device,
+             std::uintptr_t stream) {
+              run_op("ptx_probe_mma", device, stream, [&](cudaStream_t s) {
+                  return ptx_probe_mma(device_ptr<const float>(a), device_ptr<const float>(b),
+                                       device_ptr<const float>(c), device_ptr<float>(d), bf16, s);
+              });
+          },
+          py::arg("a"), py::arg("b"), py::arg("c"), py::arg("d"), py::arg("bf16"), py::arg("device"), py::arg("stream"),
+          "One warp's mma.sync: d (16x8) = a (16xK) b (Kx8) + c, K = 16 for bf16 else 8 (TF32), through the "
+          "fragment layouts of kernels/ptx.cuh.");
+    m.def("_ptx_probe_ldmatrix",
+          [](std::uintptr_t tiles, std::uintptr_t out, int matrices, bool trans, int device, std::uintptr_t stream) {
+              run_op("ptx_probe_ldmatrix", device, stream, [&](cudaStream_t s) {
+                  return ptx_probe_ldmatrix(device_ptr<const std::uint16_t>(tiles), device_ptr<std::uint32_t>(out),
+                                            matrices, trans, s);
+              });
+          },
+          py::arg("tiles"), py::arg("out"), py::arg("matrices"), py::arg("trans"), py::arg("device"),
+          py::arg("stream"), "One warp's ldmatrix of `matrices` 8x8 16-bit tiles; out[lane * matrices + i].");
+    m.def("_ptx_probe_cp_async",
+          [](std::uintptr_t src, std::uintptr_t src_bytes, std::uintptr_t out, int chunk_bytes, int device,
+             std::uintptr_t stream) {
+              run_op("ptx_probe_cp_async", device, stream, [&](cudaStream_t s) {
+                  return ptx_probe_cp_async(device_ptr<const float>(src), device_ptr<const int>(src_bytes),
+                                            device_ptr<float>(out), chunk_bytes, s);
+              });
+          },
+          py::arg("src"), py::arg("src_bytes"), py::arg("out"), py::arg("chunk_bytes"), py::arg("device"),
+          py::arg("stream"), "Four threads' cp.async of one chunk each (src_bytes[i] read, zeros after), waited.");
+
+#if defined(PYFAST_EMULATOR)
+    pyfast_emu::bind_emulator(m);
+#endif
 }

@@ -4,11 +4,18 @@
   CUDA array, such as a PyTorch CUDA tensor); outputs are CuPy arrays.
 - ``pyfast.reference``: the same ops in NumPy (float64 inside, float32 out): the oracle the
   kernels are tested against, and the CPU backend.
+- ``pyfast.emulator``: the same kernels run on the CPU (``PYFAST_EMULATE=1``), for checking and
+  debugging them without a GPU.
 """
 
-from pyfast import ops, reference
-from pyfast._device import is_available, set_sync, unavailable_reason
-from pyfast.errors import CudaError
+from pyfast import _emulation
+
+if _emulation.requested():  # PYFAST_EMULATE=1: the CPU emulator, before anything imports cupy or _C
+    _emulation.install()
+
+from pyfast import emulator, ops, reference  # noqa: E402
+from pyfast._device import is_available, set_sync, unavailable_reason  # noqa: E402
+from pyfast.errors import CudaError  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["ops", "reference", "is_available", "unavailable_reason", "set_sync", "CudaError", "__version__"]
+__all__ = ["ops", "reference", "emulator", "is_available", "unavailable_reason", "set_sync", "CudaError", "__version__"]

@@ -6,6 +6,10 @@ import functools
 @functools.lru_cache(maxsize=None)
 def _gpu_status():
     """(usable, reason it is not). Never raises, never crashes without a GPU."""
+    from pyfast import _emulation
+
+    if _emulation.requested() and not _emulation.active():
+        return False, _emulation.error()
     try:
         from pyfast import _C
     except ImportError as error:

@@ -18,6 +18,8 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 def pytest_report_header(config):
+    if pyfast.emulator.enabled():
+        return f"pyfast GPU: {pyfast.emulator.describe()}"
     if pyfast.is_available():
         import cupy
 

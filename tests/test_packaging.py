@@ -23,6 +23,11 @@ def test_every_data_file_of_the_package_is_in_package_data():
     assert set(_setup_constant("PACKAGE_DATA")) == data_files
 
 
+def test_every_package_is_in_packages():
+    packages = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "pyfast").rglob("__init__.py")}
+    assert set(_setup_constant("PACKAGES")) == packages
+
+
 def test_the_digits_load_without_scikit_learn():
     # A fresh process in which importing scikit-learn fails, as after `pip install .` alone.
     code = ("import sys; sys.modules['sklearn'] = None\n"

@@ -1,0 +1,30 @@
+// pyfast_emu_control.h - what the emulated build's Python bindings (csrc/emu/bindings.cpp) ask of
+// the runtime: the card, the scheduling order, device memory, counters.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "pyfast_emu_runtime.h"
+
+namespace pyfast_emu {
+
+std::vector<std::string> presets();
+// Threads and blocks in the order drawn from `seed` (random) or in index order (the default).
+void set_order(bool random, std::uint64_t seed);
+bool random_order();
+std::uint64_t order_seed();
+
+// "Device" memory: 256-byte aligned host memory of exactly the size asked (so AddressSanitizer
+// sees every byte past the end), counted against the card's memory. nullptr when out of it.
+void* device_alloc(std::size_t bytes);
+bool device_free(void* pointer);
+std::size_t allocated_bytes();
+
+long long launch_errors();               // launches that ended in a diagnostic so far
+const std::string& last_diagnostic();    // the latest one's message
+std::size_t static_shared_bytes();       // of every kernel's static __shared__ variables
+
+}  // namespace pyfast_emu
