@@ -144,6 +144,31 @@ def test_cp_async_lands_at_the_wait_that_covers_it():
     assert math.isnan(values[0]) and values[1] == 10.0 and values[2] == 14.0
 
 
+SANITIZED = [
+    ("shared_overrun", "address", "AddressSanitizer: heap-buffer-overflow"),
+    ("index_overflow", "undefined", "runtime error: signed integer overflow"),
+]
+
+
+@pytest.mark.parametrize("name, sanitizer, report", SANITIZED, ids=[s[0] for s in SANITIZED])
+def test_the_sanitized_build_catches_what_compute_sanitizer_would(name, sanitizer, report):
+    """In a process of its own (the sanitizer ends it): the sanitized build (PYFAST_EMU_SANITIZE,
+    loaded through PYFAST_EMU_MODULE as tests/emulated.sh sanitize does) must catch it."""
+    import os
+    import subprocess
+    import sys
+
+    if sanitizer not in emu.sanitizers().split(","):
+        assert emu.run_selftest(name)[0] == "cudaErrorNotSupported"  # not run where nothing would catch it
+        pytest.skip(f"needs the emulated build under -fsanitize={sanitizer} (tests/emulated.sh sanitize)")
+    code = f"import pyfast, pyfast._C_emu as C; print(C.emulator.run_selftest({name!r})[:2])"
+    env = dict(os.environ, UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1",
+               ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "") + ":detect_leaks=0:halt_on_error=1")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode != 0 and report in result.stderr, result.stderr[-2000:]
+    assert "selftest.cu" in result.stderr  # the report names the kernel's line
+
+
 def test_the_emulated_card_can_be_chosen():
     assert set(emu.presets()) >= {"h100", "h200", "a100", "v100"}
     emu.select_device("a100")

@@ -80,9 +80,18 @@ void bind_emulator(py::module_& parent) {
                                    {static_cast<py::ssize_t>(a.bytes())}, {static_cast<py::ssize_t>(1)}, false);
         });
     m.def("allocated_bytes", &allocated_bytes, "Bytes of emulated device memory in use.");
-    m.def("static_shared_bytes", &static_shared_bytes, "Bytes of every kernel's static __shared__ variables.");
+    m.def("poisons_static_shared", &poisons_static_shared,
+          "Whether static __shared__ variables are poisoned before each block (the module's symbol table names "
+          "them; a stripped build has none).");
     m.def("launch_errors", &launch_errors, "Launches that ended in a diagnostic so far.");
     m.def("last_diagnostic", [] { return last_diagnostic(); }, "The latest diagnostic's message.");
+    m.def("sanitizers", [] {
+#if defined(PYFAST_EMU_SANITIZERS)
+        return std::string(PYFAST_EMU_SANITIZERS);
+#else
+        return std::string();
+#endif
+    }, "The sanitizers this build runs under (PYFAST_EMU_SANITIZE at build time; '' for none).");
     m.def("selftests", &selftest_names, "The self-test kernels' names.");
     m.def("run_selftest", [](const std::string& name) {
         cudaError_t status = cudaSuccess;

@@ -9,6 +9,8 @@
 // makes a system call for the signal mask, ~10x slower; OS threads ~100x). Under
 // AddressSanitizer every switch is announced to it, so stack checks follow the fibers.
 
+#include <dlfcn.h>
+#include <elf.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -20,6 +22,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <numeric>
@@ -48,12 +52,6 @@
 #endif
 #if defined(PYFAST_EMU_UCONTEXT)
 #include <ucontext.h>
-#endif
-
-// The static __shared__ variables of every kernel (pyfast_emu.h puts them in this section).
-#if !defined(PYFAST_EMU_PLAIN_SHARED)
-extern "C" char __start_pyfast_emu_shared[] __attribute__((weak));
-extern "C" char __stop_pyfast_emu_shared[] __attribute__((weak));
 #endif
 
 #if !defined(PYFAST_EMU_UCONTEXT)
@@ -130,6 +128,7 @@ uint3 g_block_idx{};
 dim3 g_block_dim, g_grid_dim;
 
 const uint3& thread_idx() { return g_thread->idx; }
+
 
 namespace {
 
@@ -506,13 +505,86 @@ void run_block() {
 #endif
 }
 
-void poison_static_shared() {
-#if !defined(PYFAST_EMU_PLAIN_SHARED)
-    if (__start_pyfast_emu_shared != nullptr && __stop_pyfast_emu_shared > __start_pyfast_emu_shared) {
-        std::memset(__start_pyfast_emu_shared, 0xff,
-                    static_cast<std::size_t>(__stop_pyfast_emu_shared - __start_pyfast_emu_shared));
+// ------------------------------------------------------------------------------ static shared
+// A kernel's static __shared__ variables are its function statics; the module's own symbol table
+// names them: the statics of function F are the objects whose mangled names start with "_ZZ",
+// F's encoding (F's name without its "_Z") and "E". Read once, looked up once per kernel.
+struct StaticObject {
+    std::string name;
+    char* address;
+    std::size_t bytes;
+};
+
+struct SymbolTable {
+    bool loaded = false;
+    std::map<std::uintptr_t, std::string> functions;
+    std::vector<StaticObject> statics;
+};
+
+SymbolTable load_symbols() {
+    SymbolTable table;
+    Dl_info info{};
+    if (dladdr(reinterpret_cast<void*>(&run_launch), &info) == 0 || info.dli_fname == nullptr) return table;
+    std::ifstream file(info.dli_fname, std::ios::binary);
+    const std::vector<char> image((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+    if (image.size() < sizeof(Elf64_Ehdr) || std::memcmp(image.data(), ELFMAG, SELFMAG) != 0) return table;
+    const auto* header = reinterpret_cast<const Elf64_Ehdr*>(image.data());
+    if (header->e_ident[EI_CLASS] != ELFCLASS64 || header->e_shoff + header->e_shnum * sizeof(Elf64_Shdr) > image.size()) {
+        return table;
     }
-#endif
+    const auto* sections = reinterpret_cast<const Elf64_Shdr*>(image.data() + header->e_shoff);
+    const std::uintptr_t base = reinterpret_cast<std::uintptr_t>(info.dli_fbase);
+    for (int i = 0; i < header->e_shnum; ++i) {
+        if (sections[i].sh_type != SHT_SYMTAB || sections[i].sh_link >= header->e_shnum) continue;
+        const Elf64_Shdr& strings = sections[sections[i].sh_link];
+        const auto* symbols = reinterpret_cast<const Elf64_Sym*>(image.data() + sections[i].sh_offset);
+        const std::size_t count = sections[i].sh_size / sizeof(Elf64_Sym);
+        for (std::size_t k = 0; k < count; ++k) {
+            const Elf64_Sym& sym = symbols[k];
+            if (sym.st_name >= strings.sh_size || sym.st_value == 0) continue;
+            const char* symbol = image.data() + strings.sh_offset + sym.st_name;
+            const int type = ELF64_ST_TYPE(sym.st_info);
+            if (type == STT_FUNC) {
+                table.functions[base + sym.st_value] = symbol;
+            } else if (type == STT_OBJECT && std::strncmp(symbol, "_ZZ", 3) == 0 && sym.st_size > 0) {
+                table.statics.push_back(StaticObject{symbol, reinterpret_cast<char*>(base + sym.st_value), sym.st_size});
+            }
+        }
+        table.loaded = true;
+    }
+    return table;
+}
+
+const SymbolTable& symbol_table() {
+    static const SymbolTable table = load_symbols();
+    return table;
+}
+
+// The static __shared__ variables of `kernel` (empty when the symbol table is gone: a stripped build).
+const std::vector<StaticObject>& kernel_statics(const void* kernel) {
+    static std::map<const void*, std::vector<StaticObject>> cache;
+    const auto cached = cache.find(kernel);
+    if (cached != cache.end()) return cached->second;
+    std::vector<StaticObject>& found = cache[kernel];
+    const SymbolTable& table = symbol_table();
+    const auto function = table.functions.find(reinterpret_cast<std::uintptr_t>(kernel));
+    if (function == table.functions.end() || function->second.size() < 3) return found;
+    const std::string encoding = function->second.substr(2);  // without "_Z"
+    for (const StaticObject& object : table.statics) {
+        // "_ZZ<encoding>E<name>", or "_ZZZ<encoding>E...E<name>" for one in a lambda inside the kernel
+        const std::string& name = object.name;
+        std::size_t at = 2;
+        while (at < name.size() && name[at] == 'Z') ++at;
+        if (at >= 3 && name.compare(at, encoding.size(), encoding) == 0 && name.size() > at + encoding.size() &&
+            name[at + encoding.size()] == 'E') {
+            found.push_back(object);
+        }
+    }
+    return found;
+}
+
+void poison(const std::vector<StaticObject>& statics) {
+    for (const StaticObject& object : statics) std::memset(object.address, 0xff, object.bytes);
 }
 
 std::map<const void*, int>& dynamic_shared_limits() {
@@ -765,7 +837,7 @@ cudaError_t run_launch(const LaunchConfig& config, void (*body)(void*), void* ar
     if (b.dynamic_shared == nullptr) return cudaErrorMemoryAllocation;
     g_grid_dim = grid;
     g_block_dim = block;
-    poison_static_shared();
+    const std::vector<StaticObject>& statics = kernel_statics(config.kernel);
 
     // Blocks in order, or in an order drawn from the seed: i -> (a i + c) mod blocks, a coprime.
     const unsigned long long blocks = 1ULL * grid.x * grid.y * grid.z;
@@ -782,6 +854,7 @@ cudaError_t run_launch(const LaunchConfig& config, void (*body)(void*), void* ar
         g_block_idx = uint3{static_cast<unsigned>(index % grid.x), static_cast<unsigned>((index / grid.x) % grid.y),
                             static_cast<unsigned>(index / (1ULL * grid.x * grid.y))};
         if (config.shared_bytes > 0) std::memset(b.dynamic_shared, 0xff, config.shared_bytes);
+        poison(statics);
         run_block();
     }
     if (config.shared_bytes > 0) std::free(b.dynamic_shared);
@@ -819,16 +892,17 @@ std::uint64_t order_seed() { return g_options.seed; }
 long long launch_errors() { return g_launch_errors; }
 const std::string& last_diagnostic() { return g_diagnostic; }
 
+bool poisons_static_shared() { return symbol_table().loaded; }
+
+std::size_t static_shared_bytes(const void* kernel) {
+    std::size_t bytes = 0;
+    for (const StaticObject& object : kernel_statics(kernel)) bytes += object.bytes;
+    return bytes;
+}
+
 std::vector<std::string> presets() { return std::vector<std::string>(std::begin(kPresetNames), std::end(kPresetNames)); }
 
-std::size_t static_shared_bytes() {
-#if !defined(PYFAST_EMU_PLAIN_SHARED)
-    if (__start_pyfast_emu_shared != nullptr) {
-        return static_cast<std::size_t>(__stop_pyfast_emu_shared - __start_pyfast_emu_shared);
-    }
-#endif
-    return 0;
-}
+
 
 // ------------------------------------------------------------------------------ memory
 namespace {

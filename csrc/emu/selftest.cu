@@ -97,8 +97,10 @@ __global__ void dynamic_shared_reader(float* out) {
     smem[threadIdx.x] = 1.0f;
 }
 
+// A template, as most kernels are (their statics are found by symbol, not by section).
+template <int N>
 __global__ void static_shared_reader(float* out) {
-    __shared__ float scratch[64];
+    __shared__ float scratch[N];
     out[threadIdx.x] = scratch[threadIdx.x];
     scratch[threadIdx.x] = 1.0f;
 }
@@ -150,6 +152,27 @@ __global__ void cp_async_wait_order(float* out) {
     out[2] = smem[4];
 }
 
+// What only the sanitized build catches (a GPU only under compute-sanitizer): one float past the
+// dynamic shared memory, and a signed overflow in index math. Refused by other builds, where
+// they would corrupt the heap or be undefined.
+__global__ void shared_overrun(float* out) {
+    PYFAST_DYNAMIC_SHARED(float, smem);
+    smem[threadIdx.x] = 1.0f;  // 32 threads, 31 floats of shared memory
+    __syncthreads();
+    out[threadIdx.x] = smem[threadIdx.x];
+}
+
+__global__ void index_overflow(float* out, int rows) {
+    const int offset = rows * static_cast<int>(blockDim.x) * 65536;  // rows = 65536: past 2^31
+    out[0] = static_cast<float>(offset);
+}
+
+#if defined(PYFAST_EMU_SANITIZERS)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+
 struct Result {
     cudaError_t status;
     std::vector<float> values;
@@ -188,11 +211,17 @@ Result run(const std::string& name) {
                                  device_properties().shared_per_block_optin + 1);
     }
     if (name == "dynamic_shared_poisoned") s = launch_kernel(dynamic_shared_reader, 2, 32, 32 * sizeof(float), nullptr, p);
-    if (name == "static_shared_poisoned") s = launch_kernel(static_shared_reader, 1, 64, 0, nullptr, p);
+    if (name == "static_shared_poisoned") s = launch_kernel(static_shared_reader<64>, 2, 64, 0, nullptr, p);
     if (name == "collectives") s = launch_kernel(collectives, 1, 64, 0, nullptr, p);
     if (name == "cp_async_wait_order") {
         for (int i = 0; i < 8; ++i) out[32 + i] = 10.0f + i;
         s = launch_kernel(cp_async_wait_order, 1, 1, 0, nullptr, p);
+    }
+    if (name == "shared_overrun") {
+        s = kSanitized ? launch_kernel(shared_overrun, 1, 32, 31 * sizeof(float), nullptr, p) : cudaErrorNotSupported;
+    }
+    if (name == "index_overflow") {
+        s = kSanitized ? launch_kernel(index_overflow, 1, 32, 0, nullptr, p, 65536) : cudaErrorNotSupported;
     }
     return Result{s, out};
 }
@@ -205,7 +234,7 @@ std::vector<std::string> selftest_names() {
             "mask_without_caller", "source_outside_mask", "shuffle_in_partial_warp", "misaligned_vector_load",
             "null_load", "trap", "too_many_threads", "grid_y_too_large", "shared_over_default_limit",
             "shared_opt_in", "shared_opt_in_over_card", "dynamic_shared_poisoned", "static_shared_poisoned",
-            "collectives", "cp_async_wait_order"};
+            "collectives", "cp_async_wait_order", "shared_overrun", "index_overflow"};
 }
 
 bool run_selftest(const std::string& name, cudaError_t* status, std::vector<float>* values) {

@@ -11,7 +11,7 @@
 // ends the launch with an error naming the source line, block and thread.
 // Static __shared__ variables are function statics: blocks run one at a time, so each block has
 // them to itself; they are poisoned (all bits set: NaN as float) before every block, as is the
-// dynamic shared memory. Kernel sources use PYFAST_DYNAMIC_SHARED and pyfast::launch_kernel
+// dynamic shared memory (a __shared__ variable of a device function the kernel calls is not). Kernel sources use PYFAST_DYNAMIC_SHARED and pyfast::launch_kernel
 // (kernels/common.cuh) so that they compile unchanged here and under nvcc.
 #pragma once
 
@@ -41,16 +41,9 @@
 #define __constant__ static
 #define __managed__
 #define __grid_constant__
-// Function statics, gathered in one section so the runtime can poison them before each block.
-// (All such statics of a translation unit must then belong to functions of the same linkage:
-// GCC refuses to mix a template's or inline function's statics with others in one section
-// ("section type conflict"); kernels in an anonymous namespace always agree.) The sanitized
-// build keeps them plain, so AddressSanitizer puts its red zones around each one.
-#if defined(PYFAST_EMU_PLAIN_SHARED)
+// Function statics: blocks run one at a time, so each block has them to itself. The runtime finds
+// a kernel's statics in the module's symbol table and poisons them before each of its blocks.
 #define __shared__ static
-#else
-#define __shared__ static __attribute__((section("pyfast_emu_shared")))
-#endif
 
 // ---------------------------------------------------------------- vector types (CUDA alignment)
 #define PYFAST_EMU_VECTOR1(T, NAME, ALIGN)                                \

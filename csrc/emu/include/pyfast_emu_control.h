@@ -25,6 +25,7 @@ std::size_t allocated_bytes();
 
 long long launch_errors();               // launches that ended in a diagnostic so far
 const std::string& last_diagnostic();    // the latest one's message
-std::size_t static_shared_bytes();       // of every kernel's static __shared__ variables
+bool poisons_static_shared();            // false in a build whose symbol table was stripped
+std::size_t static_shared_bytes(const void* kernel);  // of that kernel's static __shared__ variables
 
 }  // namespace pyfast_emu
