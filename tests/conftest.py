@@ -49,7 +49,8 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     if pyfast.is_available():
         return
-    skip = pytest.mark.skip(reason=f"needs a GPU: {pyfast.unavailable_reason()}")
+    skip = pytest.mark.skip(reason=f"needs a GPU, or the CPU emulator (PYFAST_EMULATE=1, tests/emulated.sh): "
+                                   f"{pyfast.unavailable_reason()}")
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# tests/emulated.sh - the GPU tests without a GPU, on pyfast's CPU emulator (pyfast.emulator):
+#   suite     every `gpu` test not marked slow, PYFAST_EMULATE=1 (the README's "Without a GPU")
+#   sanitize  the kernel tests on the emulated build under AddressSanitizer + UBSan (out-of-bounds
+#             global and shared accesses, misaligned vector loads, signed overflow in index math);
+#             builds it first into build/emu-sanitize (about 1.5 minutes on 2 cores)
+#   order     the kernel tests with threads and blocks in a random order (a result that changes with
+#             the order is a race), once with 1 SM and once with 1000 (the rules that size grids)
+#   all       the three, in that order
+# Run from the repository root after `pip install -e ".[test]"`. PYFAST_TEST_WORKERS sets pytest's
+# worker count (default: one per core); further arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode="${1:-suite}"
+[ $# -gt 0 ] && shift
+PYTHON="${PYTHON:-python3}"
+workers=(-n "${PYFAST_TEST_WORKERS:-auto}")
+# The kernels' own tests: what the sanitizer and the order runs repeat (the trainer's tests run the
+# same kernels, in the suite).
+KERNEL_TESTS=(tests/test_matmul.py tests/test_matmul_precision.py tests/test_conv.py tests/test_conv_tiled.py
+              tests/test_pool.py tests/test_loss.py tests/test_elementwise.py tests/test_optim.py tests/test_fused.py
+              tests/test_data_on_device.py tests/test_ptx.py tests/test_properties.py tests/test_emulator.py)
+
+suite() {
+    echo "== emulated GPU suite"
+    PYFAST_EMULATE=1 "$PYTHON" -m pytest -q "${workers[@]}" -m "gpu and not slow" "$@"
+}
+
+sanitize() {
+    echo "== kernel tests under AddressSanitizer + UBSan"
+    PYFAST_BUILD=emulator PYFAST_EMU_SANITIZE=address,undefined "$PYTHON" setup.py -q build_ext \
+        --build-lib build/emu-sanitize --build-temp build/emu-sanitize-temp > build/emu-sanitize.log 2>&1 \
+        || { tail -50 build/emu-sanitize.log; exit 1; }
+    local module
+    module=$(ls build/emu-sanitize/pyfast/_C_emu*.so)
+    # Python itself is not instrumented: the sanitizer's runtime (and libstdc++, whose exceptions it
+    # intercepts) must be loaded first. Leaks are Python's own; an allocation beyond the emulated
+    # card's memory must fail as cudaMalloc does, not abort.
+    LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libstdc++.so)" \
+    ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:allocator_may_return_null=1 \
+    UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+    PYFAST_EMULATE=1 PYFAST_EMU_MODULE="$module" PYFAST_HYPOTHESIS_EXAMPLES="${PYFAST_HYPOTHESIS_EXAMPLES:-10}" \
+        "$PYTHON" -m pytest -q "${workers[@]}" -m "not slow and not trains" "${KERNEL_TESTS[@]}" "$@"
+}
+
+order() {
+    local sms seed=1
+    for sms in 1 1000; do
+        echo "== kernel tests in random order (seed $seed), $sms SMs"
+        PYFAST_EMULATE=1 PYFAST_EMU_ORDER=random PYFAST_EMU_SEED=$seed PYFAST_EMU_SM_COUNT=$sms \
+            "$PYTHON" -m pytest -q "${workers[@]}" -m "not slow and not trains" "${KERNEL_TESTS[@]}" "$@"
+        seed=$((seed + 1))
+    done
+}
+
+mkdir -p build
+case "$mode" in
+    suite) suite "$@" ;;
+    sanitize) sanitize "$@" ;;
+    order) order "$@" ;;
+    all) suite "$@"; sanitize "$@"; order "$@" ;;
+    *) echo "usage: tests/emulated.sh [suite|sanitize|order|all] [pytest arguments]" >&2; exit 2 ;;
+esac
