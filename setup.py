@@ -304,8 +304,10 @@ setup(
     extras_require={
         # scikit-learn: cross-checks the shipped digits; ml_dtypes: bfloat16 arrays for matmul's bf16 path;
         # matplotlib: the training curves and benchmark charts are drawn in the tests
-        # pytest-xdist: the emulated GPU tests on every core (tests/emulated.sh)
-        "test": ["pytest>=7", "pytest-xdist", "hypothesis", "scikit-learn", "ml_dtypes", "matplotlib"],
+        # pytest-xdist: the emulated GPU tests on every core; setuptools and pybind11: tests/emulated.sh
+        # sanitize builds the sanitized emulated extension outside pip's build environment
+        "test": ["pytest>=7", "pytest-xdist", "hypothesis", "scikit-learn", "ml_dtypes", "matplotlib",
+                 "setuptools>=64", "pybind11>=2.10"],
         "bench": ["torch", "matplotlib"],
         "train": ["matplotlib", "tqdm"],
     },

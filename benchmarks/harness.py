@@ -53,11 +53,18 @@ class L2Flush:
 _flush = None
 
 
+def _refuse_the_emulator():
+    if getattr(cupy, "_pyfast_emulator", False):
+        raise RuntimeError("the benchmarks time a GPU; under PYFAST_EMULATE=1 the kernels run on the CPU emulator, "
+                           "whose times say nothing about a GPU's")
+
+
 def time_gpu(fn, inputs, *, warmup=3, budget_ms=1500.0, min_repeats=5, max_repeats=100, flush=True):
     """Median time of ``fn(*inputs[i % len(inputs)])`` over repeats, in milliseconds.
 
     The number of repeats fits ``budget_ms`` of measured time (at least ``min_repeats``).
     """
+    _refuse_the_emulator()
     global _flush
     if flush and _flush is None:
         _flush = L2Flush()
@@ -88,6 +95,7 @@ def time_back_to_back(fn, inputs, *, warmup=3, budget_ms=1500.0, rounds=7):
     what a loop of this op costs on the GPU timeline. For ops shorter than their Python
     overhead this is the host's cost per call, which is then the honest figure to compare.
     """
+    _refuse_the_emulator()
     stream = cupy.cuda.get_current_stream()
     for i in range(warmup):
         fn(*inputs[i % len(inputs)])

@@ -120,6 +120,20 @@ def test_collectives_give_what_a_gpu_gives(order):
     assert v[513] == sum(range(64))  # shared atomicAdd
     assert v[514] == len(range(0, 64, 3))  # __syncthreads_count
     assert v[515] == 1 and v[516] == 1  # __syncthreads_and / _or
+    np.testing.assert_array_equal(v[520:584], 8)  # __match_any_sync of lane % 4
+    np.testing.assert_array_equal(v[584:648], 32)  # __activemask: every lane of a full warp
+
+
+def test_half_and_bfloat16_storage_round_like_numpy_and_the_reference():
+    status, description, values = emu.run_selftest("storage_conversions")
+    assert status == "cudaSuccess", description
+    v = np.asarray(values, np.float32)
+    inputs, half, bf16 = v[:256], v[256:512], v[512:768]
+    with np.errstate(over="ignore"):  # values past 65520 become inf, as they should
+        np.testing.assert_array_equal(half, inputs.astype(np.float16).astype(np.float32))
+    from pyfast import reference
+
+    np.testing.assert_array_equal(bf16, reference.round_bf16(inputs))
 
 
 def test_shared_memory_is_poisoned_before_every_block():
@@ -247,6 +261,17 @@ def test_a_capture_records_launches_and_refuses_host_synchronization():
     graph.launch(stream=stream)
     np.testing.assert_array_equal(out.get(), a.get() @ b.get())
     assert float(total) == 2 * 2.0 * 6.0
+
+
+@emulated
+def test_the_benchmarks_refuse_to_time_the_emulator():
+    import cupy
+
+    from benchmarks import harness
+
+    with pytest.raises(RuntimeError, match="CPU emulator"):
+        harness.time_gpu(lambda: None, [()])
+    assert isinstance(cupy.zeros(1), cupy.ndarray)
 
 
 @emulated

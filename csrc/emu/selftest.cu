@@ -8,6 +8,11 @@
 #include <string>
 #include <vector>
 
+#include <cmath>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
 #include "common.cuh"
 #include "ptx.cuh"
 #include "selftest.h"
@@ -127,6 +132,8 @@ __global__ void collectives(float* out) {
     if (lane < 16) out[448 + tid] = __shfl_xor_sync(0x0000ffffu, v, 8);  // a half-warp on its own
     else out[448 + tid] = -1.0f;
     __syncwarp();
+    out[520 + tid] = static_cast<float>(__popc(__match_any_sync(0xffffffffu, lane % 4)));  // 8 lanes each
+    out[584 + tid] = static_cast<float>(__popc(__activemask()));
     atomicAdd(out + 512, 1.0f);
     __syncthreads();
     if (tid == 0) {
@@ -173,6 +180,14 @@ constexpr bool kSanitized = true;
 constexpr bool kSanitized = false;
 #endif
 
+// Round trips through half and bfloat16 storage: out[256 + i] = half(in[i]), out[512 + i] = bf16(in[i])
+// for the inputs out[0 .. 255] (edge cases, then values spread over the exponents).
+__global__ void storage_conversions(float* out) {
+    const int i = threadIdx.x;
+    out[256 + i] = __half2float(__float2half_rn(out[i]));
+    out[512 + i] = __bfloat162float(__float2bfloat16_rn(out[i]));
+}
+
 struct Result {
     cudaError_t status;
     std::vector<float> values;
@@ -217,6 +232,19 @@ Result run(const std::string& name) {
         for (int i = 0; i < 8; ++i) out[32 + i] = 10.0f + i;
         s = launch_kernel(cp_async_wait_order, 1, 1, 0, nullptr, p);
     }
+    if (name == "storage_conversions") {
+        const float edge[] = {0.0f, -0.0f, 1.0f, -1.0f, 65504.0f, 65520.0f, 65519.0f, 6.1035156e-05f,
+                              5.9604645e-08f, 2.9802322e-08f, 2.9802326e-08f, 1.0009766f, 1.0004883f, 1.0014648f,
+                              3.3895314e38f, 1.0e-40f, INFINITY, -INFINITY, NAN, 1.00390625f, 1.0078125f};
+        const int edges = sizeof(edge) / sizeof(edge[0]);
+        unsigned state = 12345u;
+        for (int i = 0; i < 256; ++i) {
+            state = state * 1664525u + 1013904223u;
+            const float spread = std::ldexp(static_cast<float>(state >> 8) / 16777216.0f + 0.5f, (int)(state % 70) - 35);
+            out[i] = i < edges ? edge[i] : (state & 0x80000000u ? -spread : spread);
+        }
+        s = launch_kernel(storage_conversions, 1, 256, 0, nullptr, p);
+    }
     if (name == "shared_overrun") {
         s = kSanitized ? launch_kernel(shared_overrun, 1, 32, 31 * sizeof(float), nullptr, p) : cudaErrorNotSupported;
     }
@@ -234,7 +262,7 @@ std::vector<std::string> selftest_names() {
             "mask_without_caller", "source_outside_mask", "shuffle_in_partial_warp", "misaligned_vector_load",
             "null_load", "trap", "too_many_threads", "grid_y_too_large", "shared_over_default_limit",
             "shared_opt_in", "shared_opt_in_over_card", "dynamic_shared_poisoned", "static_shared_poisoned",
-            "collectives", "cp_async_wait_order", "shared_overrun", "index_overflow"};
+            "collectives", "cp_async_wait_order", "storage_conversions", "shared_overrun", "index_overflow"};
 }
 
 bool run_selftest(const std::string& name, cudaError_t* status, std::vector<float>* values) {
