@@ -39,7 +39,9 @@ def versions_for(x_shape, w_shape, padding):
     for version in VERSIONS:
         if version == "direct" and x_shape[0] > 128:
             continue
-        if version is None or _checks.conv2d_fits(g, ops.CONV2D_VERSIONS.index(version)):
+        # Every pass is timed: a version must launch all three on this shape.
+        if version is None or all(_checks.conv2d_fits(g, ops.CONV2D_VERSIONS.index(version), pass_name)
+                                  for pass_name in _checks.CONV2D_PASSES):
             yield version
 
 

@@ -28,7 +28,8 @@ def candidates(g, pass_name):
             continue
         if version == "tiled":
             for config in range(_checks.CONV2D_TILED_CONFIGS[pass_name]):
-                yield version, config
+                if _checks.conv2d_tiled_has_plan(g, pass_name, config):  # others cannot launch on this shape
+                    yield version, config
         else:
             yield version, None
 

@@ -246,24 +246,33 @@ constexpr int kForwardShape[kForwardConfigs][2] = {{4, 8}, {4, 4}, {2, 8}, {7, 8
 
 // The block's tile for a config: rows no wider than 64 pixels, about kTargetThreads threads,
 // tiles of equal size (the last one not mostly empty), CB channels per stage within the static
-// shared-memory limit. Returns false when even one channel does not fit.
+// shared-memory limit. Where one channel's weights for the k-groups and its input patch would
+// not fit (5x5 filters, many output channels, narrow rows), fewer k-groups, then fewer row
+// groups, per block: every geometry of the class gets a plan (tests/test_conv_tiled.py).
 bool forward_tile(TiledConv& t, int r, int s, int px, int kt, int py) {
     t.tx = ceil_div(t.wout < 64 ? t.wout : 64, px);
     t.tiles_w = ceil_div(t.wout, t.tx * px);
     t.tx = ceil_div(ceil_div(t.wout, t.tiles_w), px);
-    const int kg_needed = ceil_div(t.kout, kt);
+    const int row_floats = (t.tx * px + s - 1) | 1;
+    const int kg_needed = t.kout > kt ? ceil_div(t.kout, kt) : 1;  // an input gradient of no channels: 1
     const int kg_cap = 128 / t.tx > 1 ? 128 / t.tx : 1;
+    const int kg_fit = (kSharedFloats - 4 - (py + r - 1) * row_floats) / (r * s * kt);
+    if (kg_fit < 1) return false;
     t.kg = kg_needed < kg_cap ? kg_needed : kg_cap;
+    t.kg = t.kg < kg_fit ? t.kg : kg_fit;
     const int row_groups = ceil_div(t.hout, py);  // a thread takes py rows
+    const int ty_fit = ((kSharedFloats - 4 - r * s * t.kg * kt) / row_floats - (r - 1)) / py;
     int ty = kTargetThreads / (t.tx * t.kg);
+    ty = ty > ty_fit ? ty_fit : ty;
     ty = ty < 1 ? 1 : (ty > row_groups ? row_groups : ty);
     t.tiles_h = ceil_div(row_groups, ty);
     t.ty = ceil_div(row_groups, t.tiles_h);
-    const int per_channel = (t.ty * py + r - 1) * ((t.tx * px + s - 1) | 1) + r * s * t.kg * kt;
+    const int per_channel = (t.ty * py + r - 1) * row_floats + r * s * t.kg * kt;
     int cb = (kSharedFloats - 4) / per_channel;
     if (cb < 1) return false;
     cb = cb < t.cin ? cb : t.cin;
-    t.cb = ceil_div(t.cin, ceil_div(t.cin, cb));  // equal chunks
+    // Equal chunks; an input without channels is an empty reduction (the output is the bias).
+    t.cb = t.cin > 0 ? ceil_div(t.cin, ceil_div(t.cin, cb)) : 1;
     return true;
 }
 
@@ -472,17 +481,24 @@ constexpr int kWgradShape[kWgradConfigs][2] = {{8, 4}, {4, 4}, {8, 8}, {4, 8}};
 
 // The block shape and slices of a config: K in groups of KT (at most 64 channels a block), C in
 // blocks so that a block has 96..256 (k-group, c, r) units, row groups up to kTargetThreads
-// threads, and enough slices for about three blocks per SM.
+// threads, and enough slices for about three blocks per SM. A row task (the block's dy rows and
+// its input rows) must fit shared memory: wide rows (Q near 256) take fewer input channels, then
+// fewer k-groups, per block.
 bool wgrad_plan(TiledWgrad& t, int s, int kt, int pxw, int sms) {
-    const int kg_needed = ceil_div(t.k, kt);
-    t.kg = kg_needed < 64 / kt ? kg_needed : 64 / kt;
-    int cb = kTargetThreads / (t.kg * t.r);
-    cb = cb < 1 ? 1 : (cb > t.c ? t.c : cb);
-    t.cb = ceil_div(t.c, ceil_div(t.c, cb));
-    const int units = t.kg * t.cb * t.r;
-    if (units > 512) return false;
     t.qp = round_up(t.q, pxw);
     t.ld = t.qp + s - 1;
+    const int kg_needed = ceil_div(t.k, kt);
+    const int kg_fit = (kSharedFloats - t.r * t.ld) / (kt * t.qp);
+    if (kg_fit < 1) return false;
+    t.kg = kg_needed < 64 / kt ? kg_needed : 64 / kt;
+    t.kg = t.kg < kg_fit ? t.kg : kg_fit;
+    const int cb_fit = (kSharedFloats - t.kg * kt * t.qp) / (t.r * t.ld);
+    int cb = kTargetThreads / (t.kg * t.r);
+    cb = cb > cb_fit ? cb_fit : cb;
+    cb = cb < 1 ? 1 : (cb > t.c ? t.c : cb);
+    t.cb = t.c > 0 ? ceil_div(t.c, ceil_div(t.c, cb)) : 1;  // no input channel: no dw, one empty block row
+    const int units = t.kg * t.cb * t.r;
+    if (units > 512) return false;
     // Row tasks per stage: two per row group, within shared memory; no more groups than tasks.
     const int per_task = t.kg * kt * t.qp + t.cb * t.r * t.ld;
     const int fit = kSharedFloats / per_task;
@@ -492,7 +508,7 @@ bool wgrad_plan(TiledWgrad& t, int s, int kt, int pxw, int sms) {
     t.chunk = 2 * t.rg < fit ? 2 * t.rg : fit;
     while (t.rg > 1 && (std::int64_t)t.rg * units * kt * (s + 1) > kSharedFloats) --t.rg;  // the final sum
     const int tasks = t.n * t.p > 0 ? t.n * t.p : 1;  // an empty batch still writes zeros
-    const int blocks_ck = ceil_div(t.c, t.cb) * ceil_div(t.k, t.kg * kt);
+    const int blocks_ck = ceil_div(t.c > 0 ? t.c : 1, t.cb) * ceil_div(t.k, t.kg * kt);
     int slices = ceil_div(3 * sms, blocks_ck);
     const int max_slices = ceil_div(tasks, t.chunk);
     slices = slices < max_slices ? slices : max_slices;

@@ -5,6 +5,8 @@ errors: TypeError for a wrong type or dtype, ValueError naming the argument with
 expected and actual shape for a wrong shape.
 """
 
+import functools
+import importlib
 import math
 
 import numpy as np
@@ -355,10 +357,41 @@ CONV2D_TILED_POOL_CONFIGS = (0, 1, 2, 4, 5, 8)
 _INT32_MAX = 2 ** 31 - 1
 
 
-def conv2d_fits(g, version_code):
+# The passes as the tiled launcher's planner numbers them (kernels/conv2d.cuh, Conv2dPass).
+CONV2D_PLAN_PASSES = {"forward": 0, "backward_input": 1, "backward_weight": 2, "forward_pool": 3}
+
+
+def conv2d_geometry(g):
+    """Geometry `g` (conv2d_dims) as the compiled module takes it: the fields of Conv2dParams."""
+    return [g["n"], g["c"], g["h"], g["w"], g["k"], g["r"], g["s"], g["p"], g["q"], *g["stride"], *g["padding"],
+            *g["dilation"]]
+
+
+@functools.lru_cache(maxsize=None)
+def _tiled_planner():
+    """kernels/conv2d_tiled.cu's conv2d_tiled_plan: host code, the same in the CUDA and the emulated
+    module, so either answers (None where neither is built)."""
+    for name in ("pyfast._C", "pyfast._C_emu"):
+        try:
+            return importlib.import_module(name).conv2d_tiled_plan
+        except (ImportError, AttributeError):
+            continue
+    return None
+
+
+def conv2d_tiled_has_plan(g, pass_name, config=-1):
+    """Whether the tiled version can launch this pass of geometry `g` with `config` (-1: its
+    default): its launcher's own planner decides, so both backends refuse exactly what the
+    launcher could not run (the class alone where no compiled module is built)."""
+    planner = _tiled_planner()
+    return planner is None or bool(planner(conv2d_geometry(g), CONV2D_PLAN_PASSES[pass_name], int(config), 1))
+
+
+def conv2d_fits(g, version_code, pass_name=None, config=-1):
     """Whether a version takes geometry `g` (conv2d_dims): 32-bit GEMM dimensions for gemm and
     implicit; for tiled its shape class (stride 1, dilation 1, 3x3 or 5x5, padding below the
-    kernel size, Q <= 256), as kernels/conv2d*.cu's *_fits."""
+    kernel size, Q <= 256), as kernels/conv2d*.cu's *_fits, and, given a pass, a launch plan
+    for it with `config` (conv2d_tiled_has_plan)."""
     crs, npq = g["c"] * g["r"] * g["s"], g["n"] * g["p"] * g["q"]
     name = CONV2D_VERSIONS[version_code]
     if name == "gemm":
@@ -366,10 +399,11 @@ def conv2d_fits(g, version_code):
     if name == "implicit":
         return max(crs, npq, g["n"] * g["h"] * g["w"], g["k"] * g["r"] * g["s"], g["c"], g["k"]) <= _INT32_MAX
     if name == "tiled":
-        return (g["r"] == g["s"] and g["r"] in (3, 5) and g["stride"] == (1, 1) and g["dilation"] == (1, 1)
-                and g["padding"][0] <= g["r"] - 1 and g["padding"][1] <= g["s"] - 1 and g["q"] <= 256
-                and max(g["n"] * g["c"] * g["h"] * g["w"], g["n"] * g["k"] * g["p"] * g["q"],
-                        g["k"] * g["c"] * g["r"] * g["s"]) <= _INT32_MAX)
+        in_class = (g["r"] == g["s"] and g["r"] in (3, 5) and g["stride"] == (1, 1) and g["dilation"] == (1, 1)
+                    and g["padding"][0] <= g["r"] - 1 and g["padding"][1] <= g["s"] - 1 and g["q"] <= 256
+                    and max(g["n"] * g["c"] * g["h"] * g["w"], g["n"] * g["k"] * g["p"] * g["q"],
+                            g["k"] * g["c"] * g["r"] * g["s"]) <= _INT32_MAX)
+        return in_class and (pass_name is None or conv2d_tiled_has_plan(g, pass_name, config))
     return True
 
 
@@ -389,6 +423,11 @@ def conv2d_plan(g, pass_name, version, config):
         count = CONV2D_TILED_CONFIGS[pass_name]
         if config_code >= count:
             raise ValueError(f"config: the tiled {pass_name} has configurations 0..{count - 1}, got {config}")
+        if not conv2d_tiled_has_plan(g, pass_name, config_code):
+            which = "its default configuration" if config is None else f"configuration {config}"
+            raise ValueError(f"version: 'tiled' has no launch plan for the {pass_name} of this convolution with "
+                             f"{which} (it would exceed a block's shared memory or the grid: C={g['c']}, "
+                             f"K={g['k']}, output {g['p']}x{g['q']}); use another version or configuration")
     elif config is not None:
         raise ValueError(f"config: only version 'tiled' has configurations, got version={version!r}")
     elif not conv2d_fits(g, code):
@@ -402,9 +441,13 @@ def conv2d_max_pool2d_plan(g, version, config):
     if g["p"] < 2 or g["q"] < 2:
         raise ValueError(f"x: the convolution's output {g['p']}x{g['q']} is smaller than the 2x2 pooling window")
     plan = conv2d_plan(g, "forward", version, config)
-    if plan[0] == CONV2D_VERSIONS.index("tiled") and config is not None and config not in CONV2D_TILED_POOL_CONFIGS:
-        raise ValueError(f"config: the tiled pooled forward has configurations {list(CONV2D_TILED_POOL_CONFIGS)}, "
-                         f"got {config}")
+    if plan[0] == CONV2D_VERSIONS.index("tiled"):
+        if config is not None and config not in CONV2D_TILED_POOL_CONFIGS:
+            raise ValueError(f"config: the tiled pooled forward has configurations "
+                             f"{list(CONV2D_TILED_POOL_CONFIGS)}, got {config}")
+        if not conv2d_tiled_has_plan(g, "forward_pool", plan[1]):
+            raise ValueError(f"version: 'tiled' has no launch plan for the pooled forward of this convolution "
+                             f"(C={g['c']}, K={g['k']}, output {g['p']}x{g['q']}); use another version")
     return pool2d_dims(g["y_shape"], 2, 2, 0), plan
 
 

@@ -626,11 +626,7 @@ def linear_mse_sgd_fit(x, y, weight, bias, *, lr, epochs, out_losses=None):
 
 
 # --------------------------------------------------------------- convolution and pooling
-def _conv_geometry(g):
-    return [g["n"], g["c"], g["h"], g["w"], g["k"], g["r"], g["s"], g["p"], g["q"], *g["stride"], *g["padding"],
-            *g["dilation"]]
-
-
+_conv_geometry = _checks.conv2d_geometry
 _TILED = CONV2D_VERSIONS.index("tiled")
 _GEMM_WORKSPACE_LIMIT = 2 ** 28  # floats (1 GiB): the rule does not pick "gemm" above this
 
@@ -652,10 +648,14 @@ def _conv_choice(g, pass_name, device):
     """version=None: the card's measured plan for the pass's class, else the rule."""
     pass_code = CONV2D_PASSES.index(pass_name)
     measured = _tuning.conv_lookup(_device_name(device), pass_code, g)
-    if measured is not None and 0 <= measured[0] < len(CONV2D_VERSIONS) and _checks.conv2d_fits(g, measured[0]):
+    if measured is not None and 0 <= measured[0] < len(CONV2D_VERSIONS):
         version_code, config = int(measured[0]), int(measured[1])
-        if version_code != _TILED or 0 <= config < _checks.CONV2D_TILED_CONFIGS[pass_name]:
-            return version_code, config if version_code == _TILED else -1
+        if version_code != _TILED:
+            if _checks.conv2d_fits(g, version_code):
+                return version_code, -1
+        elif 0 <= config < _checks.CONV2D_TILED_CONFIGS[pass_name] and \
+                _checks.conv2d_fits(g, _TILED, pass_name, config):  # a class's entry may not launch on all of it
+            return version_code, config
     return _conv_rule(g, pass_code), -1
 
 

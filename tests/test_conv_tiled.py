@@ -16,7 +16,10 @@ from conftest import randn
 from pyfast import _checks, ops, reference
 from pyfast.testing import assert_close, reduction_atol
 
-C = pytest.importorskip("pyfast._C", reason="the compiled module is not built")
+try:  # the launchers' planning is host code, the same in the CUDA and the emulated module
+    import pyfast._C as C
+except ImportError:
+    C = pytest.importorskip("pyfast._C_emu", reason="no compiled module is built")
 
 # (x shape, w shape, padding): both CNN layers, the 5x5 1->20 layer, C = 1, 3, 4, 5, K not a
 # multiple of any tile (1, 3, 17, 20), odd H and W, batch 1, padding 0 / 1 / 2 / R - 1.
@@ -162,10 +165,81 @@ def test_python_and_kernel_agree_on_what_tiled_covers():
     assert pooling == _checks.CONV2D_TILED_POOL_CONFIGS
 
 
+# Geometries whose plans once did not exist though the class took them: a 5x5 layer of 512
+# output channels on a small image (forward) and of 512 input channels (input gradient), a
+# weight gradient with 64 output channels on rows of 130 and of 256 pixels.
+UNPLANNED_ONCE = [((1, 4, 7, 7), (512, 4, 5, 5), 0), ((1, 512, 7, 7), (4, 512, 5, 5), 0),
+                  ((1, 4, 3, 132), (64, 4, 3, 3), 0), ((2, 16, 5, 256), (64, 16, 3, 3), 1)]
+
+
+def test_every_geometry_the_class_takes_has_a_plan_for_every_pass_and_configuration():
+    """The class (conv2d_tiled_fits: stride 1, dilation 1, 3x3 / 5x5, padding below the kernel,
+    Q <= 256) and the planner agree over a grid of channels, widths and kernel sizes: a version
+    is in a pass's class exactly when its launcher can plan it."""
+    checked = 0
+    for r in (3, 5):
+        for pad in (0, r // 2, r - 1):
+            for k in (1, 8, 64, 100, 512, 1024):
+                for c in (0, 1, 16, 128, 1024):
+                    for w in (1, 5, 28, 130, 256 + r - 1 - 2 * pad):
+                        for h in (1, 7):
+                            g, geo = geometry((2, c, h, w), (k, c, r, r), pad) if h + 2 * pad >= r and \
+                                w + 2 * pad >= r else (None, None)
+                            if g is None or not C.conv2d_tiled_fits(geo):
+                                continue
+                            passes = [("forward", range(-1, 9)), ("backward_input", range(-1, 9)),
+                                      ("backward_weight", range(-1, 4))]
+                            if g["p"] >= 2 and g["q"] >= 2:
+                                passes.append(("forward_pool", [-1, *_checks.CONV2D_TILED_POOL_CONFIGS]))
+                            for pass_name, configs in passes:
+                                for config in configs:
+                                    assert C.conv2d_tiled_plan(geo, PASSES[pass_name], config, 132), \
+                                        (pass_name, config, geo)
+                                    checked += 1
+    assert checked > 30000
+
+
+def test_both_backends_refuse_a_pass_without_a_plan():
+    # The weight gradient of 8192 -> 8192 channels would need more than 65535 blocks along y.
+    g, geo = geometry((1, 8192, 3, 30), (8192, 8192, 3, 3), 0)
+    assert C.conv2d_tiled_fits(geo) and not C.conv2d_tiled_plan(geo, PASSES["backward_weight"], -1, 132)
+    assert C.conv2d_tiled_plan(geo, PASSES["forward"], -1, 132)
+    assert not _checks.conv2d_fits(g, ops.CONV2D_VERSIONS.index("tiled"), "backward_weight")
+    with pytest.raises(ValueError, match="version: 'tiled' has no launch plan for the backward_weight"):
+        _checks.conv2d_plan(g, "backward_weight", "tiled", None)
+    from conftest import fake
+
+    for conv_backward_weight, array in ((reference.conv2d_backward_weight, np.empty), (ops.conv2d_backward_weight,
+                                                                                      None)):
+        dy = np.empty((1, 8192, 1, 28), np.float32) if array else fake(1, 8192, 1, 28)
+        x = np.empty((1, 8192, 3, 30), np.float32) if array else fake(1, 8192, 3, 30)
+        with pytest.raises(ValueError, match="has no launch plan"):
+            conv_backward_weight(dy, x, (8192, 8192, 3, 3), version="tiled")
+
+
+def test_an_input_without_channels_has_plans():
+    # C = 0 used to divide by zero in the planners (SIGFPE): the forward is then the bias alone.
+    _, geo = geometry((2, 0, 5, 5), (3, 0, 3, 3), 1)
+    for pass_name in PASSES:
+        assert C.conv2d_tiled_plan(geo, PASSES[pass_name], -1, 132), pass_name
+
+
+@pytest.mark.parametrize("version", [*_checks.CONV2D_VERSIONS, None])
+def test_an_input_without_channels_is_the_bias_on_both_backends(rng, version):
+    x, w, b = np.empty((2, 0, 5, 5), np.float32), np.empty((3, 0, 3, 3), np.float32), randn(rng, 3)
+    dy = randn(rng, 2, 3, 5, 5)
+    y = reference.conv2d(x, w, b, padding=1, version=version)
+    np.testing.assert_array_equal(y, np.broadcast_to(b[None, :, None, None], (2, 3, 5, 5)))
+    assert reference.conv2d_backward_input(dy, w, x.shape, padding=1, version=version).shape == x.shape
+    dw, db = reference.conv2d_backward_weight(dy, x, w.shape, padding=1, bias=True, version=version)
+    assert dw.shape == w.shape
+    assert_close(db, dy.astype(np.float64).sum(axis=(0, 2, 3)), atol=1e-5)
+
+
 @pytest.mark.parametrize("sms", [1, 132])
-@pytest.mark.parametrize("x_shape,w_shape,padding", SHAPES + [((1024, 1, 28, 28), (32, 1, 3, 3), 1),
-                                                       ((1024, 32, 14, 14), (64, 32, 3, 3), 1),
-                                                       ((128, 128, 28, 28), (128, 128, 3, 3), 1)])
+@pytest.mark.parametrize("x_shape,w_shape,padding", SHAPES + UNPLANNED_ONCE + [
+    ((1024, 1, 28, 28), (32, 1, 3, 3), 1), ((1024, 32, 14, 14), (64, 32, 3, 3), 1),
+    ((128, 128, 28, 28), (128, 128, 3, 3), 1)])
 def test_plans_cover_the_output_within_the_limits(x_shape, w_shape, padding, sms):
     g, geo = geometry(x_shape, w_shape, padding)
     for pass_name in ("forward", "backward_input"):
@@ -310,8 +384,8 @@ def test_bad_new_options_fail_the_same_on_both_backends(call, error, match):
 
 
 # ======================================================================= GPU
-GPU_SHAPES = SHAPES + [((1, 1, 28, 28), (32, 1, 3, 3), 1), ((4, 64, 32, 32), (64, 64, 3, 3), 1),
-                       ((2, 128, 28, 28), (128, 128, 3, 3), 1), ((1, 1, 7, 300), (4, 1, 3, 3), 1)]
+GPU_SHAPES = SHAPES + UNPLANNED_ONCE + [((1, 1, 28, 28), (32, 1, 3, 3), 1), ((4, 64, 32, 32), (64, 64, 3, 3), 1),
+                                        ((2, 128, 28, 28), (128, 128, 3, 3), 1), ((1, 1, 7, 300), (4, 1, 3, 3), 1)]
 
 
 def _gpu_case(rng, x_shape, w_shape, padding):
@@ -351,6 +425,22 @@ def test_gpu_every_tiled_config_against_reference(rng, x_shape, w_shape, padding
                                             out_bias=cupy.full(w_shape[0], cupy.nan, cupy.float32), **kwargs)
         assert_close(dw, dw_ref, atol=reduction_atol(npq), name=f"dw config {config}")
         assert_close(db, db_ref, atol=reduction_atol(npq), name=f"db config {config}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("version", [*_checks.CONV2D_VERSIONS, None])
+def test_gpu_an_input_without_channels_is_the_bias(rng, version):
+    import cupy
+
+    x, w, b = cupy.empty((2, 0, 5, 5), cupy.float32), cupy.empty((3, 0, 3, 3), cupy.float32), randn(rng, 3)
+    dy = randn(rng, 2, 3, 5, 5)
+    y = ops.conv2d(x, w, cupy.asarray(b), padding=1, version=version, out=cupy.full((2, 3, 5, 5), cupy.nan,
+                                                                                      cupy.float32))
+    np.testing.assert_array_equal(y.get(), np.broadcast_to(b[None, :, None, None], (2, 3, 5, 5)))
+    assert ops.conv2d_backward_input(cupy.asarray(dy), w, x.shape, padding=1, version=version).shape == x.shape
+    dw, db = ops.conv2d_backward_weight(cupy.asarray(dy), x, w.shape, padding=1, bias=True, version=version)
+    assert dw.shape == w.shape
+    assert_close(db, dy.astype(np.float64).sum(axis=(0, 2, 3)), atol=1e-5)
 
 
 @pytest.mark.gpu

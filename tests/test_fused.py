@@ -48,6 +48,32 @@ def test_reference_matches_the_layer_loop(rng, n, f, o):
     assert_close(b_ref, eager_b, atol=1e-6, rtol=1e-5)
 
 
+def fma32(a, b, c):
+    """fmaf(a, b, c) for float32 values: a * b + c rounded once. The product is exact in float64;
+    the float64 sum's own rounding error is recovered exactly (TwoSum), so a sum that rounds onto
+    a float32 tie is moved toward the exact value before the one rounding to float32."""
+    product, addend = np.float64(a) * np.float64(b), np.float64(c)
+    total = product + addend
+    virtual = total - product
+    error = (product - (total - virtual)) + (addend - virtual)
+    if error != 0 and np.float32(np.nextafter(total, np.inf)) != np.float32(np.nextafter(total, -np.inf)):
+        total = np.nextafter(total, np.inf if error > 0 else -np.inf)  # on a float32 boundary: toward the exact sum
+    return np.float32(total)
+
+
+def test_fma32_rounds_once():
+    one, eps = np.float32(1), np.float32(2.0 ** -23)
+    # (1 + eps)(1 - eps) = 1 - eps^2: an fma keeps the -eps^2 that the rounded product loses.
+    assert fma32(one + eps, one - eps, -one) == np.float32(-(2.0 ** -46))
+    assert np.float32((one + eps) * (one - eps)) - one == 0
+    # a * b = 2^-24 (1 + 4688 2^-46): 1 + a * b lies just above a float32 tie, so close that its
+    # float64 sum rounds onto the tie, which rounding again to float32 would take down, to even.
+    a, b = np.float32(1 + 2896 * 2.0 ** -23), np.float32((1 - 2895 * 2.0 ** -23) * 2.0 ** -24)
+    assert np.float32(np.float64(a) * np.float64(b) + 1.0) == one
+    assert fma32(a, b, one) == one + eps
+    assert fma32(np.float32(2.0 ** -24), one, one) == one  # exactly on the tie: to even
+
+
 def emulate_warp_fit(x, y, weight, bias, lr, epochs):
     """kernels/fused.cu v1 in float32: lane l sums samples l, l + 32, ... in order, then the
     butterfly (offsets 16 .. 1) gives every lane the same sums and the same update."""
@@ -62,12 +88,12 @@ def emulate_warp_fit(x, y, weight, bias, lr, epochs):
             for s in range(lane, n, 32):
                 acc = f32(0)
                 for j in range(f):
-                    acc = f32(x[s, j] * w[j] + acc)  # fmaf: one rounding of the product and sum
+                    acc = fma32(x[s, j], w[j], acc)  # fmaf: one rounding of the product and sum
                 r = f32(f32(acc + b) - y[s, 0])
                 total[lane] = f32(total[lane] + f32(r * r))
                 d = f32(f32(2.0 / n) * r)
                 for j in range(f):
-                    g[lane, j] = f32(d * x[s, j] + g[lane, j])
+                    g[lane, j] = fma32(d, x[s, j], g[lane, j])
                 gb[lane] = f32(gb[lane] + d)
         for offset in (16, 8, 4, 2, 1):
             total, gb, g = total + total[lanes ^ offset], gb + gb[lanes ^ offset], g + g[lanes ^ offset]
