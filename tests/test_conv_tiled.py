@@ -209,10 +209,10 @@ def test_both_backends_refuse_a_pass_without_a_plan():
         _checks.conv2d_plan(g, "backward_weight", "tiled", None)
     from conftest import fake
 
-    for conv_backward_weight, array in ((reference.conv2d_backward_weight, np.empty), (ops.conv2d_backward_weight,
+    for conv_backward_weight, array in ((reference.conv2d_backward_weight, np.zeros), (ops.conv2d_backward_weight,
                                                                                       None)):
-        dy = np.empty((1, 8192, 1, 28), np.float32) if array else fake(1, 8192, 1, 28)
-        x = np.empty((1, 8192, 3, 30), np.float32) if array else fake(1, 8192, 3, 30)
+        dy = array((1, 8192, 1, 28), np.float32) if array else fake(1, 8192, 1, 28)
+        x = array((1, 8192, 3, 30), np.float32) if array else fake(1, 8192, 3, 30)
         with pytest.raises(ValueError, match="has no launch plan"):
             conv_backward_weight(dy, x, (8192, 8192, 3, 3), version="tiled")
 
@@ -425,6 +425,17 @@ def test_gpu_every_tiled_config_against_reference(rng, x_shape, w_shape, padding
                                             out_bias=cupy.full(w_shape[0], cupy.nan, cupy.float32), **kwargs)
         assert_close(dw, dw_ref, atol=reduction_atol(npq), name=f"dw config {config}")
         assert_close(db, db_ref, atol=reduction_atol(npq), name=f"db config {config}")
+
+
+@pytest.mark.gpu
+def test_gpu_a_measured_tiled_entry_is_not_used_where_it_cannot_launch(monkeypatch):
+    from pyfast import _tuning
+
+    tiled = ops.CONV2D_VERSIONS.index("tiled")
+    monkeypatch.setattr(_tuning, "conv_lookup", lambda *args: (tiled, 0))  # a class entry measured elsewhere
+    g = _checks.conv2d_dims((1, 8192, 3, 30), (8192, 8192, 3, 3), 1, 0, 1)  # no weight-gradient plan
+    assert ops._conv_choice(g, "forward", 0) == (tiled, 0)
+    assert ops._conv_choice(g, "backward_weight", 0)[0] != tiled
 
 
 @pytest.mark.gpu
