@@ -13,7 +13,7 @@ def _gpu_status():
     try:
         from pyfast import _C
     except ImportError as error:
-        return False, f"the compiled extension pyfast._C is not importable ({error}); build it with `pip install -e .`"
+        return False, _not_built_reason(error)
     count, error = _C.device_count()
     if count == 0:
         return False, f"no usable CUDA device ({error})" if error else "no CUDA device is visible"
@@ -24,6 +24,29 @@ def _gpu_status():
     except Exception as error:  # CuPy missing, or its CUDA libraries unusable
         return False, f"CuPy cannot use the GPU ({type(error).__name__}: {error})"
     return True, ""
+
+
+def _not_built_reason(error):
+    """Why pyfast._C is missing, the common case named: a source checkout (which has no compiled
+    module unless installed with -e) imported instead of the installed package, because Python
+    looks in the current folder first."""
+    import os
+    import sys
+
+    package = os.path.dirname(os.path.abspath(__file__))
+    checkout = os.path.dirname(package)
+    if os.path.isfile(os.path.join(checkout, "setup.py")) and os.path.isdir(os.path.join(checkout, "kernels")):
+        for entry in sys.path:
+            other = os.path.join(os.path.abspath(entry or os.curdir), "pyfast")
+            if other != package and os.path.isdir(other) and any(
+                    name.startswith("_C.") for name in os.listdir(other)):
+                return (f"pyfast was imported from the source checkout {checkout}, which has no compiled extension, "
+                        f"instead of the installed pyfast in {os.path.dirname(other)} (Python looks in the current "
+                        f"folder first): run from another folder, or install with `pip install -e .` to use the "
+                        f"checkout")
+        return (f"the compiled extension pyfast._C is not in the source checkout {checkout} ({error}); build it "
+                f"there with `pip install -e .`")
+    return f"the compiled extension pyfast._C is not importable ({error}); reinstall pyfast (`pip install .`)"
 
 
 def is_available():

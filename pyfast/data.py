@@ -55,23 +55,63 @@ def load_digits(size=28):
 
 def _read_idx(path):
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    zeros, dtype_code, ndim = struct.unpack(">HBB", data[:4])
-    if zeros != 0 or dtype_code != 0x08:
-        raise ValueError(f"{path}: not an IDX file of unsigned bytes")
-    shape = struct.unpack(">" + "I" * ndim, data[4: 4 + 4 * ndim])
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+        zeros, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+        if zeros != 0 or dtype_code != 0x08:
+            raise ValueError("not an IDX file of unsigned bytes")
+        shape = struct.unpack(">" + "I" * ndim, data[4: 4 + 4 * ndim])
+        return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    except (ValueError, struct.error, EOFError, gzip.BadGzipFile) as error:  # short, damaged or another format
+        raise ValueError(f"{path}: not a readable IDX file of unsigned bytes ({error})") from None
 
 
-def load_mnist(path):
+MNIST_NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+MNIST_CLASSES = 10
+
+
+def _check_mnist_split(path, names, images, labels, classes):
+    """The problems a file of images and labels can have, each as one ValueError naming it."""
+    x_name, y_name = names
+    if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[1] != 1):
+        raise ValueError(f"{path}: {x_name} must hold grey images, (N, H, W) or (N, 1, H, W); got shape "
+                         f"{images.shape}")
+    if labels.ndim != 1:
+        raise ValueError(f"{path}: {y_name} must be one label per image, (N,); got shape {labels.shape}")
+    if len(images) != len(labels):
+        raise ValueError(f"{path}: {x_name} has {len(images)} images but {y_name} has {len(labels)} labels")
+    if len(labels) == 0:
+        raise ValueError(f"{path}: {x_name} holds no images")
+    if labels.dtype.kind not in "iu":
+        raise ValueError(f"{path}: {y_name} must be integer class indices, got dtype {labels.dtype} (float labels "
+                         f"would be truncated); store them as integers")
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= classes:
+        raise ValueError(f"{path}: {y_name} must lie in [0, {classes}) (the CNN's {classes} classes); got values "
+                         f"from {low} to {high}")
+    if not np.isfinite(images).all():
+        raise ValueError(f"{path}: {x_name} holds NaN or infinite values")
+
+
+def load_mnist(path, classes=MNIST_CLASSES):
     """MNIST or Fashion-MNIST from a folder of the four IDX files (train-images-idx3-ubyte,
     train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte; optionally .gz)
-    or an .npz with x_train, y_train, x_test, y_test. Returns ((x_train, y_train), (x_test,
-    y_test)) with images scaled to [0, 1]. Nothing is downloaded."""
+    or an .npz holding the arrays x_train, y_train, x_test, y_test (images (N, H, W) or
+    (N, 1, H, W); labels integers in [0, classes)). Returns ((x_train, y_train), (x_test,
+    y_test)) with images scaled to [0, 1]. Nothing is downloaded. A file that does not hold
+    that is a ValueError saying what is wrong with it."""
     if os.path.isfile(path) and path.endswith(".npz"):
-        with np.load(path) as f:
-            parts = [f[k] for k in ("x_train", "y_train", "x_test", "y_test")]
+        try:
+            with np.load(path) as f:
+                stored = {key: f[key] for key in f.files}
+        except Exception as error:  # noqa: BLE001 - a damaged or pickled archive, whatever np.load raises
+            raise ValueError(f"{path}: not a readable NumPy .npz archive ({type(error).__name__}: {error})") from None
+        missing = [key for key in MNIST_NPZ_KEYS if key not in stored]
+        if missing:
+            raise ValueError(f"{path}: an .npz for mnist:PATH needs the arrays {', '.join(MNIST_NPZ_KEYS)}; it lacks "
+                             f"{', '.join(missing)} (it holds {', '.join(sorted(stored)) or 'none'})")
+        parts = [stored[k] for k in MNIST_NPZ_KEYS]
     else:
         def find(stem):
             for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
@@ -82,6 +122,8 @@ def load_mnist(path):
         parts = [_read_idx(find(stem)) for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                                                     "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")]
     x_train, y_train, x_test, y_test = parts
+    _check_mnist_split(path, ("x_train", "y_train"), x_train, y_train, classes)
+    _check_mnist_split(path, ("x_test", "y_test"), x_test, y_test, classes)
     prepare = lambda x: (x.astype(np.float32) / 255.0).reshape(len(x), 1, *x.shape[-2:])  # noqa: E731
     return (prepare(x_train), y_train.astype(np.int64)), (prepare(x_test), y_test.astype(np.int64))
 

@@ -19,3 +19,17 @@ class CudaError(RuntimeError):
 
     def __reduce__(self):
         return (type(self), (self.op, self.name, self.code, self.description))
+
+
+class TrainingDiverged(FloatingPointError):
+    """Training stopped at a loss that is not finite (NaN or infinite): the run diverged, most
+    often from a learning rate too large for the problem. Attributes: ``epoch``, ``loss`` and
+    ``lr``. (Keras' TerminateOnNaN stops the same way.)"""
+
+    def __init__(self, epoch, loss, lr):
+        super().__init__(f"the training loss is {loss} at epoch {epoch}: training diverged; try a smaller learning "
+                         f"rate (it is {lr:g})")
+        self.epoch, self.loss, self.lr = epoch, loss, lr
+
+    def __reduce__(self):
+        return (type(self), (self.epoch, self.loss, self.lr))

@@ -89,8 +89,17 @@ def _init_weight_and_bias(init, rng, weight_shape, fan_in, fan_out):
 
 # -------------------------------------------------------------------------------- modules
 # id(parameter array) -> the layer holding it, so that an optimizer given model.parameters()
-# finds the gradient array each backward writes (weak: a dropped layer leaves no entry).
+# finds the gradient array each backward writes (weak: a dropped layer leaves no entry; the list
+# parameters() returns holds its model, and an optimizer the layers it updates).
 _OWNERS = weakref.WeakValueDictionary()
+
+
+class Parameters(list):
+    """What Module.parameters() returns: the parameter arrays, holding `module` alive."""
+
+    def __init__(self, arrays, module):
+        super().__init__(arrays)
+        self.module = module
 
 
 def owner_of(param):
@@ -143,8 +152,10 @@ class Module:
         return []
 
     def parameters(self):
-        """The parameter arrays (trained in place), in the order of named_parameters()."""
-        return [param for _, param in self.named_parameters()]
+        """The parameter arrays (trained in place), in the order of named_parameters(): a list
+        that keeps this model alive, so that an optimizer given it finds the gradient arrays the
+        layers write even where nothing else holds the model (``Adam(nn.Linear(2, 1).parameters())``)."""
+        return Parameters((param for _, param in self.named_parameters()), self)
 
     def gradients(self):
         """The gradient arrays backward() writes, one per parameter, same order."""
@@ -450,7 +461,7 @@ class Sequential(Module):
     whose input gradient would cost as much as its weight gradient) and the parameter-free
     layers before it compute none unless the model's input gradient is asked for."""
 
-    def __init__(self, *layers, backend=None, requires_input_grad=False):
+    def __init__(self, *layers, backend=None, requires_input_grad=False, input_shape=None):
         for i, layer in enumerate(layers):
             if not isinstance(layer, Module):
                 raise TypeError(f"layers[{i}]: expected a pyfast.nn layer, got {type(layer).__name__}")
@@ -458,6 +469,11 @@ class Sequential(Module):
         for layer in layers:
             if layer.backend.name != self.backend.name:
                 raise ValueError(f"layers: every layer needs the {self.backend.name} backend, got {layer.backend.name}")
+        if input_shape is not None:
+            input_shape = tuple(_checks.expect_int(f"input_shape[{i}]", d, 1) for i, d in enumerate(input_shape))
+        # The shape of one sample (without the batch axis) the model is built for, or None: with
+        # it, forward() names a wrong input shape instead of failing in a later layer.
+        self.input_shape = input_shape
         self.layers = list(layers)
         self.requires_input_grad = requires_input_grad
 
@@ -475,6 +491,12 @@ class Sequential(Module):
             layer.requires_input_grad = self._requires_input_grad or i > first
 
     def forward(self, x):
+        if self.input_shape is not None and tuple(x.shape[1:]) != self.input_shape:
+            sample = "x".join(map(str, self.input_shape[1:])) if len(self.input_shape) == 3 else None
+            built = f" (it was built for {sample} images of {self.input_shape[0]} channel" \
+                    f"{'s' if self.input_shape[0] > 1 else ''})" if sample else ""
+            raise ValueError(f"x: this model takes inputs of shape (N, {', '.join(map(str, self.input_shape))}), "
+                             f"got {tuple(x.shape)}{built}")
         layers = self.layers
         i = 0
         while i < len(layers):
@@ -532,6 +554,8 @@ class Sequential(Module):
         config = dict(super().config(), layers=[layer.config() for layer in self.layers])
         if self.requires_input_grad:
             config["requires_input_grad"] = True
+        if self.input_shape is not None:
+            config["input_shape"] = list(self.input_shape)
         return config
 
     def __repr__(self):
@@ -556,7 +580,8 @@ def from_config(config, backend=None):
         raise ValueError(f"config: unknown layer type in {config!r}")
     if cls is Sequential:
         return Sequential(*(from_config(c, backend) for c in config["layers"]), backend=backend,
-                          requires_input_grad=bool(config.get("requires_input_grad", False)))
+                          requires_input_grad=bool(config.get("requires_input_grad", False)),
+                          input_shape=config.get("input_shape"))
     if cls is Linear:
         return Linear(config["in_features"], config["out_features"], activation=config.get("activation"),
                       backend=backend)

@@ -14,10 +14,10 @@ from pyfast.nn import Module, _host, get_backend, owner_of
 
 
 def _trained_arrays(params):
-    """(backend, parameter arrays, gradient arrays) of a model or of an iterable of its
-    parameter arrays (model.parameters(), or a selection of them)."""
+    """(backend, parameter arrays, gradient arrays, the layers writing those gradients) of a
+    model or of an iterable of its parameter arrays (model.parameters(), or a selection of them)."""
     if isinstance(params, Module):
-        return params.backend, params.parameters(), params.gradients()
+        return params.backend, params.parameters(), params.gradients(), [params]
     if isinstance(params, (str, bytes, dict)) or hasattr(params, "__array_interface__") \
             or hasattr(params, "__cuda_array_interface__") or not hasattr(params, "__iter__"):
         raise TypeError(f"params: expected a model or an iterable of its parameter arrays (model.parameters()), "
@@ -25,7 +25,7 @@ def _trained_arrays(params):
     params = list(params)
     if not params:
         raise ValueError("params: an empty list: nothing to optimize")
-    grads, backends = [], set()
+    grads, backends, layers = [], set(), []
     for i, param in enumerate(params):
         if isinstance(param, dict):
             raise TypeError(f"params[{i}]: parameter groups (dicts) are not supported; pass the arrays")
@@ -36,17 +36,19 @@ def _trained_arrays(params):
         if any(param is other for other in params[:i]):
             raise ValueError(f"params[{i}]: listed twice")
         grads.append(grad)
+        layers.append(layer)
         backends.add(layer.backend.name)
     if len(backends) > 1:
         raise ValueError(f"params: parameters of several backends ({sorted(backends)})")
-    return get_backend(backends.pop()), params, grads
+    return get_backend(backends.pop()), params, grads, layers
 
 
 class Optimizer:
     """Base: the parameters and their gradients, hyperparameters, state dicts."""
 
     def __init__(self, params):
-        self.backend, self.params, self.grads = _trained_arrays(params)
+        # The layers are kept: their backward writes the gradients this optimizer reads.
+        self.backend, self.params, self.grads, self._layers = _trained_arrays(params)
 
     def _zeros_like_params(self):
         return [self.backend.xp.zeros_like(p) for p in self.params]

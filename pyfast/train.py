@@ -10,17 +10,20 @@ this code; without a usable GPU the NumPy backend is used and one line says so.
 
 import argparse
 import contextlib
+import errno
 import importlib.util
 import json
 import math
 import os
 import sys
+import tempfile
 import time
 
 import numpy as np
 
 from pyfast import _checks, graph, nn
 from pyfast import data as datasets
+from pyfast.errors import TrainingDiverged
 from pyfast.optim import SGD, Adam, CosineAnnealingLR, StepLR
 
 
@@ -67,6 +70,9 @@ def _dataset(name, data, classifier, classes=None):
     x, y = (nn._host(f"{name}[{i}]", part) for i, part in enumerate(data))
     if x.ndim < 2:
         raise ValueError(f"{name}: x must hold samples along its first axis, (N, features...), got shape {x.shape}")
+    if x.dtype.kind == "f" and len(x) and not np.isfinite(x).all():
+        first = int(np.argmin(np.isfinite(x).reshape(len(x), -1).all(axis=1)))
+        raise ValueError(f"{name}: x holds NaN or infinite values (sample {first} is the first)")
     if len(x) != len(y):
         raise ValueError(f"{name}: x has {len(x)} samples but y has {len(y)} (one target per sample)")
     if len(x) == 0:
@@ -260,6 +266,7 @@ class _Steps:
             cupy.cuda.get_current_stream().synchronize()  # order the caller's work before ours
             self.stream = cupy.cuda.Stream(non_blocking=True)
             self.pipeline = _HostPipeline(self.stream)
+        self.epoch = None  # the epoch running (for TrainingDiverged)
         # Allocated once: captured graphs add into these very arrays on every replay.
         self.loss_sum = self.backend.xp.zeros((), np.float64)
         self.correct = self.backend.xp.zeros((), np.int64)
@@ -272,7 +279,10 @@ class _Steps:
 
     def _accumulate(self, value, n, correct):
         if self.backend.name == "numpy":
-            self.loss_sum += float(value) * n
+            value = float(value)  # on the host already: a diverged step is seen at once
+            if not math.isfinite(value):
+                raise TrainingDiverged(self.epoch, value, self.optimizer.lr)
+            self.loss_sum += value * n
             if correct is not None:
                 self.correct += int(correct)
             return
@@ -425,12 +435,17 @@ def fit(model, loss, optimizer, train, val=None, *, epochs, batch_size, shuffle=
         lr = optimizer.lr
         start = time.perf_counter()
         runner.reset()
+        runner.epoch = epoch
         with runner.on_stream():
             batches = train_batches.epoch(shuffle=shuffle, rng=epoch_rng(seed, epoch), augment=augment)
-        for batch in _progress(batches, len(train_batches), progress, f"epoch {epoch}/{epochs}"):
-            runner(batch)
+        # A diverging run overflows on the way to NaN: it is reported once, as TrainingDiverged.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for batch in _progress(batches, len(train_batches), progress, f"epoch {epoch}/{epochs}"):
+                runner(batch)
         runner.finish()
         epoch_loss = float(runner.loss_sum) / len(x)
+        if not math.isfinite(epoch_loss):  # on the GPU: read with the epoch's sums, no wait per step
+            raise TrainingDiverged(epoch, epoch_loss, lr)
         history["epoch"].append(epoch)
         history["lr"].append(lr)
         history["loss"].append(epoch_loss)
@@ -516,10 +531,17 @@ def save(model, path, *, optimizer=None, scheduler=None, epoch=None, history=Non
     JSON-able ``metadata`` (e.g. the normalisation statistics), and, to continue training,
     the optimizer's and scheduler's states, the epochs trained and the history. Written to a
     temporary file and renamed, so an interrupted save never leaves a broken checkpoint.
-    ".npz" is appended when `path` lacks it; returns the path written."""
+    ".npz" is appended when `path` has no suffix (another suffix is a ValueError: a checkpoint
+    is an .npz archive); returns the path written."""
     path = os.fspath(path)
-    if not path.endswith(".npz"):
+    suffix = os.path.splitext(path)[1]
+    if not suffix:
         path += ".npz"
+    elif suffix.lower() != ".npz":
+        raise ValueError(f"path: a checkpoint is an .npz archive; give a name ending in .npz, not {suffix}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(errno.ENOENT, f"cannot save a checkpoint into {folder}: no such folder", path)
     to_numpy = model.backend.to_numpy
     arrays = {f"param.{name}": to_numpy(param) for name, param in model.named_parameters()}
     training = {}
@@ -554,7 +576,9 @@ def load_checkpoint(path):
     where saved, else None. A file that is not one raises ValueError("PATH: not a pyfast
     checkpoint (what is wrong)"); a missing file FileNotFoundError."""
     path = os.fspath(path)
-    with open(path, "rb") as f:  # FileNotFoundError, IsADirectoryError, PermissionError as they are
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, "a folder, not a pyfast checkpoint (.npz file)", path)
+    with open(path, "rb") as f:  # FileNotFoundError, PermissionError as they are
         magic = f.read(6)
     if magic == b"\x93NUMPY":
         raise _NotACheckpoint(path, "a single NumPy array (.npy), not an .npz archive")
@@ -678,6 +702,7 @@ def cnn_model(backend=None, seed=0, classes=10, image_size=28, conv_version=None
     Linear(64 * (size/4)^2 -> 128) ReLU, Linear(128 -> classes), PyTorch's default init.
     ``conv_version``: the conv kernels on the GPU (pyfast.ops.CONV2D_VERSIONS)."""
     backend = nn.get_backend(backend)
+    image_size = _checks.expect_int("image_size", image_size, 4)  # two 2x2 poolings
     rng = np.random.default_rng(seed)
     features = 64 * (image_size // 4) ** 2
     return nn.Sequential(
@@ -688,6 +713,7 @@ def cnn_model(backend=None, seed=0, classes=10, image_size=28, conv_version=None
         nn.Flatten(backend=backend),
         nn.Linear(features, 128, activation="relu", rng=rng, backend=backend),
         nn.Linear(128, classes, rng=rng, backend=backend),
+        input_shape=(1, image_size, image_size),
     )
 
 
@@ -703,19 +729,34 @@ def _backend_from_args(name, err):
     return nn.get_backend(name)
 
 
-def _output_path(option, path, suffix):
-    """`path` with `suffix` appended when missing, after checking its folder exists and is
-    writable (so that a run never ends in a failed write)."""
+def _output_path(option, path, suffixes):
+    """`path` for an output file the run writes later, checked now so that a run never ends in a
+    failed write: without a suffix it gets suffixes[0]; a suffix the writer cannot write is
+    refused (never silently changed); its folder must exist and take a new file (tried)."""
     if os.path.isdir(path):
         raise ValueError(f"{option}: {path} is a folder; give a file name")
-    if not path.endswith(suffix):
-        path += suffix
+    suffix = os.path.splitext(path)[1]
+    if not suffix:
+        path += suffixes[0]
+    elif suffix.lower() not in suffixes:
+        raise ValueError(f"{option}: cannot write a {suffix} file; give a name ending in {', '.join(suffixes)}")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise ValueError(f"{option}: the folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise ValueError(f"{option}: the folder {folder} is not writable")
+    try:  # access() can say yes where creating a file fails (read-only mounts, /sys as root)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".pyfast-write-check-"):
+            pass
+    except OSError as error:
+        raise ValueError(f"{option}: cannot write in the folder {folder} ({error.strerror or error})") from None
     return path
+
+
+def _plot_suffixes():
+    """The file types matplotlib writes here, .png first (the default)."""
+    from matplotlib.figure import Figure
+
+    types = {f".{name}" for name in Figure().canvas.get_supported_filetypes()}
+    return (".png", *sorted(types - {".png"}))
 
 
 def _prepare_linreg(args, out=None, err=None):
@@ -735,20 +776,29 @@ def _train_linreg(plan):
     optimizer = SGD(model, lr=args.lr)
     x_dev, y_dev = (backend.asarray(part) for part in plan.data)
     report = lambda epoch, value: print(f"Epoch {epoch}, loss={value:.6f}", file=out)  # noqa: E731
+    def check(epoch, value):  # a diverged run stops at its first non-finite loss it sees
+        if not math.isfinite(value):
+            raise TrainingDiverged(epoch, value, args.lr)
+
     if plan.fused:
         # The whole run in one launch, the same float32 math as the loop below (one read at the end).
         losses = backend.to_numpy(backend.ops.linear_mse_sgd_fit(x_dev, y_dev, model.weight, model.bias, lr=args.lr,
                                                                  epochs=args.epochs))
         for epoch in range(1, args.epochs + 1):
+            check(epoch, float(losses[epoch - 1]))
             if epoch % 100 == 0 or epoch == args.epochs:
                 report(epoch, float(losses[epoch - 1]))
     else:
-        for epoch in range(1, args.epochs + 1):
-            value, grad = loss(model.forward(x_dev), y_dev)
-            model.backward(grad)
-            optimizer.step()
-            if epoch % 100 == 0 or epoch == args.epochs:
-                report(epoch, float(value))
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # reported once, as TrainingDiverged
+            for epoch in range(1, args.epochs + 1):
+                value, grad = loss(model.forward(x_dev), y_dev)
+                model.backward(grad)
+                optimizer.step()
+                # Each epoch's loss on the host is free; on the GPU it is read where it is printed.
+                if backend.name == "numpy" or epoch % 100 == 0 or epoch == args.epochs:
+                    check(epoch, float(value))
+                if epoch % 100 == 0 or epoch == args.epochs:
+                    report(epoch, float(value))
     x_test, y_test = datasets.synthetic_regression(10, args.features, seed=args.seed + 1)
     test_loss, _ = loss(model.forward(backend.asarray(x_test)), backend.asarray(y_test))
     print(f"Test loss: {float(test_loss):.6f}", file=out)
@@ -777,7 +827,7 @@ def load_image_data(spec, seed=0):
         elif spec == "synthetic":
             x, y = datasets.synthetic_images(seed=seed)
         else:
-            raise ValueError(f"--data: expected one of {', '.join(DATA_SPECS)}, got {spec!r}")
+            raise ValueError(f"spec: expected one of {', '.join(DATA_SPECS)}, got {spec!r}")
         train, val, test = datasets.split(x, y, (0.8, 0.1, 0.1), seed=seed)
     x_train, mean, std = datasets.normalize(train[0])
     normalise = lambda part: (datasets.normalize(part[0], mean, std)[0], part[1])  # noqa: E731
@@ -811,10 +861,10 @@ def _flag(name):
 
 def _prepare_cnn(args, out=None, err=None):
     out, err = out or sys.stdout, err or sys.stderr
-    save_path = _output_path("--save", args.save, ".npz") if args.save else None
-    plot_path = _output_path("--plot", args.plot, ".png") if args.plot else None
-    if plot_path and importlib.util.find_spec("matplotlib") is None:
+    save_path = _output_path("--save", args.save, (".npz",)) if args.save else None
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
         raise ValueError("--plot: needs matplotlib (pip install 'pyfast[train]')")
+    plot_path = _output_path("--plot", args.plot, _plot_suffixes()) if args.plot else None
     try:
         checkpoint = load_checkpoint(args.resume) if args.resume else None
     except OSError as error:  # missing, a folder, unreadable
@@ -839,6 +889,9 @@ def _prepare_cnn(args, out=None, err=None):
     if args.limit:
         train = (train[0][: args.limit], train[1][: args.limit])
     height, width = train[0].shape[2:]
+    if height != width or height < 4:
+        raise ValueError(f"--data: the CNN takes square images of at least 4x4 pixels (two 2x2 poolings); "
+                         f"{args.data} holds {height}x{width} images")
     if args.augment >= min(height, width):
         raise ValueError(f"--augment: shifts of {args.augment} pixels would move a {height}x{width} image out of its "
                          f"frame; expected less than {min(height, width)}")
@@ -965,7 +1018,9 @@ def parser():
     cnn = commands.add_parser("cnn", help="the small CNN on handwritten digits, cross-entropy, Adam",
                               formatter_class=_HelpWithDefaults)
     cnn.add_argument("--data", type=_data_spec, default="digits",
-                     help="digits (28x28), digits8 (8x8), synthetic, or mnist:PATH (IDX files or .npz you have)")
+                     help="digits (28x28), digits8 (8x8), synthetic, or mnist:PATH: a folder of the four MNIST IDX "
+                          "files, or an .npz holding x_train, y_train, x_test, y_test (images (N, H, W), integer "
+                          "labels 0-9); nothing is downloaded")
     cnn.add_argument("--epochs", type=positive, default=10, help="train through this epoch (with --resume too)")
     cnn.add_argument("--batch-size", type=positive, default=64, help="images per step")
     cnn.add_argument("--lr", type=rate, default=1e-3, help="Adam's learning rate (the schedule's start)")
@@ -994,8 +1049,9 @@ def parser():
 
 
 def main(argv=None):
-    """The CLI: 0 when done, 2 for a bad argument or setting (one line on stderr), 130 when
-    interrupted (with how to resume)."""
+    """The CLI: 0 when done, 2 for a bad argument or setting (one line on stderr), 1 when the
+    training diverged (a loss that is not finite; one line), 130 when interrupted (with how to
+    resume)."""
     root = parser()
     args = root.parse_args(argv)
     prepare, run = (_prepare_linreg, _train_linreg) if args.command == "linreg" else (_prepare_cnn, _train_cnn)
@@ -1005,6 +1061,10 @@ def main(argv=None):
         root.commands[args.command].error(str(error))
     try:
         run(plan)
+    except TrainingDiverged as diverged:
+        print(f"pyfast-train {args.command}: the training loss is {diverged.loss} at epoch {diverged.epoch}: training "
+              f"diverged; try a smaller --lr (it is {diverged.lr:g})", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         message = "pyfast-train: interrupted"
         if getattr(plan, "save_path", None) and plan.finished > plan.start:

@@ -167,3 +167,123 @@ def test_cosine_resume_needs_the_same_horizon(capsys, tmp_path):
     assert run(capsys, [*settings, "--epochs", "1", "--save", str(tmp_path / "c.npz")])[0] == 0
     refused(capsys, [*settings, "--epochs", "3", "--resume", str(tmp_path / "c.npz")],
             "under --lr-schedule cosine, --epochs is where the schedule ends")
+
+
+# --------------------------------------------------------------- in a process of its own
+def process(argv, cwd, python_options=(), **env):
+    """(exit code, stdout, stderr) of `python -m pyfast.train argv` run as a user runs it."""
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, *python_options, "-m", "pyfast.train", *argv], cwd=cwd,
+                            capture_output=True, text=True, timeout=300, env={**os.environ, **env})
+    return result.returncode, result.stdout, result.stderr
+
+
+def refused_by_process(argv, cwd, message, code=2):
+    got, out, err = process(argv, cwd)
+    assert got == code, (out, err)
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err and "Warning" not in err, err  # argparse's usage, then the one line
+    assert lines[-1].startswith(f"pyfast-train {argv[0]}: ") and message in lines[-1], lines[-1]
+    assert "epoch 1/" not in out
+    return lines[-1]
+
+
+def _mnist_npz(path, **override):
+    rng = np.random.default_rng(0)
+    arrays = dict(x_train=rng.integers(0, 256, (40, 12, 12), dtype=np.uint8), y_train=rng.integers(0, 10, 40),
+                  x_test=rng.integers(0, 256, (10, 12, 12), dtype=np.uint8), y_test=rng.integers(0, 10, 10))
+    arrays.update(override)
+    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+    return f"mnist:{path}"
+
+
+MNIST_PROBLEMS = [
+    (dict(x_train=None, images=np.zeros((40, 12, 12), np.uint8)),
+     "an .npz for mnist:PATH needs the arrays x_train, y_train, x_test, y_test; it lacks x_train"),
+    (dict(y_train=np.zeros(39, np.int64)), "x_train has 40 images but y_train has 39 labels"),
+    (dict(y_test=np.full(10, 12)), "y_test must lie in [0, 10) (the CNN's 10 classes); got values from 12 to 12"),
+    (dict(y_train=np.full(40, 3.7)), "y_train must be integer class indices, got dtype float64"),
+    (dict(x_train=np.zeros((40, 3, 12, 12), np.uint8)), "x_train must hold grey images"),
+    (dict(x_train=np.zeros((40, 12, 16), np.uint8), x_test=np.zeros((10, 12, 16), np.uint8)),
+     "the CNN takes square images of at least 4x4 pixels"),
+]
+
+
+@pytest.mark.parametrize("override, message", MNIST_PROBLEMS, ids=["keys", "lengths", "range", "float", "rgb",
+                                                                   "square"])
+def test_every_problem_of_a_data_file_is_one_line_and_exit_2(tmp_path, override, message):
+    spec = _mnist_npz(tmp_path / "data.npz", **override)
+    refused_by_process(["cnn", "--data", spec, "--backend", "numpy", "--epochs", "1"], tmp_path, message)
+
+
+def test_a_damaged_data_file_is_one_line_and_exit_2(tmp_path):
+    (tmp_path / "data.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    refused_by_process(["cnn", "--data", f"mnist:{tmp_path / 'data.npz'}", "--backend", "numpy"], tmp_path,
+                       "not a readable NumPy .npz archive")
+
+
+def test_help_names_the_arrays_an_npz_needs(capsys):
+    code, out, _ = run(capsys, ["cnn", "--help"])
+    assert code == 0 and "x_train, y_train, x_test, y_test" in " ".join(out.split())
+
+
+def test_a_diverging_run_stops_with_one_line_and_a_nonzero_exit(tmp_path):
+    line = refused_by_process(["linreg", "--lr", "1e10", "--backend", "numpy"], tmp_path,
+                              "training diverged; try a smaller --lr (it is 1e+10)", code=1)
+    assert "the training loss is inf at epoch 3" in line
+
+
+@pytest.mark.parametrize("option, name, message", [
+    ("--plot", "curves.txt", "--plot: cannot write a .txt file; give a name ending in .png"),
+    ("--save", "model.txt", "--save: cannot write a .txt file; give a name ending in .npz"),
+])
+def test_an_output_suffix_the_writer_cannot_write_is_refused(tmp_path, option, name, message):
+    refused_by_process([*SMALL, option, str(tmp_path / name)], tmp_path, message)
+
+
+def test_a_given_suffix_is_honoured(capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    code, out, err = run(capsys, [*SMALL, "--epochs", "1", "--plot", str(tmp_path / "curves.jpg"),
+                                  "--save", str(tmp_path / "model.npz")])
+    assert code == 0, err
+    assert (tmp_path / "curves.jpg").read_bytes()[:2] == b"\xff\xd8"  # a JPEG, under the name given
+    assert not list(tmp_path.glob("curves.jpg.*")) and (tmp_path / "model.npz").exists()
+
+
+def test_an_output_folder_that_refuses_files_is_found_before_training(tmp_path):
+    import os
+
+    if os.geteuid() == 0 and os.path.isdir("/sys") and os.access("/sys", os.W_OK):
+        folder = "/sys"  # root passes access(), yet no file can be made there
+    else:
+        folder = tmp_path / "read-only"
+        folder.mkdir()
+        folder.chmod(0o555)
+    refused_by_process([*SMALL, "--save", f"{folder}/model.npz"], tmp_path, f"--save: cannot write in the folder")
+
+
+def test_a_source_checkout_without_the_extension_says_so(tmp_path):
+    """`python -m pyfast.train` in a checkout whose pyfast has no compiled module, while an
+    installed pyfast has one: the notice names the checkout and how to fix it."""
+    import shutil
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    checkout = tmp_path / "checkout"
+    shutil.copytree(root / "pyfast", checkout / "pyfast", ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    (checkout / "kernels").mkdir()
+    (checkout / "setup.py").write_text("")
+    installed = tmp_path / "site" / "pyfast"
+    installed.mkdir(parents=True)
+    (installed / "_C.cpython-311-x86_64-linux-gnu.so").write_bytes(b"")  # what an install leaves there
+    # Without site's .pth files (-S) no editable install intervenes: only the paths, as after `pip install .`.
+    site_packages = Path(np.__file__).resolve().parent.parent
+    code, out, err = process(["linreg", "--epochs", "100"], checkout, python_options=("-S",),
+                             PYTHONPATH=f"{tmp_path / 'site'}:{site_packages}", PYFAST_EMULATE="")
+    assert code == 0, err
+    notice = err.strip().splitlines()[0]
+    assert f"pyfast was imported from the source checkout {checkout}" in notice
+    assert "run from another folder, or install with `pip install -e .`" in notice and "NumPy backend" in notice

@@ -10,6 +10,7 @@ import struct
 import numpy as np
 import pytest
 
+import pyfast.errors
 from conftest import numeric_gradient, randn
 from pyfast import data as datasets
 from pyfast import nn, optim, train
@@ -523,3 +524,74 @@ def test_conv_version_is_kept_and_checked(tmp_path):
         nn.Conv2d(1, 2, 3, version="winograd", backend=NUMPY)
     args = train.parser().parse_args(["cnn", "--conv-version", "gemm"])
     assert args.conv_version == "gemm"
+
+
+# ------------------------------------------------------------------ what a new user runs into
+def test_an_optimizer_of_a_model_nobody_holds_still_trains():
+    import gc
+
+    opt = optim.Adam(nn.Linear(2, 1, rng=np.random.default_rng(0), backend=NUMPY).parameters(), lr=0.1)
+    gc.collect()  # the model is referenced by nothing but the list parameters() returned, kept by the optimizer
+    layer = opt._layers[0]
+    before = layer.weight.copy()
+    layer.forward(np.ones((4, 2), np.float32))
+    layer.backward(np.ones((4, 1), np.float32))
+    opt.step()
+    assert not np.array_equal(layer.weight, before)
+
+
+def test_images_of_another_size_are_named_by_the_model():
+    model = train.cnn_model(NUMPY)
+    with pytest.raises(ValueError, match=r"x: this model takes inputs of shape \(N, 1, 28, 28\), got \(4, 1, 32, 32\) "
+                                         r"\(it was built for 28x28 images of 1 channel\)"):
+        model.forward(np.zeros((4, 1, 32, 32), np.float32))
+    with pytest.raises(ValueError, match="image_size: expected an int >= 4"):
+        train.cnn_model(NUMPY, image_size=2)
+    loaded = nn.from_config(model.config(), backend=NUMPY)  # checkpoints keep the shape
+    assert loaded.input_shape == (1, 28, 28)
+
+
+def test_fit_refuses_images_that_are_not_finite(rng):
+    x, y = randn(rng, 20, 1, 8, 8), rng.integers(0, 10, 20)
+    x[7, 0, 3, 3] = np.nan
+    model = train.cnn_model(NUMPY, image_size=8)
+    with pytest.raises(ValueError, match=r"train: x holds NaN or infinite values \(sample 7 is the first\)"):
+        train.fit(model, nn.CrossEntropyLoss(NUMPY), optim.Adam(model), (x, y), epochs=1, batch_size=8,
+                  progress=False, log=None)
+
+
+def test_a_diverging_fit_stops_at_the_first_non_finite_loss_without_warnings(rng):
+    import warnings
+
+    x, y = datasets.synthetic_regression(64, 3, seed=1)
+    model = nn.Linear(3, 1, rng=np.random.default_rng(0), backend=NUMPY)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no NumPy overflow warnings on the way to the NaN
+        with pytest.raises(pyfast.errors.TrainingDiverged, match="training diverged; try a smaller learning rate") \
+                as diverged:
+            train.fit(model, nn.MSELoss(NUMPY), optim.SGD(model, lr=1e12), (x, y), epochs=50, batch_size=8,
+                      progress=False, log=None)
+    assert diverged.value.epoch <= 2 and not np.isfinite(diverged.value.loss)
+
+
+@pytest.mark.gpu
+def test_a_diverging_fit_stops_after_the_epoch_on_the_gpu():
+    x, y = datasets.synthetic_regression(64, 3, seed=1)
+    model = nn.Linear(3, 1, rng=np.random.default_rng(0), backend="cuda")
+    with pytest.raises(pyfast.errors.TrainingDiverged) as diverged:
+        train.fit(model, nn.MSELoss("cuda"), optim.SGD(model, lr=1e12), (x, y), epochs=50, batch_size=8,
+                  progress=False, log=None)
+    assert diverged.value.epoch <= 2
+
+
+def test_save_and_load_say_what_is_wrong_with_a_path(tmp_path):
+    model = nn.Linear(2, 1, backend=NUMPY)
+    with pytest.raises(ValueError, match="path: a checkpoint is an .npz archive; give a name ending in .npz, not .txt"):
+        train.save(model, tmp_path / "model.txt")
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        train.save(model, tmp_path / "missing" / "model.npz")
+    assert not list(tmp_path.rglob("*.partial"))
+    with pytest.raises(IsADirectoryError, match=r"a folder, not a pyfast checkpoint \(.npz file\)"):
+        train.load(tmp_path)
+    with pytest.raises(ValueError, match=r"spec: expected one of digits, digits8, synthetic, mnist:PATH, got 'bogus'"):
+        train.load_image_data("bogus")
