@@ -217,6 +217,14 @@ def expect_nonnegative(name, value):
     return value
 
 
+def not_contiguous(name, shape, module, transposed_ok=False):
+    """The ValueError for an array argument that is neither C-contiguous nor (where the op reads
+    it transposed) the .T of a C-contiguous array; both backends raise it alike."""
+    alternative = " or the transpose of one (as a.T)" if transposed_ok else ""
+    return ValueError(f"{name}: expected a C-contiguous array{alternative} (shape {tuple(shape)}); copy it with "
+                      f"{module}.ascontiguousarray({name})")
+
+
 def expect_int(name, value, minimum):
     if not is_integer(value):
         raise TypeError(f"{name}: expected an int, got {value!r}")

@@ -144,11 +144,7 @@ def _input(name, x, *, optional=False, check_dtype=True, transposed_ok=False):
     if check_dtype:
         _checks.expect_float32(name, op.dtype)
     if not op.contiguous and not (transposed_ok and len(op.shape) == 2 and op.f_contiguous):
-        alternative = " or the transpose of one (as a.T)" if transposed_ok else ""
-        raise ValueError(
-            f"{name}: expected a C-contiguous array{alternative} (shape {op.shape}); copy it with "
-            f"cupy.ascontiguousarray({name})"
-        )
+        raise _checks.not_contiguous(name, op.shape, "cupy", transposed_ok)
     return op
 
 
@@ -212,7 +208,7 @@ def _output(out, shape, inputs, *, in_place_ok=(), name="out"):
     _checks.expect_float32(name, out.dtype)
     _checks.expect_shape(name, out.shape, shape)
     if not out.flags.c_contiguous:
-        raise ValueError(f"{name}: expected a C-contiguous array")
+        raise _checks.not_contiguous(name, out.shape, "cupy")
     device = cupy.cuda.runtime.getDevice()
     if out.device.id != device:
         raise ValueError(f"{name}: is on device {out.device.id} but the current device is {device}")
@@ -406,7 +402,7 @@ def _labels(labels):
     op = _operand("labels", labels)
     _checks.expect_labels("labels", op.dtype)
     if not op.contiguous:
-        raise ValueError("labels: expected a C-contiguous array; copy it with cupy.ascontiguousarray(labels)")
+        raise _checks.not_contiguous("labels", op.shape, "cupy")
     return op
 
 
@@ -872,7 +868,7 @@ def max_pool2d_backward(dy, indices, x_shape, kernel_size=None, stride=None, pad
     indices_op = _operand("indices", indices)
     _checks.expect_indices("indices", indices_op.dtype)
     if not indices_op.contiguous:
-        raise ValueError("indices: expected a C-contiguous array")
+        raise _checks.not_contiguous("indices", indices_op.shape, "cupy")
     relu_op = _input("relu_output", relu_output, optional=True)
     x_shape, g = _checks.max_pool2d_backward_dims(dy_op.shape, indices_op.shape, x_shape, kernel_size, stride,
                                                   padding, None if relu_op is None else relu_op.shape)

@@ -1,8 +1,9 @@
 """NumPy twins of every op in pyfast.ops: same names, same signatures, same argument checks.
 
-Inputs are float32 NumPy arrays; the math runs in float64 and the result is rounded once to
-float32 (written into ``out=`` when given). This is the oracle the GPU kernels are tested
-against and the CPU backend of the trainer. Any strides are accepted here.
+Inputs are float32 NumPy arrays, C-contiguous as pyfast.ops wants them (matmul also reads
+transposed views); the math runs in float64 and the result is rounded once to float32 (written
+into ``out=`` when given). This is the oracle the GPU kernels are tested against and the CPU
+backend of the trainer.
 """
 
 import numpy as np
@@ -10,14 +11,26 @@ import numpy as np
 from pyfast import _checks
 
 
+def _array(name, x):
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name}: expected a NumPy array, got {type(x).__module__}.{type(x).__name__}")
+    return x
+
+
+def _layout(name, x, transposed_ok=False):
+    """x when it is laid out as pyfast.ops takes it (C-contiguous; matmul: or the .T of such)."""
+    if not x.flags.c_contiguous and not (transposed_ok and x.ndim == 2 and x.flags.f_contiguous):
+        raise _checks.not_contiguous(name, x.shape, "np", transposed_ok)
+    return x
+
+
 def _input(name, x, *, optional=False, check_dtype=True):
     if x is None and optional:
         return None
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"{name}: expected a NumPy array, got {type(x).__module__}.{type(x).__name__}")
+    _array(name, x)
     if check_dtype:
         _checks.expect_float32(name, x.dtype)
-    return x.astype(np.float64)
+    return _layout(name, x).astype(np.float64)
 
 
 def _finish(result, out):
@@ -77,13 +90,13 @@ def matmul(a, b, *, trans_a=False, trans_b=False, bias=None, activation=None, ou
     rounded to that format first (what the tensor-core kernel multiplies), then multiplied in
     float64. ``version`` and ``plan`` are checked and otherwise ignored (one NumPy product)."""
     for name, x in (("a", a), ("b", b)):
-        if not isinstance(x, np.ndarray):
-            raise TypeError(f"{name}: expected a NumPy array, got {type(x).__module__}.{type(x).__name__}")
+        _array(name, x)
     _, precision_code, bf16_storage = _checks.matmul_kernel(version, precision, a.dtype, b.dtype)
     _checks.matmul_plan(plan)
+    a, b = _layout("a", a, transposed_ok=True), _layout("b", b, transposed_ok=True)
     rounding = None if bf16_storage else _ROUNDING[precision_code]  # bfloat16 storage is already rounded
-    a64 = _input("a", a if rounding is None else rounding(a), check_dtype=False)
-    b64 = _input("b", b if rounding is None else rounding(b), check_dtype=False)
+    a64 = (a if rounding is None else rounding(a)).astype(np.float64)
+    b64 = (b if rounding is None else rounding(b)).astype(np.float64)
     bias64 = _input("bias", bias, optional=True)
     m, n, _ = _checks.matmul_dims(a64.shape, b64.shape, trans_a, trans_b)
     if bias64 is not None:
@@ -158,9 +171,9 @@ def bias_grad(dy, *, out=None):
 
 # ------------------------------------------------------------------------------ losses
 def _labels(labels, rows, classes):
-    if not isinstance(labels, np.ndarray):
-        raise TypeError(f"labels: expected a NumPy array, got {type(labels).__module__}.{type(labels).__name__}")
+    _array("labels", labels)
     _checks.expect_labels("labels", labels.dtype)
+    _layout("labels", labels)
     _checks.classifier_dims((rows, classes), labels.shape)
     invalid = int(np.count_nonzero((labels < 0) | (labels >= classes)))
     if invalid:
@@ -221,9 +234,9 @@ def accuracy(logits, labels):
     0-d int64 array."""
     x = _input("logits", logits)
     rows, classes = _checks.classifier_dims(x.shape)
-    if not isinstance(labels, np.ndarray):
-        raise TypeError(f"labels: expected a NumPy array, got {type(labels).__module__}.{type(labels).__name__}")
+    _array("labels", labels)
     _checks.expect_labels("labels", labels.dtype)
+    _layout("labels", labels)
     _checks.expect_shape("labels", labels.shape, (rows,))
     predicted = np.argmax(np.where(np.isnan(x), -np.inf, x), axis=1)
     return np.array(np.count_nonzero(predicted == labels), dtype=np.int64)
@@ -235,6 +248,7 @@ def _state(name, arrays, params):
         if not isinstance(array, np.ndarray):
             raise TypeError(f"{name}[{i}]: expected a NumPy array, got {type(array).__name__}")
         _checks.expect_float32(f"{name}[{i}]", array.dtype)
+        _layout(f"{name}[{i}]", array)
         _checks.expect_shape(f"{name}[{i}]", array.shape, param.shape)
     return arrays
 
@@ -269,6 +283,7 @@ def linear_mse_sgd_fit(x, y, weight, bias, *, lr, epochs, out_losses=None):
         if not isinstance(array, np.ndarray):
             raise TypeError(f"{name}: expected a NumPy array (updated in place), got {type(array).__name__}")
         _checks.expect_float32(name, array.dtype)
+        _layout(name, array)
     n, _, o = _checks.linear_fit_dims(x64.shape, y64.shape, weight.shape, bias.shape, epochs, lr)
     w, b = weight.astype(np.float64), bias.astype(np.float64)
     losses = np.empty(epochs)
@@ -464,6 +479,7 @@ def max_pool2d_backward(dy, indices, x_shape, kernel_size=None, stride=None, pad
     if not isinstance(indices, np.ndarray):
         raise TypeError(f"indices: expected a NumPy array, got {type(indices).__name__}")
     _checks.expect_indices("indices", indices.dtype)
+    _layout("indices", indices)
     relu64 = _input("relu_output", relu_output, optional=True)
     (n, c, h, w), g = _checks.max_pool2d_backward_dims(dy64.shape, indices.shape, x_shape, kernel_size, stride,
                                                        padding, None if relu64 is None else relu64.shape)

@@ -11,35 +11,36 @@ from pyfast import ops, reference
 from pyfast.testing import assert_close
 
 LABELS = "<i8"
-# op name -> (call taking the arrays by name, {argument: shape}, {argument: typestr} for non-float arrays)
+# op name -> (call taking the backend module, then the arrays by name, {argument: shape}, {argument: typestr}
+# for non-float arrays)
 CALLS = {
-    "matmul": (lambda a, b, bias: ops.matmul(a, b, bias=bias), {"a": (4, 3), "b": (3, 5), "bias": (5,)}, {}),
-    "relu": (lambda x: ops.relu(x), {"x": (4, 3)}, {}),
-    "relu_backward": (lambda dy, y: ops.relu_backward(dy, y), {"dy": (4, 3), "y": (4, 3)}, {}),
-    "add_bias": (lambda x, bias: ops.add_bias(x, bias), {"x": (2, 3, 4, 4), "bias": (3,)}, {}),
-    "bias_grad": (lambda dy: ops.bias_grad(dy), {"dy": (6, 3)}, {}),
-    "mse_loss": (lambda pred, target: ops.mse_loss(pred, target), {"pred": (5, 2), "target": (5, 2)}, {}),
-    "softmax_cross_entropy": (lambda logits, labels: ops.softmax_cross_entropy(logits, labels),
+    "matmul": (lambda mod, a, b, bias: mod.matmul(a, b, bias=bias), {"a": (4, 3), "b": (3, 5), "bias": (5,)}, {}),
+    "relu": (lambda mod, x: mod.relu(x), {"x": (4, 3)}, {}),
+    "relu_backward": (lambda mod, dy, y: mod.relu_backward(dy, y), {"dy": (4, 3), "y": (4, 3)}, {}),
+    "add_bias": (lambda mod, x, bias: mod.add_bias(x, bias), {"x": (2, 3, 4, 4), "bias": (3,)}, {}),
+    "bias_grad": (lambda mod, dy: mod.bias_grad(dy), {"dy": (6, 3)}, {}),
+    "mse_loss": (lambda mod, pred, target: mod.mse_loss(pred, target), {"pred": (5, 2), "target": (5, 2)}, {}),
+    "softmax_cross_entropy": (lambda mod, logits, labels: mod.softmax_cross_entropy(logits, labels),
                               {"logits": (4, 10), "labels": (4,)}, {"labels": LABELS}),
-    "softmax": (lambda logits: ops.softmax(logits), {"logits": (4, 10)}, {}),
-    "log_softmax": (lambda logits: ops.log_softmax(logits), {"logits": (4, 10)}, {}),
-    "accuracy": (lambda logits, labels: ops.accuracy(logits, labels), {"logits": (4, 10), "labels": (4,)},
+    "softmax": (lambda mod, logits: mod.softmax(logits), {"logits": (4, 10)}, {}),
+    "log_softmax": (lambda mod, logits: mod.log_softmax(logits), {"logits": (4, 10)}, {}),
+    "accuracy": (lambda mod, logits, labels: mod.accuracy(logits, labels), {"logits": (4, 10), "labels": (4,)},
                  {"labels": LABELS}),
-    "conv2d": (lambda x, w, bias: ops.conv2d(x, w, bias, padding=1), {"x": (1, 2, 5, 5), "w": (3, 2, 3, 3),
+    "conv2d": (lambda mod, x, w, bias: mod.conv2d(x, w, bias, padding=1), {"x": (1, 2, 5, 5), "w": (3, 2, 3, 3),
                                                                      "bias": (3,)}, {}),
-    "conv2d_backward_input": (lambda dy, w: ops.conv2d_backward_input(dy, w, (1, 2, 5, 5), padding=1),
+    "conv2d_backward_input": (lambda mod, dy, w: mod.conv2d_backward_input(dy, w, (1, 2, 5, 5), padding=1),
                               {"dy": (1, 3, 5, 5), "w": (3, 2, 3, 3)}, {}),
-    "conv2d_backward_weight": (lambda dy, x: ops.conv2d_backward_weight(dy, x, (3, 2, 3, 3), padding=1),
+    "conv2d_backward_weight": (lambda mod, dy, x: mod.conv2d_backward_weight(dy, x, (3, 2, 3, 3), padding=1),
                                {"dy": (1, 3, 5, 5), "x": (1, 2, 5, 5)}, {}),
-    "max_pool2d": (lambda x: ops.max_pool2d(x, 2), {"x": (1, 2, 4, 4)}, {}),
-    "max_pool2d_backward": (lambda dy, indices: ops.max_pool2d_backward(dy, indices, (1, 2, 4, 4)),
+    "max_pool2d": (lambda mod, x: mod.max_pool2d(x, 2), {"x": (1, 2, 4, 4)}, {}),
+    "max_pool2d_backward": (lambda mod, dy, indices: mod.max_pool2d_backward(dy, indices, (1, 2, 4, 4)),
                             {"dy": (1, 2, 2, 2), "indices": (1, 2, 2, 2)}, {"indices": LABELS}),
-    "avg_pool2d": (lambda x: ops.avg_pool2d(x, 2), {"x": (1, 2, 4, 4)}, {}),
-    "avg_pool2d_backward": (lambda dy: ops.avg_pool2d_backward(dy, (1, 2, 4, 4), 2), {"dy": (1, 2, 2, 2)}, {}),
-    "sgd_step": (lambda p, g: ops.sgd_step([p], [g], lr=0.1), {"p": (3, 2), "g": (3, 2)}, {}),
-    "adam_step": (lambda p, g, m, v: ops.adam_step([p], [g], [m], [v], step=1),
+    "avg_pool2d": (lambda mod, x: mod.avg_pool2d(x, 2), {"x": (1, 2, 4, 4)}, {}),
+    "avg_pool2d_backward": (lambda mod, dy: mod.avg_pool2d_backward(dy, (1, 2, 4, 4), 2), {"dy": (1, 2, 2, 2)}, {}),
+    "sgd_step": (lambda mod, p, g: mod.sgd_step([p], [g], lr=0.1), {"p": (3, 2), "g": (3, 2)}, {}),
+    "adam_step": (lambda mod, p, g, m, v: mod.adam_step([p], [g], [m], [v], step=1),
                   {"p": (3, 2), "g": (3, 2), "m": (3, 2), "v": (3, 2)}, {}),
-    "linear_mse_sgd_fit": (lambda x, y, weight, bias: ops.linear_mse_sgd_fit(x, y, weight, bias, lr=0.01, epochs=3),
+    "linear_mse_sgd_fit": (lambda mod, x, y, weight, bias: mod.linear_mse_sgd_fit(x, y, weight, bias, lr=0.01, epochs=3),
                            {"x": (10, 3), "y": (10, 2), "weight": (2, 3), "bias": (2,)}, {}),
 }
 ANY_RANK = {("relu", "x"), ("bias_grad", "dy")}  # any (N, C, ...) shape is valid: no rank to get wrong
@@ -84,13 +85,50 @@ def _bad_fake(kind, shape, typestr, bad_typestr):
     return fake(*shape, typestr=typestr, strides=tuple(strides), data=(0x100000, False))
 
 
+def _bad_array(xp, good, kind, bad_typestr):
+    """`good` (NumPy or CuPy) made wrong in one way: dtype, rank or layout."""
+    if kind == "dtype":
+        return good.astype(np.dtype(bad_typestr))
+    if kind == "rank":
+        return xp.stack([good, good])
+    if kind == "transposed":
+        return xp.ascontiguousarray(good.reshape(good.shape[::-1])).T
+    if kind == "strided":
+        return xp.stack([good, good], axis=-1)[..., 0]
+    bad = xp.concatenate([good, good])[::-2] if good.ndim == 1 else good[::-1]
+    if bad.flags.c_contiguous:
+        pytest.skip("a size-1 axis reversed is still contiguous")
+    return bad
+
+
+LAYOUTS = [case for case in _cases() if case.values[2] in ("transposed", "strided", "reversed")]
+
+
+@pytest.mark.parametrize("op,arg,kind,bad_typestr,error", LAYOUTS)
+def test_the_reference_refuses_the_layouts_the_gpu_ops_refuse(rng, op, arg, kind, bad_typestr, error):
+    call, shapes, typestrs = CALLS[op]
+    arrays = {name: (np.zeros(shape, typestrs[name]) if name in typestrs else randn(rng, *shape))
+              for name, shape in shapes.items()}
+    arrays[arg] = _bad_array(np, arrays[arg], kind, bad_typestr)
+    with pytest.raises(error) as info:
+        call(reference, **arrays)
+    name = LIST_ARGS.get(arg, arg)
+    assert str(info.value).startswith(f"{name}: expected a C-contiguous array"), str(info.value)
+    assert f"np.ascontiguousarray({name})" in str(info.value)
+
+
+def test_the_reference_reads_transposed_matrices_as_matmul_does(rng):
+    a, b = randn(rng, 3, 4), randn(rng, 5, 3)
+    assert_close(reference.matmul(a.T, b.T), a.astype(np.float64).T @ b.T, atol=1e-5)
+
+
 @pytest.mark.parametrize("op,arg,kind,bad_typestr,error", list(_cases()))
 def test_bad_array_argument_is_rejected_by_name(op, arg, kind, bad_typestr, error):
     call, shapes, typestrs = CALLS[op]
     arrays = {name: fake(*shape, typestr=typestrs.get(name, "<f4")) for name, shape in shapes.items()}
     arrays[arg] = _bad_fake(kind, shapes[arg], typestrs.get(arg, "<f4"), bad_typestr)
     with pytest.raises(error) as info:
-        call(**arrays)
+        call(ops, **arrays)
     message = str(info.value)
     names = {LIST_ARGS.get(name, name) for name in shapes} | {"out", "matmul:"}
     assert any(message.startswith(name) for name in names), message
@@ -155,21 +193,9 @@ def test_gpu_bad_arrays_then_a_correct_call(rng, op, arg, kind, bad_typestr, err
         return cupy.asarray(randn(rng, *shape)).astype(dtype)
 
     arrays = {name: real(name, shape, typestrs.get(name, "<f4")) for name, shape in shapes.items()}
-    good = arrays[arg]
-    if kind == "dtype":
-        arrays[arg] = good.astype(np.dtype(bad_typestr))
-    elif kind == "rank":
-        arrays[arg] = cupy.stack([good, good])
-    elif kind == "transposed":
-        arrays[arg] = cupy.ascontiguousarray(good.reshape(good.shape[::-1])).T
-    elif kind == "strided":
-        arrays[arg] = cupy.stack([good, good], axis=-1)[..., 0]
-    else:
-        arrays[arg] = cupy.concatenate([good, good])[::-2] if good.ndim == 1 else good[::-1]
-    if kind == "reversed" and arrays[arg].flags.c_contiguous:
-        pytest.skip("a size-1 axis reversed is still contiguous")
+    arrays[arg] = _bad_array(cupy, arrays[arg], kind, bad_typestr)
     with pytest.raises(error):
-        call(**arrays)
+        call(ops, **arrays)
     a, b = randn(rng, 7, 5), randn(rng, 5, 3)
     assert_close(ops.matmul(cupy.asarray(a), cupy.asarray(b)), reference.matmul(a, b), atol=1e-5)
 
