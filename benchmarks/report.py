@@ -10,6 +10,7 @@ README.md's benchmark markers with the report's summary.
 
 import argparse
 import csv
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -174,21 +175,48 @@ def write_csv(results, path):
                                  r.get("ratio"), r.get("rate"), r.get("unit"), r.get("correct")])
 
 
+CHARTS_VERSION = "2"  # bump when the charts' code changes what they show
+
+
+def _png_text(path, keyword):
+    """The tEXt entry `keyword` of a PNG file (None: no file, not a PNG, no such entry)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return None
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        return None
+    at = 8
+    while at + 8 <= len(data):
+        length = int.from_bytes(data[at: at + 4], "big")
+        kind, body = data[at + 4: at + 8], data[at + 8: at + 8 + length]
+        if kind == b"tEXt" and body.split(b"\0", 1)[0] == keyword.encode():
+            return body.split(b"\0", 1)[1].decode("latin-1")
+        at += 12 + length
+    return None
+
+
 def charts(results, out_dir):
-    """ratio.png, roofline.png, matmul.png, train.png; [] when matplotlib is missing."""
+    """ratio.png, roofline.png, matmul.png, train.png; [] when matplotlib is missing. Each PNG
+    carries a digest of the results it shows (and no tool versions), and a chart whose file
+    already shows these results is left as it is: regenerating a report from the same results
+    rewrites nothing."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import NullFormatter
     except ImportError:
         return []
     out_dir = Path(out_dir)
     written = []
+    digest = hashlib.sha256((CHARTS_VERSION + json.dumps(results, sort_keys=True, default=str)).encode()).hexdigest()
 
     def save(fig, name):
-        fig.tight_layout()
-        fig.savefig(out_dir / name, dpi=110)
+        if _png_text(out_dir / name, "pyfast-results") != digest:
+            fig.tight_layout()
+            fig.savefig(out_dir / name, dpi=110, metadata={"Software": None, "pyfast-results": digest})
         plt.close(fig)
         written.append(name)
 
@@ -226,6 +254,8 @@ def charts(results, out_dir):
                 ax.plot(*zip(*points), marker="o", linestyle="--" if version.startswith("cublas") else "-",
                         label=MATMUL_BASELINES.get(version, version))
         ax.set(xscale="log", yscale="log", xlabel="M = N = K", ylabel="TFLOP/s", title="matmul")
+        for axis in (ax.xaxis, ax.yaxis):  # labels at the powers of ten only: the minor ones overlap
+            axis.set_minor_formatter(NullFormatter())
         ax.legend()
         save(fig, "matmul.png")
     steps = [r for r in results["families"].get("train", []) if r.get("batch")]

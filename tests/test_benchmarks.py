@@ -3,6 +3,7 @@
 
 import copy
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,17 @@ def test_tuning_table_update_keeps_other_cards_and_classes(tmp_path, capsys):
                              "Card B": {"k1": {"plan": [2, -1]}}}
     harness.update_tuning_table(path, info, {"k3": {"plan": [0, -1]}}, "about", dry_run=True)
     assert "k3" not in path.read_text() and '"k3"' in capsys.readouterr().out
+
+
+def test_a_report_from_the_same_results_rewrites_no_chart(tmp_path):
+    pytest.importorskip("matplotlib")
+    results = RECORDED / "results.json"
+    first = {p.name: p.read_bytes() for p in RECORDED.glob("*.png")}
+    assert first, "the recorded run has charts"
+    report.main([str(results), "--out", str(tmp_path)])
+    for name, data in first.items():  # the committed charts already show these results, as written here
+        assert (tmp_path / name).read_bytes() == data, name
+        os.utime(tmp_path / name, (0, 0))
+    report.main([str(results), "--out", str(tmp_path)])
+    assert all((tmp_path / name).stat().st_mtime == 0 for name in first)  # nothing was written again
+    assert report._png_text(tmp_path / "ratio.png", "Software") is None  # no tool version in the files
