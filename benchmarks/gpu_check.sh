@@ -21,7 +21,8 @@
 #    results.json, report.md and charts bundled in results.tar),
 # writing logs and result JSON into $OUT when it is set (as it goes, so a run cut short still
 # leaves its logs; at most 8 files), else into a temporary folder, and printing a summary
-# table last. Exits non-zero if any step failed. Per-step limits: STEP_TIMEOUT (seconds, 600).
+# table last. Exits non-zero if any step failed; stops at once, with the reason, when the build
+# fails or no GPU is usable. Per-step limits: STEP_TIMEOUT (seconds, 600).
 set -u
 mode=${1:-full}
 case "$mode" in full|quick|sanitize|matmul|conv|train) ;; *) echo "usage: $0 [full|quick|sanitize|matmul|conv|train]" >&2; exit 2 ;; esac
@@ -64,6 +65,25 @@ fi
 
 step build "$limit" env PYFAST_CUDA_ARCHS="${PYFAST_CUDA_ARCHS:-90}" \
     "$PYTHON" -m pip install --no-build-isolation --no-deps -v -e .
+# Nothing after the build means anything without it, or without a usable GPU: stop there, saying why
+# (a failed test or benchmark, by contrast, does not stop the steps after it).
+stop() {
+    echo "=== gpu_check: $1; stopping (logs in $logs)"
+    cat "$summary"
+    exit 1
+}
+[ "$failed" = 0 ] || stop "the build failed: $(grep -iE 'error|failed' "$logs/build.log" | head -1)"
+"$PYTHON" -c 'import sys, pyfast; sys.exit(0 if pyfast.is_available() else pyfast.unavailable_reason())' \
+    > "$logs/gpu.log" 2>&1 || stop "no usable GPU: $(tail -1 "$logs/gpu.log")"
+
+# bundle: the results folder as results.tar (what a step left of it; none when a step failed early).
+bundle() {
+    if [ -d "$logs/results" ]; then
+        tar -cf "$logs/results.tar" -C "$logs" results && rm -r "$logs/results"
+    else
+        echo "=== no results to bundle (the benchmark step wrote none: see bench.log)"
+    fi
+}
 GPU_TESTS=(tests/test_matmul.py tests/test_matmul_precision.py tests/test_elementwise.py tests/test_loss.py
            tests/test_optim.py tests/test_conv.py tests/test_conv_tiled.py tests/test_data_on_device.py tests/test_pool.py tests/test_fused.py tests/test_train.py
            tests/test_graph.py tests/test_bad_inputs.py tests/test_properties.py tests/test_reliability.py)
@@ -114,7 +134,7 @@ if [ "$mode" = matmul ]; then
     cp pyfast/matmul_tuning.json "$logs/results/matmul_tuning.json"
     step tune "$limit" "$PYTHON" -m benchmarks.tune_matmul --quick --table "$logs/results/matmul_tuning.json"
     mv "$logs/tune.log" "$logs/results/tune.log"
-    tar -cf "$logs/results.tar" -C "$logs" results && rm -r "$logs/results"
+    bundle
     echo "=== summary (matmul) on $(nvidia-smi --query-gpu=name --format=csv,noheader 2> /dev/null | head -1)"
     grep -E 'passed|failed|error' "$logs/tests.log" | tail -1
     grep -hE 'ERROR SUMMARY|RACECHECK SUMMARY' "$logs/memcheck.log" "$logs/racecheck.log" | tail -4
@@ -130,7 +150,7 @@ if [ "$mode" = train ]; then
     for tool in memcheck racecheck initcheck synccheck; do sanitize "$tool" "${train_tests[@]}"; done
     mkdir -p "$logs/results"
     step bench "$limit" "$PYTHON" -m benchmarks.bench_train --quick --out "$logs/results"
-    tar -cf "$logs/results.tar" -C "$logs" results && rm -r "$logs/results"
+    bundle
     echo "=== summary (train) on $(nvidia-smi --query-gpu=name --format=csv,noheader 2> /dev/null | head -1)"
     grep -E 'passed|failed|error' "$logs/tests.log" | tail -1
     sanitizer_summary
@@ -149,7 +169,7 @@ if [ "$mode" = conv ]; then
     cp pyfast/conv_tuning.json "$logs/results/conv_tuning.json"
     step tune "$limit" "$PYTHON" -m benchmarks.tune_conv --quick --table "$logs/results/conv_tuning.json"
     mv "$logs/tune.log" "$logs/results/tune.log"
-    tar -cf "$logs/results.tar" -C "$logs" results && rm -r "$logs/results"
+    bundle
     echo "=== summary (conv) on $(nvidia-smi --query-gpu=name --format=csv,noheader 2> /dev/null | head -1)"
     grep -E 'passed|failed|error' "$logs/tests.log" | tail -1
     grep -hE 'ERROR SUMMARY|RACECHECK SUMMARY' "$logs/memcheck.log" "$logs/racecheck.log" | tail -4
@@ -163,7 +183,7 @@ sanitize memcheck
 # Every family runs even if one fails (benchmarks.run exits non-zero then); results.json,
 # results.csv, report.md and the charts travel as one archive (results.tar).
 step bench "$limit" "$PYTHON" -m benchmarks.run ${bench_args[*]} --out "$logs/results"
-tar -cf "$logs/results.tar" -C "$logs" results && rm -r "$logs/results"
+bundle
 
 echo
 echo "=== benchmark highlights (full tables in bench.log)"

@@ -154,3 +154,22 @@ def test_a_report_from_the_same_results_rewrites_no_chart(tmp_path):
     report.main([str(results), "--out", str(tmp_path)])
     assert all((tmp_path / name).stat().st_mtime == 0 for name in first)  # nothing was written again
     assert report._png_text(tmp_path / "ratio.png", "Software") is None  # no tool version in the files
+
+
+@pytest.mark.parametrize("build_fails, reason", [(True, "the build failed: error: nvcc failed on kernels/x.cu"),
+                                                 (False, "no usable GPU: no CUDA device is visible")])
+def test_gpu_check_stops_where_nothing_after_can_work(tmp_path, build_fails, reason):
+    """A failed build, or no usable GPU, ends the run at once with its reason (not with the
+    later steps failing one by one and tar missing its results)."""
+    import subprocess
+
+    pip = "echo 'error: nvcc failed on kernels/x.cu'; exit 1" if build_fails else "exit 0"
+    fake = tmp_path / "python"  # pip builds (or not); `python -c` finds no GPU
+    fake.write_text(f'#!/bin/sh\nif [ "$2" = pip ]; then {pip}; fi\necho "no CUDA device is visible"; exit 1\n')
+    fake.chmod(0o755)
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.sh"
+    result = subprocess.run(["bash", str(script), "quick"], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHON": str(fake), "OUT": str(tmp_path / "out")})
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"=== gpu_check: {reason}; stopping" in result.stdout
+    assert "=== tests" not in result.stdout and "Cannot stat" not in result.stdout + result.stderr
