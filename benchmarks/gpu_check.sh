@@ -19,6 +19,8 @@
 #    (so an overrun past an array is not hidden inside a larger pooled block),
 # 4. runs every benchmark family through benchmarks.run (each checks its results before timing;
 #    results.json, report.md and charts bundled in results.tar),
+# The results record the commit measured: on a tree copied without .git (the device tool's copy),
+# run `python -m benchmarks.source stamp` first and carry benchmarks/SOURCE.json along.
 # writing logs and result JSON into $OUT when it is set (as it goes, so a run cut short still
 # leaves its logs; at most 8 files), else into a temporary folder, and printing a summary
 # table last. Exits non-zero if any step failed; stops at once, with the reason, when the build
@@ -60,7 +62,7 @@ fi
     nvcc --version || true
     "$PYTHON" -c 'import sys, numpy, cupy; print(sys.version); print("numpy", numpy.__version__, "cupy", cupy.__version__)'
     "$PYTHON" -c 'import torch; print("torch", torch.__version__, "cudnn", torch.backends.cudnn.version())' || true
-    git log -1 --oneline || true
+    "$PYTHON" -m benchmarks.source || true  # the commit measured (git, or the stamp of a copied tree)
 } > "$logs/env.log" 2>&1
 
 step build "$limit" env PYFAST_CUDA_ARCHS="${PYFAST_CUDA_ARCHS:-90}" \
@@ -73,8 +75,17 @@ stop() {
     exit 1
 }
 [ "$failed" = 0 ] || stop "the build failed: $(grep -iE 'error|failed' "$logs/build.log" | head -1)"
-"$PYTHON" -c 'import sys, pyfast; sys.exit(0 if pyfast.is_available() else pyfast.unavailable_reason())' \
-    > "$logs/gpu.log" 2>&1 || stop "no usable GPU: $(tail -1 "$logs/gpu.log")"
+gpu_ok=$("$PYTHON" -c 'import sys, pyfast; sys.exit(0 if pyfast.is_available() else pyfast.unavailable_reason())' 2>&1) \
+    || stop "no usable GPU: $(echo "$gpu_ok" | tail -1)"
+
+# record: the test run's entry for benchmarks/results/gpu_test_runs.json (python -m benchmarks.status),
+# into the results bundle.
+record() {
+    mkdir -p "$logs/results"
+    "$PYTHON" -m benchmarks.status record "$logs/tests.log" --command "$1" \
+        --card "$(nvidia-smi --query-gpu=name --format=csv,noheader 2> /dev/null | head -1)" \
+        > "$logs/results/gpu_test_run.json" 2>> "$logs/env.log" || true
+}
 
 # bundle: the results folder as results.tar (what a step left of it; none when a step failed early).
 bundle() {
@@ -125,6 +136,7 @@ fi
 if [ "$mode" = matmul ]; then
     matmul_tests=(tests/test_matmul.py tests/test_matmul_precision.py)
     step tests "$limit" "$PYTHON" -m pytest -q -ra "${matmul_tests[@]}"
+    record "pytest -q -ra ${matmul_tests[*]}"
     sanitize memcheck "${matmul_tests[@]}"
     sanitize racecheck "${matmul_tests[@]}"
     mkdir -p "$logs/results"
@@ -147,6 +159,7 @@ if [ "$mode" = train ]; then
     train_tests=(tests/test_train.py tests/test_graph.py tests/test_data_on_device.py tests/test_fused.py
                  tests/test_modules.py tests/test_cli.py)
     step tests "$limit" "$PYTHON" -m pytest -q -ra -p no:cacheprovider "${train_tests[@]}"
+    record "pytest -q -ra ${train_tests[*]}"
     for tool in memcheck racecheck initcheck synccheck; do sanitize "$tool" "${train_tests[@]}"; done
     mkdir -p "$logs/results"
     step bench "$limit" "$PYTHON" -m benchmarks.bench_train --quick --out "$logs/results"
@@ -162,6 +175,7 @@ fi
 if [ "$mode" = conv ]; then
     conv_tests=(tests/test_conv.py tests/test_conv_tiled.py)
     step tests "$limit" "$PYTHON" -m pytest -q -ra -p no:cacheprovider "${conv_tests[@]}"
+    record "pytest -q -ra ${conv_tests[*]}"
     sanitize memcheck tests/test_conv_tiled.py
     sanitize racecheck tests/test_conv_tiled.py
     mkdir -p "$logs/results"
@@ -179,6 +193,7 @@ if [ "$mode" = conv ]; then
 fi
 
 step tests "$limit" "$PYTHON" -m pytest -q -ra "${not_slow[@]}" tests
+record "pytest -q -ra ${not_slow[*]} tests"
 sanitize memcheck
 # Every family runs even if one fails (benchmarks.run exits non-zero then); results.json,
 # results.csv, report.md and the charts travel as one archive (results.tar).

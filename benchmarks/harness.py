@@ -26,6 +26,8 @@ import numpy as np
 
 import cupy
 
+from benchmarks import source
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 
@@ -167,6 +169,7 @@ def device_info():
 
     device = cupy.cuda.runtime.getDevice()
     props = cupy.cuda.runtime.getDeviceProperties(device)
+    measured = source.describe()
     info = {
         "device": props["name"].decode(),
         "compute_capability": f"{props['major']}.{props['minor']}",
@@ -180,7 +183,9 @@ def device_info():
         "numpy": np.__version__,
         "python": platform.python_version(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": _git_commit(),
+        # The source measured (benchmarks/source.py: from git, or on a copied tree from its stamp).
+        "git_commit": source.label(measured),
+        "git_dirty": measured["dirty"],
     }
     try:
         smi = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
@@ -196,18 +201,6 @@ def device_info():
     except ImportError:
         pass
     return info
-
-
-def _git_commit():
-    try:
-        result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT,
-                                timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=ROOT, timeout=10).stdout.strip()
-        commit = result.stdout.strip()
-        return (commit + ("+dirty" if dirty else "")) if commit else "unknown (not a git checkout)"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def card_slug(info):

@@ -4,6 +4,7 @@
 import copy
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,37 @@ def test_gpu_check_stops_where_nothing_after_can_work(tmp_path, build_fails, rea
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"=== gpu_check: {reason}; stopping" in result.stdout
     assert "=== tests" not in result.stdout and "Cannot stat" not in result.stdout + result.stderr
+
+
+def test_a_tree_copied_without_git_knows_its_commit_from_its_stamp(tmp_path):
+    """What a lent GPU machine gets: the files without .git. The stamp says the commit; a file
+    changed after stamping makes the source dirty, and no stamp at all is said plainly."""
+    import shutil
+    import subprocess
+
+    from benchmarks import source
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        files = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True).stdout.split()
+        here = source.from_git()
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    copy = tmp_path / "copy"
+    for name in files:
+        if (root / name).is_file():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(root / name, copy / name)
+    (copy / "benchmarks" / "SOURCE.json").write_text(json.dumps(here))
+
+    def describe():
+        out = subprocess.run([sys.executable, "-m", "benchmarks.source"], cwd=copy, capture_output=True, text=True,
+                             env={**os.environ, "GIT_DIR": str(tmp_path / "no-git")})
+        return out.stdout.strip()
+
+    expected = here["commit"] + ("+dirty" if here["dirty"] else "")
+    assert describe() == f"{expected} (from stamp (files as stamped))"
+    (copy / "README.md").write_text("changed on the machine")
+    assert describe() == f"{here['commit']}+dirty (from stamp (files changed after stamping))"
+    (copy / "benchmarks" / "SOURCE.json").unlink()
+    assert describe().startswith("unknown (no git checkout and no benchmarks/SOURCE.json")

@@ -4,6 +4,8 @@ the substitution the README itself gives for machines without a GPU)."""
 import re
 from pathlib import Path
 
+import pytest
+
 import pyfast
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
@@ -37,3 +39,28 @@ def test_train_snippet_runs(tmp_path, monkeypatch):
     exec(compile(short, "README.md (Train)", "exec"), scope)
     assert scope["history"]["epoch"] == [1] and set(scope["stats"]) == {"mean", "std"}
     assert (tmp_path / "m.npz").exists()
+
+
+def test_the_gpu_status_section_is_what_the_recorded_runs_and_git_say():
+    import subprocess
+
+    from benchmarks import status
+
+    runs = status.load_runs()
+    known = subprocess.run(["git", "cat-file", "-e", f"{runs[-1]['commit']}^{{commit}}"], capture_output=True,
+                           cwd=Path(__file__).resolve().parents[1])
+    if known.returncode != 0:
+        pytest.skip(f"no git history holding {runs[-1]['commit']} here")
+    block = README.split(status.README_START, 1)[1].split(status.README_END, 1)[0]
+    assert block.strip() == status.section(runs).strip(), "regenerate it: python -m benchmarks.status --readme README.md"
+
+
+def test_a_run_is_recorded_from_its_pytest_log(tmp_path):
+    from benchmarks import status
+
+    log = ("...\nFAILED tests/test_loss.py::test_x - AssertionError\n"
+           "==== 1 failed, 1022 passed, 11 skipped in 30.1s ====\n")
+    entry = status.record(log, "NVIDIA H200", "pytest -m gpu")
+    assert (entry["passed"], entry["failed"], entry["skipped"]) == (1022, 1, 11)
+    assert entry["failures"] == ["tests/test_loss.py::test_x"] and entry["card"] == "NVIDIA H200"
+    assert "commit" in entry and "dirty" in entry
