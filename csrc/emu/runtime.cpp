@@ -103,14 +103,13 @@ enum class State : int { kReady, kRunning, kAtBarrier, kAtWarp, kExited };
 
 struct ThreadState {
     uint3 idx{};
-    int linear = 0, warp = 0, lane = 0;
+    int warp = 0, lane = 0;
     State state = State::kReady;
     const char* file = nullptr;  // where it waits
     int line = 0;
     Barrier barrier = Barrier::kSync;
     int predicate = 0;
     WarpOp warp_op = WarpOp::kSyncwarp;
-    unsigned warp_mask = 0;
     WarpSlot* slot = nullptr;
 #if defined(PYFAST_EMU_UCONTEXT)
     ucontext_t context;
@@ -666,7 +665,6 @@ void warp_collective(WarpOp op, unsigned mask, WarpSlot* slot, WarpCombine combi
     }
     t->state = State::kAtWarp;
     t->warp_op = op;
-    t->warp_mask = mask;
     t->slot = slot;
     pending->arrived |= bit;
     if (pending->arrived != mask) {
@@ -821,7 +819,6 @@ cudaError_t run_launch(const LaunchConfig& config, void (*body)(void*), void* ar
     b.warps.assign((threads + 31) / 32, Warp{});
     for (int i = 0; i < b.count; ++i) {
         ThreadState& t = b.threads[i];
-        t.linear = i;
         t.warp = i / 32;
         t.lane = i % 32;
         t.idx = uint3{i % block.x, (i / block.x) % block.y, i / (block.x * block.y)};
