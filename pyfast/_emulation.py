@@ -44,10 +44,31 @@ def _load():
     spec = importlib.util.spec_from_file_location("pyfast._C_emu", path)
     if spec is None or not os.path.isfile(path):
         raise ImportError(f"PYFAST_EMU_MODULE={path}: no such extension module")
+    if _needs_asan_runtime(path) and not _asan_runtime_loaded():
+        # Loading it anyway would end the process at once ("ASan runtime does not come first"),
+        # and under pytest's output capture without a word.
+        raise ImportError(f"PYFAST_EMU_MODULE={path} is built with -fsanitize=address, and this Python did not "
+                          f"load AddressSanitizer's runtime first: run it with "
+                          f"LD_PRELOAD=\"$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libstdc++.so)\" "
+                          f"(tests/emulated.sh sanitize does)")
     module = importlib.util.module_from_spec(spec)
     sys.modules["pyfast._C_emu"] = module
     spec.loader.exec_module(module)
     return module
+
+
+def _needs_asan_runtime(path):
+    """Whether the shared object links AddressSanitizer's runtime (its name in the dynamic strings)."""
+    with open(path, "rb") as f:
+        return b"libasan.so" in f.read()
+
+
+def _asan_runtime_loaded():
+    try:
+        with open("/proc/self/maps") as f:
+            return "libasan" in f.read()
+    except OSError:
+        return True  # cannot tell here: let the loader say
 
 
 def _stream_position(function):

@@ -35,13 +35,14 @@ sanitize() {
     module=$(ls build/emu-sanitize/pyfast/_C_emu*.so)
     # Python itself is not instrumented: the sanitizer's runtime (and libstdc++, whose exceptions it
     # intercepts) must be loaded first. Leaks are Python's own; an allocation beyond the emulated
-    # card's memory must fail as cudaMalloc does, not abort.
+    # card's memory must fail as cudaMalloc does, not abort. Under the sanitizers the kernels run
+    # about 4x slower: the three largest shapes (the second CNN layer at batch 128, the 64- and
+    # 128-channel tiled cases, each 20-60 s there) stay in the unsanitized runs only; their code
+    # paths run here at smaller shapes. (No comment lines inside the command below: one after a
+    # backslash ends the command there.)
     LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libstdc++.so)" \
     ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:allocator_may_return_null=1 \
     UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-    # Under the sanitizers the kernels run about 4x slower: the three largest shapes (the second CNN
-    # layer at batch 128, the 64- and 128-channel tiled cases, each 20-60 s there) stay in the
-    # unsanitized runs only; their code paths run here at smaller shapes.
     PYFAST_EMULATE=1 PYFAST_EMU_MODULE="$module" PYFAST_HYPOTHESIS_EXAMPLES="${PYFAST_HYPOTHESIS_EXAMPLES:-5}" \
         "$PYTHON" -m pytest -q "${workers[@]}" -m "not slow and not trains" -k "not (b128 or x_shape9 or x_shape10)" \
         "${KERNEL_TESTS[@]}" "$@"

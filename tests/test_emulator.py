@@ -183,6 +183,47 @@ def test_the_sanitized_build_catches_what_compute_sanitizer_would(name, sanitize
     assert "selftest.cu" in result.stderr  # the report names the kernel's line
 
 
+def _run_pytest_emulated(tmp_path, module):
+    """pytest in a process of its own with PYFAST_EMULATE=1 and PYFAST_EMU_MODULE=module, on one
+    `gpu` test, without the sanitizer's runtime preloaded."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "test_one.py").write_text("import pytest\n\n@pytest.mark.gpu\ndef test_one():\n    pass\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "PYTEST_ADDOPTS", "PYTEST_XDIST_WORKER")}
+    root = os.path.dirname(os.path.dirname(pyfast.__file__))  # this pyfast, installed or not
+    env.update(PYFAST_EMULATE="1", PYFAST_EMU_MODULE=str(module),
+               PYTHONPATH=os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")])))
+    conftest = os.path.join(os.path.dirname(__file__), "conftest.py")
+    (tmp_path / "conftest.py").write_text(open(conftest).read())
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu", str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+
+
+def test_a_run_that_asked_for_the_emulator_and_lacks_it_fails_instead_of_skipping(tmp_path):
+    """Skipping every GPU test when PYFAST_EMULATE=1 could not load the emulator would pass vacuously
+    (as the sanitized CI step once did: its runtime was not preloaded)."""
+    result = _run_pytest_emulated(tmp_path, tmp_path / "missing.so")
+    assert result.returncode != 0, result.stdout[-2000:]
+    output = result.stdout + result.stderr
+    assert "PYFAST_EMULATE is set, but" in output and "missing.so: no such extension module" in output, output[-2000:]
+
+
+def test_a_sanitized_build_without_its_runtime_preloaded_says_how_to_load_it(tmp_path):
+    """Loaded without AddressSanitizer's runtime first, the sanitized build would end the process
+    silently; the loader says what to preload instead (before loading it). The real sanitized
+    build where this run has one, else a file that names the runtime as such a build does."""
+    module = getattr(C, "__file__", "")
+    if "address" not in emu.sanitizers().split(","):
+        module = tmp_path / "_C_emu_asan.so"
+        module.write_bytes(b"\x7fELF" + b"\0" * 60 + b"libasan.so.8\0")
+    result = _run_pytest_emulated(tmp_path, module)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-2000:]
+    assert "built with -fsanitize=address" in output and "LD_PRELOAD=" in output, output[-2000:]
+
+
 def test_the_emulated_card_can_be_chosen():
     assert set(emu.presets()) >= {"h100", "h200", "a100", "v100"}
     emu.select_device("a100")
