@@ -17,7 +17,7 @@ from then on (``CapturedStep`` holds them), so CuPy's pool never hands that memo
 else while the graph can still replay.
 """
 
-from pyfast import ops
+from pyfast import _arrays
 
 
 class CapturedStep:
@@ -27,20 +27,20 @@ class CapturedStep:
     def __init__(self, fn, stream):
         self.stream = stream
         self._keepalive = []
-        ops._capture_keepalive = self._keepalive
+        _arrays.capture_keepalive = self._keepalive
         with stream:
             stream.begin_capture()
             try:
                 self.result = fn()
             except BaseException:
-                ops._capture_keepalive = None
+                _arrays.capture_keepalive = None
                 try:
                     stream.end_capture()  # leave capture mode; the partial graph is dropped
                 except Exception:  # noqa: BLE001 - the first error is the one to report
                     pass
                 raise
             finally:
-                ops._capture_keepalive = None
+                _arrays.capture_keepalive = None
             self.graph = stream.end_capture()
 
     def replay(self):

@@ -1,5 +1,7 @@
 """GPU ops: check arguments, allocate outputs with CuPy, launch pyfast._C on CuPy's
-current device and stream.
+current device and stream. What an array argument is and the checks every op shares (dtype,
+contiguity, device, ``out=``) live in pyfast._arrays; here, per op family, the op's own
+checks, the kernel version it runs and the launch.
 
 Conventions (see ARCHITECTURE.md):
 - Inputs are float32, C-contiguous CuPy arrays or CUDA arrays exposing DLPack /
@@ -15,6 +17,7 @@ Conventions (see ARCHITECTURE.md):
 import numpy as np
 
 from pyfast import _checks, _tuning
+from pyfast._arrays import checked_input, empty, launch_args, on_gpu, operand, output, ptr, untransposed
 from pyfast._checks import (  # noqa: F401  (public)
     CONV2D_PASSES,
     CONV2D_VERSIONS,
@@ -34,203 +37,6 @@ try:
     from pyfast import _C
 except ImportError:  # not built: reported by require_gpu()
     _C = None
-
-_DLPACK_CUDA = 2  # DLDeviceType kDLCUDA
-
-
-class _Operand:
-    """An array argument's metadata, read without touching the GPU, so every argument
-    check runs (and is tested) on machines without one."""
-
-    __slots__ = ("name", "obj", "shape", "dtype", "contiguous", "f_contiguous", "readonly")
-
-    def __init__(self, name, obj, shape, dtype, contiguous, readonly=False, f_contiguous=False):
-        self.name, self.obj, self.shape = name, obj, tuple(int(d) for d in shape)
-        self.dtype, self.contiguous, self.readonly = dtype, contiguous, readonly
-        self.f_contiguous = f_contiguous  # column-major: a C-contiguous array's .T when 2-D
-
-    @property
-    def size(self):
-        return int(np.prod(self.shape, dtype=np.int64))
-
-
-def _c_contiguous(shape, strides, itemsize):
-    expected = itemsize
-    for dim, stride in zip(reversed(shape), reversed(strides)):
-        if dim != 1 and stride != expected:
-            return False
-        expected *= dim
-    return True
-
-
-def _from_interface(name, obj, interface):
-    if not isinstance(interface, dict) or not {"shape", "typestr", "data"} <= interface.keys():
-        raise TypeError(f"{name}: __cuda_array_interface__ must be a dict with shape, typestr and data")
-    try:
-        shape = tuple(int(d) for d in interface["shape"])
-        dtype = np.dtype(interface["typestr"])
-        pointer, readonly = interface["data"]
-    except (TypeError, ValueError) as error:
-        raise TypeError(f"{name}: malformed __cuda_array_interface__ ({error})") from None
-    if any(d < 0 for d in shape):
-        raise ValueError(f"{name}: __cuda_array_interface__ has a negative dimension: {shape}")
-    strides = interface.get("strides")
-    contiguous = strides is None or _c_contiguous(shape, strides, dtype.itemsize)
-    f_contiguous = strides is not None and _c_contiguous(shape[::-1], strides[::-1], dtype.itemsize)
-    if pointer == 0 and int(np.prod(shape)) > 0:
-        raise ValueError(f"{name}: __cuda_array_interface__ has a null data pointer")
-    if dtype.kind == "V" and dtype.itemsize == 2 and _is_torch_bfloat16(obj):
-        dtype = _checks.bfloat16_dtype()  # PyTorch reports bfloat16 as the raw 2-byte type
-    return _Operand(name, obj, shape, dtype, contiguous, bool(readonly), f_contiguous)
-
-
-def _is_torch_bfloat16(obj):
-    return type(obj).__module__.startswith("torch") and str(getattr(obj, "dtype", "")) == "torch.bfloat16"
-
-
-def _operand(name, x):
-    """Reads the metadata of array argument `name`; raises TypeError for non-GPU objects."""
-    if cupy is not None and isinstance(x, cupy.ndarray):
-        return _Operand(name, x, x.shape, x.dtype, x.flags.c_contiguous, f_contiguous=x.flags.f_contiguous)
-    if isinstance(x, np.ndarray):
-        raise TypeError(
-            f"{name}: expected a CuPy array or a CUDA array, got a NumPy array; "
-            f"move it to the GPU with cupy.asarray({name}), or use pyfast.reference on the CPU"
-        )
-    has_dlpack = hasattr(x, "__dlpack__") and hasattr(x, "__dlpack_device__")
-    interface = None
-    try:
-        interface = x.__cuda_array_interface__
-    except AttributeError:
-        interface = None
-    except Exception as error:  # a PyTorch tensor that requires grad, or of a dtype CAI lacks (bfloat16)
-        if not has_dlpack:
-            raise TypeError(f"{name}: cannot read its __cuda_array_interface__: {error}") from None
-        interface_error = error
-    else:
-        interface_error = None
-    if interface is not None:
-        return _from_interface(name, x, interface)
-    if has_dlpack:
-        device_type = x.__dlpack_device__()[0]
-        if int(device_type) != _DLPACK_CUDA:
-            raise TypeError(f"{name}: expected an array on a CUDA device, got one on DLPack device type {device_type}")
-        require_gpu("(DLPack input)")
-        bfloat16 = _is_torch_bfloat16(x)
-        try:
-            if bfloat16:  # the bits as int16: CuPy takes those whether or not it knows bfloat16
-                import torch
-
-                x = x.view(torch.int16)
-            array = cupy.from_dlpack(x)
-        except Exception as error:  # noqa: BLE001 - reported as the argument's type problem
-            detail = f"__cuda_array_interface__: {interface_error}; " if interface_error else ""
-            raise TypeError(f"{name}: cannot read its __cuda_array_interface__ or DLPack ({detail}DLPack: {error})") \
-                from None
-        op = _operand(name, array)
-        if bfloat16:
-            op.dtype = _checks.bfloat16_dtype()
-        return op
-    raise TypeError(f"{name}: expected a CuPy array or a CUDA array, got {type(x).__module__}.{type(x).__name__}")
-
-
-def _input(name, x, *, optional=False, check_dtype=True, transposed_ok=False):
-    """An input's metadata after the dtype (float32 unless the caller checks it) and
-    contiguity checks. ``transposed_ok``: a 2-D column-major array (the .T of a C-contiguous
-    one) passes too; the caller reads it transposed (matmul folds it into trans_a / trans_b)."""
-    if x is None and optional:
-        return None
-    op = _operand(name, x)
-    if check_dtype:
-        _checks.expect_float32(name, op.dtype)
-    if not op.contiguous and not (transposed_ok and len(op.shape) == 2 and op.f_contiguous):
-        raise _checks.not_contiguous(name, op.shape, "cupy", transposed_ok)
-    return op
-
-
-def _untransposed(x, op, trans):
-    """(C-contiguous array, transpose flag) reading the same matrix as operand `op` read with
-    `trans`: a column-major view is its C-contiguous transpose read with the flag flipped."""
-    if op.contiguous:
-        return x, trans
-    return x.T, not trans
-
-
-def _on_gpu(op):
-    """The CuPy array of a checked operand, on the current device."""
-    x = op.obj
-    if not isinstance(x, cupy.ndarray):
-        if _is_torch_bfloat16(x):
-            # The kernels read the bits: the same memory as int16 is enough, and CuPy takes that
-            # from PyTorch whether or not it knows bfloat16 itself.
-            import torch
-
-            x = x.view(torch.int16)
-        # DLPack, when offered, orders the producer's stream before ours on the device;
-        # __cuda_array_interface__ alone may make CuPy wait on the host (its v3 rule).
-        if hasattr(x, "__dlpack__"):
-            x = cupy.from_dlpack(x)
-        else:
-            x = cupy.asarray(x)
-    device = cupy.cuda.runtime.getDevice()
-    if x.device.id != device:
-        raise ValueError(
-            f"{op.name}: is on device {x.device.id} but the current device is {device}; "
-            f"run the op under `with cupy.cuda.Device({x.device.id}):`"
-        )
-    return x
-
-
-def _byte_range(x):
-    return x.data.ptr, x.data.ptr + x.nbytes
-
-
-# While pyfast.graph captures a CUDA graph this is a list, and every array an op allocates
-# (outputs, workspaces, scalars) is appended to it: the graph owns that memory from then on,
-# so CuPy's pool cannot hand it to anyone else while the graph may replay.
-_capture_keepalive = None
-
-
-def _empty(shape, dtype=np.float32):
-    x = cupy.empty(shape, dtype=dtype)
-    if _capture_keepalive is not None:
-        _capture_keepalive.append(x)
-    return x
-
-
-def _output(out, shape, inputs, *, in_place_ok=(), name="out"):
-    """`out` checked against the result's shape, or a new array. `out` may be exactly
-    one of `in_place_ok` (same memory, same shape) but must not overlap any other input."""
-    if out is None:
-        return _empty(shape, cupy.float32)
-    if not isinstance(out, cupy.ndarray):
-        raise TypeError(f"{name}: expected a CuPy array, got {type(out).__module__}.{type(out).__name__}")
-    _checks.expect_float32(name, out.dtype)
-    _checks.expect_shape(name, out.shape, shape)
-    if not out.flags.c_contiguous:
-        raise _checks.not_contiguous(name, out.shape, "cupy")
-    device = cupy.cuda.runtime.getDevice()
-    if out.device.id != device:
-        raise ValueError(f"{name}: is on device {out.device.id} but the current device is {device}")
-    if out.size:
-        out_start, out_end = _byte_range(out)
-        for input_name, x in inputs.items():
-            if x is None or x.size == 0:
-                continue
-            start, end = _byte_range(x)
-            if start < out_end and out_start < end:
-                if input_name in in_place_ok and (start, end) == (out_start, out_end):
-                    continue
-                raise ValueError(f"{name}: overlaps input {input_name}; pass a separate output array")
-    return out
-
-
-def _launch_args():
-    return cupy.cuda.runtime.getDevice(), cupy.cuda.get_current_stream().ptr
-
-
-def _ptr(x):
-    return 0 if x is None else x.data.ptr
 
 
 # ------------------------------------------------------------------------------- matmul
@@ -261,8 +67,8 @@ def matmul(a, b, *, trans_a=False, trans_b=False, bias=None, activation=None, ou
     ``(config, splits)`` to force one. Split K sums its slices in a fixed order, so results
     repeat bit for bit.
     """
-    a_op, b_op = (_input(name, x, check_dtype=False, transposed_ok=True) for name, x in (("a", a), ("b", b)))
-    bias_op = _input("bias", bias, optional=True)
+    a_op, b_op = (checked_input(name, x, check_dtype=False, transposed_ok=True) for name, x in (("a", a), ("b", b)))
+    bias_op = checked_input("bias", bias, optional=True)
     version_code, precision_code, bf16_storage = _checks.matmul_kernel(version, precision, a_op.dtype, b_op.dtype)
     m, n, k = _checks.matmul_dims(a_op.shape, b_op.shape, trans_a, trans_b)
     if bias_op is not None:
@@ -274,13 +80,13 @@ def matmul(a, b, *, trans_a=False, trans_b=False, bias=None, activation=None, ou
     if config >= configs:
         raise ValueError(f"plan: config {config} does not exist for this version ({configs} configurations)")
     # Transposed views (F-contiguous) are read as the C-contiguous matrix under them, transposed.
-    a, trans_a = _untransposed(_on_gpu(a_op), a_op, trans_a)
-    b, trans_b = _untransposed(_on_gpu(b_op), b_op, trans_b)
-    bias = _on_gpu(bias_op) if bias_op is not None else None
-    out = _output(out, (m, n), {"a": a, "b": b, "bias": bias})
+    a, trans_a = untransposed(on_gpu(a_op), a_op, trans_a)
+    b, trans_b = untransposed(on_gpu(b_op), b_op, trans_b)
+    bias = on_gpu(bias_op) if bias_op is not None else None
+    out = output(out, (m, n), {"a": a, "b": b, "bias": bias})
     if out.size == 0:
         return out
-    device, stream = _launch_args()
+    device, stream = launch_args()
     if plan is None:
         measured = _tuning.lookup(_device_name(device), version_code, precision_code, bool(trans_a), bool(trans_b),
                                   m, n, k)
@@ -292,9 +98,9 @@ def matmul(a, b, *, trans_a=False, trans_b=False, bias=None, activation=None, ou
         splits = 1
     # Split K's partial products live in scratch from CuPy's pool (stream-ordered).
     workspace_bytes = _C.matmul_workspace_size(m, n, k, splits)
-    workspace = _empty(workspace_bytes // 4, cupy.float32) if workspace_bytes else None
-    _C.matmul(_ptr(a), _ptr(b), _ptr(bias), _ptr(out), m, n, k, bool(trans_a), bool(trans_b), activation_code,
-              version_code, precision_code, int(bf16_storage), config, splits, _ptr(workspace), device, stream)
+    workspace = empty(workspace_bytes // 4, cupy.float32) if workspace_bytes else None
+    _C.matmul(ptr(a), ptr(b), ptr(bias), ptr(out), m, n, k, bool(trans_a), bool(trans_b), activation_code,
+              version_code, precision_code, int(bf16_storage), config, splits, ptr(workspace), device, stream)
     return out
 
 
@@ -325,81 +131,81 @@ def gather_batch(x, index, shifts=None, *, out=None):
     filling in (the last two axes; ``shifts``: int32 (B, 2) or None), in one pass: a training
     batch from a data set kept on the GPU. ``index``: int64 (B,); an index outside [0, N)
     gives zeros (checking it would need the host)."""
-    x_op, index_op = _input("x", x), _input("index", index, check_dtype=False)
-    shifts_op = _input("shifts", shifts, optional=True, check_dtype=False)
+    x_op, index_op = checked_input("x", x), checked_input("index", index, check_dtype=False)
+    shifts_op = checked_input("shifts", shifts, optional=True, check_dtype=False)
     rows, batch, planes, h, w = _checks.gather_batch_dims(
         x_op.shape, index_op.shape, index_op.dtype, None if shifts_op is None else shifts_op.shape,
         None if shifts_op is None else shifts_op.dtype)
     require_gpu("gather_batch")
-    x, index = _on_gpu(x_op), _on_gpu(index_op)
-    shifts = _on_gpu(shifts_op) if shifts_op is not None else None
-    out = _output(out, (batch, *x.shape[1:]), {"x": x})
+    x, index = on_gpu(x_op), on_gpu(index_op)
+    shifts = on_gpu(shifts_op) if shifts_op is not None else None
+    out = output(out, (batch, *x.shape[1:]), {"x": x})
     if out.size:
-        _C.gather_batch(_ptr(x), _ptr(index), _ptr(shifts), _ptr(out), rows, batch, planes, h, w,
-                        *_launch_args())
+        _C.gather_batch(ptr(x), ptr(index), ptr(shifts), ptr(out), rows, batch, planes, h, w,
+                        *launch_args())
     return out
 
 
 # ------------------------------------------------------------------------ element-wise
 def relu(x, *, out=None):
     """max(x, 0) element-wise; NaN propagates (as torch.relu). ``out`` may be ``x`` (in place)."""
-    x_op = _input("x", x)
+    x_op = checked_input("x", x)
     require_gpu("relu")
-    x = _on_gpu(x_op)
-    out = _output(out, x.shape, {"x": x}, in_place_ok=("x",))
+    x = on_gpu(x_op)
+    out = output(out, x.shape, {"x": x}, in_place_ok=("x",))
     if out.size:
-        _C.relu(_ptr(x), _ptr(out), out.size, *_launch_args())
+        _C.relu(ptr(x), ptr(out), out.size, *launch_args())
     return out
 
 
 def relu_backward(dy, y, *, out=None):
     """Gradient of ReLU given its output ``y``: dy where y > 0, else 0 (torch's rule).
     ``out`` may be ``dy`` (in place)."""
-    dy_op, y_op = _input("dy", dy), _input("y", y)
+    dy_op, y_op = checked_input("dy", dy), checked_input("y", y)
     _checks.expect_shape("y", y_op.shape, dy_op.shape)
     require_gpu("relu_backward")
-    dy, y = _on_gpu(dy_op), _on_gpu(y_op)
-    out = _output(out, dy.shape, {"dy": dy, "y": y}, in_place_ok=("dy",))
+    dy, y = on_gpu(dy_op), on_gpu(y_op)
+    out = output(out, dy.shape, {"dy": dy, "y": y}, in_place_ok=("dy",))
     if out.size:
-        _C.relu_backward(_ptr(dy), _ptr(y), _ptr(out), out.size, *_launch_args())
+        _C.relu_backward(ptr(dy), ptr(y), ptr(out), out.size, *launch_args())
     return out
 
 
 def add_bias(x, bias, *, out=None):
     """x + bias broadcast along axis 1: (N, C) + (C,), or (N, C, H, W) + (C,) per channel.
     ``out`` may be ``x`` (in place)."""
-    x_op, bias_op = _input("x", x), _input("bias", bias)
+    x_op, bias_op = checked_input("x", x), checked_input("bias", bias)
     outer, channels, inner = _checks.channel_view("x", x_op.shape)
     _checks.expect_shape("bias", bias_op.shape, (channels,))
     require_gpu("add_bias")
-    x, bias = _on_gpu(x_op), _on_gpu(bias_op)
-    out = _output(out, x.shape, {"x": x, "bias": bias}, in_place_ok=("x",))
+    x, bias = on_gpu(x_op), on_gpu(bias_op)
+    out = output(out, x.shape, {"x": x, "bias": bias}, in_place_ok=("x",))
     if out.size:
-        _C.add_bias(_ptr(x), _ptr(bias), _ptr(out), outer, channels, inner, *_launch_args())
+        _C.add_bias(ptr(x), ptr(bias), ptr(out), outer, channels, inner, *launch_args())
     return out
 
 
 def bias_grad(dy, *, out=None):
     """Gradient of add_bias for its bias: dy summed over every axis but 1 -> shape (C,).
     Deterministic (fixed summation order); an empty batch gives zeros."""
-    dy_op = _input("dy", dy)
+    dy_op = checked_input("dy", dy)
     outer, channels, inner = _checks.channel_view("dy", dy_op.shape)
     require_gpu("bias_grad")
-    dy = _on_gpu(dy_op)
-    out = _output(out, (channels,), {"dy": dy})
+    dy = on_gpu(dy_op)
+    out = output(out, (channels,), {"dy": dy})
     if out.size:
-        device, stream = _launch_args()
+        device, stream = launch_args()
         # Scratch for the per-slice partial sums (from CuPy's pool, stream-ordered).
         workspace_size = _C.bias_grad_workspace_size(outer, channels, inner, device)
-        workspace = _empty(workspace_size, cupy.float32) if workspace_size else None
-        _C.bias_grad(_ptr(dy), _ptr(out), _ptr(workspace), outer, channels, inner, device, stream)
+        workspace = empty(workspace_size, cupy.float32) if workspace_size else None
+        _C.bias_grad(ptr(dy), ptr(out), ptr(workspace), outer, channels, inner, device, stream)
     return out
 
 
 # ------------------------------------------------------------------------------ losses
 def _labels(labels):
     """The checked metadata of a labels argument (int32 or int64, contiguous)."""
-    op = _operand("labels", labels)
+    op = operand("labels", labels)
     _checks.expect_labels("labels", op.dtype)
     if not op.contiguous:
         raise _checks.not_contiguous("labels", op.shape, "cupy")
@@ -411,16 +217,16 @@ def mse_loss(pred, target, *, reduction="mean", out_grad=None):
     loss = mean((pred - target)^2) as a 0-d CuPy float32 array (not synchronized: read it with
     float(loss) when needed), grad = dloss/dpred (into ``out_grad`` when given). The loss sum
     has a fixed order: bitwise the same on every run and every GPU."""
-    pred_op, target_op = _input("pred", pred), _input("target", target)
+    pred_op, target_op = checked_input("pred", pred), checked_input("target", target)
     _checks.expect_shape("target", target_op.shape, pred_op.shape)
     loss_scale, grad_scale = _checks.reduction_scales(reduction, pred_op.size)
     require_gpu("mse_loss")
-    pred, target = _on_gpu(pred_op), _on_gpu(target_op)
-    grad = _output(out_grad, pred.shape, {"pred": pred, "target": target}, name="out_grad")
-    loss = _empty((), cupy.float32)
-    device, stream = _launch_args()
-    workspace = _empty(_C.mse_loss_workspace_size(pred.size), cupy.float32)
-    _C.mse_loss(_ptr(pred), _ptr(target), _ptr(grad), _ptr(loss), _ptr(workspace), pred.size, loss_scale,
+    pred, target = on_gpu(pred_op), on_gpu(target_op)
+    grad = output(out_grad, pred.shape, {"pred": pred, "target": target}, name="out_grad")
+    loss = empty((), cupy.float32)
+    device, stream = launch_args()
+    workspace = empty(_C.mse_loss_workspace_size(pred.size), cupy.float32)
+    _C.mse_loss(ptr(pred), ptr(target), ptr(grad), ptr(loss), ptr(workspace), pred.size, loss_scale,
                 grad_scale, device, stream)
     return loss, grad
 
@@ -440,19 +246,19 @@ def softmax_cross_entropy(logits, labels, *, reduction="mean", out_grad=None, va
     op then never synchronizes, and rows with an invalid label get a NaN loss and NaN
     gradient, so the loss itself shows the problem.
     """
-    logits_op, labels_op = _input("logits", logits), _labels(labels)
+    logits_op, labels_op = checked_input("logits", logits), _labels(labels)
     rows, classes = _checks.classifier_dims(logits_op.shape, labels_op.shape)
     _checks.expect_bool("validate", validate)
     loss_scale, grad_scale = _checks.reduction_scales(reduction, rows)
     require_gpu("softmax_cross_entropy")
-    logits, labels = _on_gpu(logits_op), _on_gpu(labels_op)
-    grad = _output(out_grad, logits.shape, {"logits": logits, "labels": labels}, name="out_grad")
-    loss = _empty((), cupy.float32)
-    invalid = _empty((), cupy.int64)
-    row_loss = _empty(_C.softmax_cross_entropy_workspace_size(rows, classes), cupy.float32)  # scratch
-    _C.softmax_cross_entropy(_ptr(logits), _ptr(labels), labels.dtype == cupy.int64, _ptr(grad), _ptr(loss),
-                             _ptr(invalid), _ptr(row_loss), rows, classes, loss_scale, grad_scale,
-                             *_launch_args())
+    logits, labels = on_gpu(logits_op), on_gpu(labels_op)
+    grad = output(out_grad, logits.shape, {"logits": logits, "labels": labels}, name="out_grad")
+    loss = empty((), cupy.float32)
+    invalid = empty((), cupy.int64)
+    row_loss = empty(_C.softmax_cross_entropy_workspace_size(rows, classes), cupy.float32)  # scratch
+    _C.softmax_cross_entropy(ptr(logits), ptr(labels), labels.dtype == cupy.int64, ptr(grad), ptr(loss),
+                             ptr(invalid), ptr(row_loss), rows, classes, loss_scale, grad_scale,
+                             *launch_args())
     if validate:
         count = int(invalid.get())
         if count:
@@ -461,13 +267,13 @@ def softmax_cross_entropy(logits, labels, *, reduction="mean", out_grad=None, va
 
 
 def _softmax(name, logits, out, log):
-    logits_op = _input("logits", logits)
+    logits_op = checked_input("logits", logits)
     rows, classes = _checks.classifier_dims(logits_op.shape)
     require_gpu(name)
-    logits = _on_gpu(logits_op)
-    out = _output(out, logits.shape, {"logits": logits}, in_place_ok=("logits",))
+    logits = on_gpu(logits_op)
+    out = output(out, logits.shape, {"logits": logits}, in_place_ok=("logits",))
     if out.size:
-        _C.softmax(_ptr(logits), _ptr(out), rows, classes, log, *_launch_args())
+        _C.softmax(ptr(logits), ptr(out), rows, classes, log, *launch_args())
     return out
 
 
@@ -484,13 +290,13 @@ def log_softmax(logits, *, out=None):
 def accuracy(logits, labels):
     """Number of rows whose first maximal logit is at the label (NaN counting as -inf), as a
     0-d CuPy int64 array (not synchronized)."""
-    logits_op, labels_op = _input("logits", logits), _labels(labels)
+    logits_op, labels_op = checked_input("logits", logits), _labels(labels)
     rows, classes = _checks.classifier_dims(logits_op.shape, labels_op.shape)
     require_gpu("accuracy")
-    logits, labels = _on_gpu(logits_op), _on_gpu(labels_op)
-    correct = _empty((), cupy.uint64)
-    _C.accuracy(_ptr(logits), _ptr(labels), labels.dtype == cupy.int64, rows, classes, _ptr(correct),
-                *_launch_args())
+    logits, labels = on_gpu(logits_op), on_gpu(labels_op)
+    correct = empty((), cupy.uint64)
+    _C.accuracy(ptr(logits), ptr(labels), labels.dtype == cupy.int64, rows, classes, ptr(correct),
+                *launch_args())
     return correct.view(cupy.int64)
 
 
@@ -500,7 +306,7 @@ _FLOAT32 = np.dtype(np.float32)
 
 def _tensor_list(name, arrays, shapes, device):
     """A list of float32 tensors checked (shapes matching `shapes` when given): CuPy arrays,
-    or _Operand metadata for anything else (converted once the GPU is known to be usable).
+    or Operand metadata for anything else (converted once the GPU is known to be usable).
     A CuPy array that passes every check takes a fast path: the training loop calls the
     optimizers every step, and their cost on small models is this Python loop."""
     checked = []
@@ -509,7 +315,7 @@ def _tensor_list(name, arrays, shapes, device):
                 and (shapes is None or x.shape == shapes[i]) and x.data.device_id == device):
             checked.append(x)
             continue
-        op = _input(f"{name}[{i}]", x)
+        op = checked_input(f"{name}[{i}]", x)
         if shapes is not None:
             _checks.expect_shape(f"{name}[{i}]", op.shape, shapes[i])
         checked.append(op)
@@ -545,7 +351,7 @@ def _optimizer_pointers(op_name, **lists):
         addresses[name] = []
         for i, x in enumerate(arrays):
             if not isinstance(x, cupy.ndarray):
-                x = _on_gpu(x)
+                x = on_gpu(x)
             addresses[name].append(x.data.ptr)
             if x.size:
                 spans.append((x.data.ptr, x.data.ptr + x.nbytes, f"{name}[{i}]"))
@@ -564,7 +370,7 @@ def sgd_step(params, grads, *, lr, momentum=0.0, weight_decay=0.0, nesterov=Fals
                                            velocity=velocity if momentum else None)
     if sizes:
         _C.sgd_step(addresses["params"], addresses["grads"], addresses.get("velocity", []), sizes, lr, momentum,
-                    weight_decay, nesterov, *_launch_args())
+                    weight_decay, nesterov, *launch_args())
 
 
 def adam_step(params, grads, exp_avg, exp_avg_sq, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
@@ -590,12 +396,12 @@ def adam_step(params, grads, exp_avg, exp_avg_sq, *, step, lr=1e-3, betas=(0.9, 
                                            exp_avg_sq=exp_avg_sq)
     schedule = None
     if device_step:
-        schedule = _empty(2, cupy.float32)  # {step_size, sqrt(1 - beta2^step)} for this step
-        _C.adam_schedule(step.data.ptr, float(lr), beta1, beta2, schedule.data.ptr, *_launch_args())
+        schedule = empty(2, cupy.float32)  # {step_size, sqrt(1 - beta2^step)} for this step
+        _C.adam_schedule(step.data.ptr, float(lr), beta1, beta2, schedule.data.ptr, *launch_args())
     if sizes:
         _C.adam_step(addresses["params"], addresses["grads"], addresses["exp_avg"], addresses["exp_avg_sq"], sizes,
                      lr, beta1, beta2, eps, weight_decay, decoupled, step_size, bias_correction2_sqrt,
-                     _ptr(schedule), *_launch_args())
+                     ptr(schedule), *launch_args())
 
 
 # ------------------------------------------------------------------------ fused runs
@@ -606,18 +412,18 @@ def linear_mse_sgd_fit(x, y, weight, bias, *, lr, epochs, out_losses=None):
     CuPy arrays updated in place; returns the loss before each step (``epochs`` floats, into
     ``out_losses`` when given). For small problems: n * O + O * (F + 1) <= 12000 floats; one
     warp runs it when O = 1, F <= 8 and n <= 1024 (the tutorial), else one block."""
-    x_op, y_op = _input("x", x), _input("y", y)
-    w_op, b_op = _input("weight", weight), _input("bias", bias)
+    x_op, y_op = checked_input("x", x), checked_input("y", y)
+    w_op, b_op = checked_input("weight", weight), checked_input("bias", bias)
     n, f, o = _checks.linear_fit_dims(x_op.shape, y_op.shape, w_op.shape, b_op.shape, epochs, lr)
     require_gpu("linear_mse_sgd_fit")
-    x, y = _on_gpu(x_op), _on_gpu(y_op)
+    x, y = on_gpu(x_op), on_gpu(y_op)
     params = {}
     for name, array in (("weight", weight), ("bias", bias)):
         # Updated in place: must be a CuPy array, separate from the data and each other.
-        params[name] = _output(array, array.shape, {"x": x, "y": y, **params}, name=name)
-    losses = _output(out_losses, (epochs,), {"x": x, "y": y, **params}, name="out_losses")
-    _C.linear_mse_sgd_fit(_ptr(x), _ptr(y), _ptr(params["weight"]), _ptr(params["bias"]), _ptr(losses), n, f, o,
-                          epochs, lr, *_launch_args())
+        params[name] = output(array, array.shape, {"x": x, "y": y, **params}, name=name)
+    losses = output(out_losses, (epochs,), {"x": x, "y": y, **params}, name="out_losses")
+    _C.linear_mse_sgd_fit(ptr(x), ptr(y), ptr(params["weight"]), ptr(params["bias"]), ptr(losses), n, f, o,
+                          epochs, lr, *launch_args())
     return losses
 
 
@@ -676,13 +482,13 @@ def conv2d_plan(pass_name, x_shape, w_shape, *, stride=1, padding=0, dilation=1,
 def _conv_workspace(g, version_code, pass_name, config):
     """Scratch memory for one pass (None when it needs none), from CuPy's pool."""
     size = _C.conv2d_workspace_size(_conv_geometry(g), version_code, CONV2D_PASSES.index(pass_name), config)
-    return _empty(size, cupy.float32) if size else None
+    return empty(size, cupy.float32) if size else None
 
 
 def _conv_forward_operands(x, w, bias, stride, padding, dilation):
     """((x, w, bias) operands, geometry) of a forward convolution after their checks (no GPU)."""
-    x_op, w_op = _input("x", x), _input("w", w)
-    bias_op = _input("bias", bias, optional=True)
+    x_op, w_op = checked_input("x", x), checked_input("w", w)
+    bias_op = checked_input("bias", bias, optional=True)
     g = _checks.conv2d_dims(x_op.shape, w_op.shape, stride, padding, dilation)
     if bias_op is not None:
         _checks.expect_shape("bias", bias_op.shape, (g["k"],))
@@ -709,13 +515,13 @@ def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, activation=None,
     relu = _checks.conv2d_activation(activation)
     plan = _checks.conv2d_plan(g, "forward", version, config)
     require_gpu("conv2d")
-    x, w, bias = (_on_gpu(op) if op is not None else None for op in operands)
-    out = _output(out, g["y_shape"], {"x": x, "w": w, "bias": bias})
-    device, stream = _launch_args()
+    x, w, bias = (on_gpu(op) if op is not None else None for op in operands)
+    out = output(out, g["y_shape"], {"x": x, "w": w, "bias": bias})
+    device, stream = launch_args()
     version_code, config_code = _conv_plan_on(g, "forward", plan, device)
     if out.size:
         workspace = _conv_workspace(g, version_code, "forward", config_code)  # alive until the launch is queued
-        _C.conv2d(_ptr(x), _ptr(w), _ptr(bias), _ptr(out), _ptr(workspace), _conv_geometry(g), version_code,
+        _C.conv2d(ptr(x), ptr(w), ptr(bias), ptr(out), ptr(workspace), _conv_geometry(g), version_code,
                   config_code, relu, device, stream)
     return out
 
@@ -732,29 +538,29 @@ def conv2d_max_pool2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, activ
     relu = _checks.conv2d_activation(activation)
     pool, plan = _checks.conv2d_max_pool2d_plan(g, version, config)
     require_gpu("conv2d_max_pool2d")
-    x, w, bias = (_on_gpu(op) if op is not None else None for op in operands)
-    y = _output(out, pool["y_shape"], {"x": x, "w": w, "bias": bias})
+    x, w, bias = (on_gpu(op) if op is not None else None for op in operands)
+    y = output(out, pool["y_shape"], {"x": x, "w": w, "bias": bias})
     indices = _indices_output(out_indices, pool["y_shape"])
     if y.size == 0:
         return y, indices
-    device, stream = _launch_args()
+    device, stream = launch_args()
     version_code, config_code = _conv_plan_on(g, "forward", plan, device)
     if version_code == _TILED:
         if config_code not in _checks.CONV2D_TILED_POOL_CONFIGS:
             config_code = -1  # a measured forward plan that cannot pool: the same sums, another tile
-        _C.conv2d_tiled_max_pool(_ptr(x), _ptr(w), _ptr(bias), _ptr(y), _ptr(indices), _conv_geometry(g), relu,
+        _C.conv2d_tiled_max_pool(ptr(x), ptr(w), ptr(bias), ptr(y), ptr(indices), _conv_geometry(g), relu,
                                  config_code, device, stream)
         return y, indices
-    conv_out = _empty(g["y_shape"], cupy.float32)
+    conv_out = empty(g["y_shape"], cupy.float32)
     workspace = _conv_workspace(g, version_code, "forward", config_code)  # alive until queued
-    _C.conv2d(_ptr(x), _ptr(w), _ptr(bias), _ptr(conv_out), _ptr(workspace), _conv_geometry(g), version_code,
+    _C.conv2d(ptr(x), ptr(w), ptr(bias), ptr(conv_out), ptr(workspace), _conv_geometry(g), version_code,
               config_code, False, device, stream)
     return max_pool2d(conv_out, 2, activation=activation, out=y, out_indices=indices)
 
 
 def _conv_gradient(op_name, dy, other_name, other, x_shape, w_shape, stride, padding, dilation, version, config):
     """Checks shared by the two convolution gradients; returns (dy, other, geometry, plan)."""
-    dy_op, other_op = _input("dy", dy), _input(other_name, other)
+    dy_op, other_op = checked_input("dy", dy), checked_input(other_name, other)
     if x_shape is None:
         x_shape = other_op.shape
     if w_shape is None:
@@ -763,7 +569,7 @@ def _conv_gradient(op_name, dy, other_name, other, x_shape, w_shape, stride, pad
     _checks.expect_shape("dy", dy_op.shape, g["y_shape"])
     plan = _checks.conv2d_plan(g, op_name.replace("conv2d_", ""), version, config)
     require_gpu(op_name)
-    return _on_gpu(dy_op), _on_gpu(other_op), g, plan
+    return on_gpu(dy_op), on_gpu(other_op), g, plan
 
 
 def conv2d_backward_input(dy, w, x_shape, *, stride=1, padding=0, dilation=1, out=None, version=None, config=None):
@@ -773,12 +579,12 @@ def conv2d_backward_input(dy, w, x_shape, *, stride=1, padding=0, dilation=1, ou
     x_shape = _checks.image_shape("x_shape", x_shape)
     dy, w, g, plan = _conv_gradient("conv2d_backward_input", dy, "w", w, x_shape, None, stride, padding, dilation,
                                     version, config)
-    out = _output(out, x_shape, {"dy": dy, "w": w})
-    device, stream = _launch_args()
+    out = output(out, x_shape, {"dy": dy, "w": w})
+    device, stream = launch_args()
     version_code, config_code = _conv_plan_on(g, "backward_input", plan, device)
     if out.size:
         workspace = _conv_workspace(g, version_code, "backward_input", config_code)  # alive until queued
-        _C.conv2d_backward_input(_ptr(dy), _ptr(w), _ptr(out), _ptr(workspace), _conv_geometry(g), version_code,
+        _C.conv2d_backward_input(ptr(dy), ptr(w), ptr(out), ptr(workspace), _conv_geometry(g), version_code,
                                  config_code, device, stream)
     return out
 
@@ -795,14 +601,14 @@ def conv2d_backward_weight(dy, x, w_shape, *, stride=1, padding=0, dilation=1, b
         raise ValueError("out_bias: given without bias=True")
     dy, x, g, plan = _conv_gradient("conv2d_backward_weight", dy, "x", x, None, w_shape, stride, padding, dilation,
                                     version, config)
-    out = _output(out, w_shape, {"dy": dy, "x": x})
-    db = _output(out_bias, (g["k"],), {"dy": dy, "x": x, "out": out}, name="out_bias") if bias else None
-    device, stream = _launch_args()
+    out = output(out, w_shape, {"dy": dy, "x": x})
+    db = output(out_bias, (g["k"],), {"dy": dy, "x": x, "out": out}, name="out_bias") if bias else None
+    device, stream = launch_args()
     version_code, config_code = _conv_plan_on(g, "backward_weight", plan, device)
     fold_bias = db is not None and version_code == _TILED and out.size > 0  # db from the same pass
     if out.size:
         workspace = _conv_workspace(g, version_code, "backward_weight", config_code)  # alive until queued
-        _C.conv2d_backward_weight(_ptr(dy), _ptr(x), _ptr(out), _ptr(db) if fold_bias else 0, _ptr(workspace),
+        _C.conv2d_backward_weight(ptr(dy), ptr(x), ptr(out), ptr(db) if fold_bias else 0, ptr(workspace),
                                   _conv_geometry(g), version_code, config_code, device, stream)
     if db is not None and not fold_bias:
         bias_grad(dy, out=db)
@@ -817,7 +623,7 @@ def _pool_geometry(g, count_include_pad=True):
 def _indices_output(out_indices, shape):
     """`out_indices` checked (int64, C-contiguous, `shape`), or a new array."""
     if out_indices is None:
-        return _empty(shape, cupy.int64)
+        return empty(shape, cupy.int64)
     if not isinstance(out_indices, cupy.ndarray):
         raise TypeError(f"out_indices: expected a CuPy array, got {type(out_indices).__name__}")
     _checks.expect_indices("out_indices", out_indices.dtype)
@@ -834,20 +640,20 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, bias=None, activation=
     most half the window. ``bias`` (C,) and ``activation="relu"`` pool relu(x + bias[c])
     instead, in the same pass (a conv output's bias, ReLU and pooling: the same y and indices
     as the three run one after another). ``out`` / ``out_indices``: arrays to write into."""
-    x_op = _input("x", x)
-    bias_op = _input("bias", bias, optional=True)
+    x_op = checked_input("x", x)
+    bias_op = checked_input("bias", bias, optional=True)
     g = _checks.pool2d_dims(x_op.shape, kernel_size, stride, padding)
     if bias_op is not None:
         _checks.expect_shape("bias", bias_op.shape, (g["c"],))
     relu = _checks.conv2d_activation(activation)
     require_gpu("max_pool2d")
-    x = _on_gpu(x_op)
-    bias = _on_gpu(bias_op) if bias_op is not None else None
+    x = on_gpu(x_op)
+    bias = on_gpu(bias_op) if bias_op is not None else None
     shape = g["y_shape"]
-    y = _output(out, shape, {"x": x, "bias": bias})
+    y = output(out, shape, {"x": x, "bias": bias})
     indices = _indices_output(out_indices, shape)
     if y.size:
-        _C.max_pool2d(_ptr(x), _ptr(y), _ptr(indices), _pool_geometry(g), _ptr(bias), g["c"], relu, *_launch_args())
+        _C.max_pool2d(ptr(x), ptr(y), ptr(indices), _pool_geometry(g), ptr(bias), g["c"], relu, *launch_args())
     return y, indices
 
 
@@ -864,56 +670,56 @@ def max_pool2d_backward(dy, indices, x_shape, kernel_size=None, stride=None, pad
     (the older call form) dx is zeroed and each plane's dy added at its indices in order. Either
     way indices outside the plane (or, with the window, outside their window) count nowhere here
     (checking would need a synchronization); the NumPy twin raises for them."""
-    dy_op = _input("dy", dy)
-    indices_op = _operand("indices", indices)
+    dy_op = checked_input("dy", dy)
+    indices_op = operand("indices", indices)
     _checks.expect_indices("indices", indices_op.dtype)
     if not indices_op.contiguous:
         raise _checks.not_contiguous("indices", indices_op.shape, "cupy")
-    relu_op = _input("relu_output", relu_output, optional=True)
+    relu_op = checked_input("relu_output", relu_output, optional=True)
     x_shape, g = _checks.max_pool2d_backward_dims(dy_op.shape, indices_op.shape, x_shape, kernel_size, stride,
                                                   padding, None if relu_op is None else relu_op.shape)
     require_gpu("max_pool2d_backward")
-    dy, indices = _on_gpu(dy_op), _on_gpu(indices_op)
-    relu_output = _on_gpu(relu_op) if relu_op is not None else None
-    out = _output(out, x_shape, {"dy": dy, "indices": indices, "relu_output": relu_output})
+    dy, indices = on_gpu(dy_op), on_gpu(indices_op)
+    relu_output = on_gpu(relu_op) if relu_op is not None else None
+    out = output(out, x_shape, {"dy": dy, "indices": indices, "relu_output": relu_output})
     if out.size:
         n, c, h, w = x_shape
         if g is None:
             # The scatter needs only the plane and output sizes; the window fields are unused (1, 1, 0).
             geometry = [n * c, h, w, dy.shape[2], dy.shape[3], 1, 1, 1, 1, 0, 0, 1]
-            _C.max_pool2d_backward(_ptr(dy), _ptr(indices), _ptr(out), geometry, *_launch_args())
+            _C.max_pool2d_backward(ptr(dy), ptr(indices), ptr(out), geometry, *launch_args())
         else:
-            _C.max_pool2d_backward_gather(_ptr(dy), _ptr(indices), _ptr(relu_output), _ptr(out), _pool_geometry(g),
-                                          *_launch_args())
+            _C.max_pool2d_backward_gather(ptr(dy), ptr(indices), ptr(relu_output), ptr(out), _pool_geometry(g),
+                                          *launch_args())
     return out
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True, *, out=None):
     """Each window's mean, as PyTorch's avg_pool2d (ceil_mode=False): padding counts as zeros,
     and in the divisor unless ``count_include_pad=False``."""
-    x_op = _input("x", x)
+    x_op = checked_input("x", x)
     _checks.expect_bool("count_include_pad", count_include_pad)
     g = _checks.pool2d_dims(x_op.shape, kernel_size, stride, padding)
     require_gpu("avg_pool2d")
-    x = _on_gpu(x_op)
-    y = _output(out, g["y_shape"], {"x": x})
+    x = on_gpu(x_op)
+    y = output(out, g["y_shape"], {"x": x})
     if y.size:
-        _C.avg_pool2d(_ptr(x), _ptr(y), _pool_geometry(g, count_include_pad), *_launch_args())
+        _C.avg_pool2d(ptr(x), ptr(y), _pool_geometry(g, count_include_pad), *launch_args())
     return y
 
 
 def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, count_include_pad=True, *, out=None):
     """dL/dx of avg_pool2d: each input element gathers dy / divisor of its windows."""
-    dy_op = _input("dy", dy)
+    dy_op = checked_input("dy", dy)
     x_shape = _checks.image_shape("x_shape", x_shape)
     _checks.expect_bool("count_include_pad", count_include_pad)
     g = _checks.pool2d_dims(x_shape, kernel_size, stride, padding)
     _checks.expect_shape("dy", dy_op.shape, g["y_shape"])
     require_gpu("avg_pool2d_backward")
-    dy = _on_gpu(dy_op)
-    out = _output(out, x_shape, {"dy": dy})
+    dy = on_gpu(dy_op)
+    out = output(out, x_shape, {"dy": dy})
     if out.size:
-        _C.avg_pool2d_backward(_ptr(dy), _ptr(out), _pool_geometry(g, count_include_pad), *_launch_args())
+        _C.avg_pool2d_backward(ptr(dy), ptr(out), _pool_geometry(g, count_include_pad), *launch_args())
     return out
 
 

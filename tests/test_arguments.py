@@ -12,7 +12,7 @@ import pytest
 
 import pyfast
 from conftest import fake
-from pyfast import ops, reference
+from pyfast import _arrays, ops, reference
 
 
 GOOD_A, GOOD_B = fake(4, 3), fake(3, 5)
@@ -72,15 +72,15 @@ def test_non_contiguous_is_a_value_error():
 
 
 def test_transposed_views_are_read_by_matmul():
-    transposed_a = ops._input("a", fake(4, 3, strides=(4, 16)), transposed_ok=True)  # a 3x4 array's .T
+    transposed_a = _arrays.checked_input("a", fake(4, 3, strides=(4, 16)), transposed_ok=True)  # a 3x4 array's .T
     assert not transposed_a.contiguous and transposed_a.f_contiguous
     under = np.zeros((3, 4), np.float32)  # the launch gets the C-contiguous matrix under the view, flag flipped
-    a, trans = ops._untransposed(under.T, transposed_a, False)
+    a, trans = _arrays.untransposed(under.T, transposed_a, False)
     assert a.flags.c_contiguous and a.shape == (3, 4) and trans is True
-    assert ops._untransposed(under.T, transposed_a, True)[1] is False
+    assert _arrays.untransposed(under.T, transposed_a, True)[1] is False
     # A matrix with a size-1 dimension is C-contiguous whatever its strides: read as it is.
-    column = ops._input("b", fake(3, 1, strides=(4, 4)), transposed_ok=True)
-    assert column.contiguous and ops._untransposed(under, column, False) == (under, False)
+    column = _arrays.checked_input("b", fake(3, 1, strides=(4, 4)), transposed_ok=True)
+    assert column.contiguous and _arrays.untransposed(under, column, False) == (under, False)
     # The shape rules apply to the view as given: op(a) of a 4x3 .T view is 4x3.
     with pytest.raises(ValueError, match=r"op\(a\) is 4x3 .* op\(b\) is 4x5"):
         ops.matmul(fake(4, 3, strides=(4, 16)), fake(4, 5))
@@ -88,8 +88,8 @@ def test_transposed_views_are_read_by_matmul():
 
 def test_contiguous_strides_and_size_one_dimensions_are_accepted():
     # Explicit C strides, and any stride on a size-1 dimension, are still contiguous.
-    assert ops._operand("x", fake(2, 3, strides=(12, 4))).contiguous
-    assert ops._operand("x", fake(1, 3, strides=(999, 4))).contiguous
+    assert _arrays.operand("x", fake(2, 3, strides=(12, 4))).contiguous
+    assert _arrays.operand("x", fake(1, 3, strides=(999, 4))).contiguous
 
 
 @pytest.mark.parametrize("interface", [

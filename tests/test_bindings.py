@@ -11,7 +11,7 @@ import pytest
 
 C = pytest.importorskip("pyfast._C")
 PACKAGE = Path(__file__).resolve().parent.parent / "pyfast"
-STARRED = {"_launch_args": 2}  # helpers splatted into calls, and how many values they give
+STARRED = {"launch_args": 2}  # helpers splatted into calls, and how many values they give
 
 
 def binding_parameters(name):
@@ -33,11 +33,11 @@ def binding_parameters(name):
 
 
 def calls_into_c():
-    for path in sorted(PACKAGE.glob("*.py")):
+    for path in sorted(PACKAGE.rglob("*.py")):  # the subpackages too (pyfast/train)
         for node in ast.walk(ast.parse(path.read_text())):
             if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                     and isinstance(node.func.value, ast.Name) and node.func.value.id == "_C"):
-                yield pytest.param(node, id=f"{path.name}:{node.lineno}:{node.func.attr}")
+                yield pytest.param(node, id=f"{path.relative_to(PACKAGE)}:{node.lineno}:{node.func.attr}")
 
 
 @pytest.mark.parametrize("call", list(calls_into_c()))

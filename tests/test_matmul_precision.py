@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from conftest import fake, randn
 
-from pyfast import _checks, _tuning, ops, reference
+from pyfast import _arrays, _checks, _tuning, ops, reference
 from pyfast.testing import assert_close, reduction_atol
 
 TRANSPOSES = list(itertools.product([False, True], repeat=2))
@@ -352,7 +352,7 @@ def test_pytorch_bfloat16_is_recognised_from_its_raw_typestr():
     """The H100 run's failure: a PyTorch bfloat16 tensor arrived as dtype |V2 and matmul asked
     for float32. Its metadata now reads as bfloat16, so the bf16 checks apply (on the CPU)."""
     a, b = _TorchBfloat16Like(4, 3), _TorchBfloat16Like(3, 2)
-    assert _checks.is_bfloat16(ops._operand("a", a).dtype)
+    assert _checks.is_bfloat16(_arrays.operand("a", a).dtype)
     with pytest.raises(TypeError, match="bfloat16 operands need precision='bf16'"):
         ops.matmul(a, b)
     with pytest.raises(TypeError, match="x: expected dtype float32, got bfloat16"):
