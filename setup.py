@@ -36,7 +36,7 @@ DEFAULT_ARCHS = "80;90"
 # Files inside pyfast/ that the wheel must carry (tests/test_packaging.py checks the list is whole).
 PACKAGE_DATA = ["matmul_tuning.json", "conv_tuning.json", "digits.npz"]
 # Every package of the wheel (tests/test_packaging.py checks none is missing).
-PACKAGES = ["pyfast", "pyfast.emulator"]
+PACKAGES = ["pyfast", "pyfast.emulator", "pyfast.train"]
 
 
 class CudaNotFound(RuntimeError):

@@ -125,12 +125,12 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_weights(capsys, tmp_pat
             raise KeyboardInterrupt
         return real_epoch_rng(seed, epoch)
 
-    monkeypatch.setattr(train, "epoch_rng", interrupt_in_epoch_3)
+    monkeypatch.setattr(train.loop, "epoch_rng", interrupt_in_epoch_3)  # where fit reads it
     code, out, err = run(capsys, [*settings, "--save", str(tmp_path / "part.npz")])
     assert code == 130 and "epoch 2/3" in out and "epoch 3/3" not in out
     assert f"after epoch 2, which is saved in {tmp_path / 'part.npz'}" in err
     assert f"--resume {tmp_path / 'part.npz'}" in err
-    monkeypatch.setattr(train, "epoch_rng", real_epoch_rng)
+    monkeypatch.setattr(train.loop, "epoch_rng", real_epoch_rng)
 
     code, out, _ = run(capsys, [*settings, "--resume", str(tmp_path / "part.npz"), "--save",
                                 str(tmp_path / "resumed.npz")])

@@ -77,7 +77,7 @@ def test_epoch_plan_draws_the_order_then_the_shifts():
 
 
 def _batches_of(backend, on_device, x, y, rng_seed):
-    source = train._Batches(nn.get_backend(backend), x, y, True, 4, on_device)
+    source = train.batches.Batches(nn.get_backend(backend), x, y, True, 4, on_device)
     return [tuple(np.array(nn.get_backend(backend).to_numpy(a), copy=True) for a in batch.arrays())
             for batch in source.epoch(shuffle=True, rng=np.random.default_rng(rng_seed), augment=2)]
 
