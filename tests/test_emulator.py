@@ -177,7 +177,7 @@ def test_the_sanitized_build_catches_what_compute_sanitizer_would(name, sanitize
         pytest.skip(f"needs the emulated build under -fsanitize={sanitizer} (tests/emulated.sh sanitize)")
     code = f"import pyfast, pyfast._C_emu as C; print(C.emulator.run_selftest({name!r})[:2])"
     env = dict(os.environ, UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1",
-               ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "") + ":detect_leaks=0:halt_on_error=1")
+               ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "") + ":detect_leaks=0:halt_on_error=1:log_path=stderr")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode != 0 and report in result.stderr, result.stderr[-2000:]
     assert "selftest.cu" in result.stderr  # the report names the kernel's line
