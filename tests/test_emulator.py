@@ -183,6 +183,18 @@ def test_the_sanitized_build_catches_what_compute_sanitizer_would(name, sanitize
     assert "selftest.cu" in result.stderr  # the report names the kernel's line
 
 
+def test_released_fiber_stacks_leave_no_poison_behind():
+    """A fiber's bottom frames never return, so their red zones stay poisoned in AddressSanitizer's
+    shadow; when a larger block makes the pool grow, the old range must be unpoisoned before it is
+    unmapped, or whatever is mapped there next (a Python arena) reads as poisoned and an intercepted
+    memcpy ends the process at a random later test (a CI run lost a worker so)."""
+    if "address" not in emu.sanitizers().split(","):
+        assert emu.regrow_stack_pool() == -1
+        pytest.skip("needs the emulated build under -fsanitize=address (tests/emulated.sh sanitize)")
+    assert emu.run_selftest("collectives")[0] == "cudaSuccess"  # fibers ran on the pool
+    assert emu.regrow_stack_pool() == 0
+
+
 def _run_pytest_emulated(tmp_path, module):
     """pytest in a process of its own with PYFAST_EMULATE=1 and PYFAST_EMU_MODULE=module, on one
     `gpu` test, without the sanitizer's runtime preloaded."""

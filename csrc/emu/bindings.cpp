@@ -83,6 +83,9 @@ void bind_emulator(py::module_& parent) {
     m.def("poisons_static_shared", &poisons_static_shared,
           "Whether static __shared__ variables are poisoned before each block (the module's symbol table names "
           "them; a stripped build has none).");
+    m.def("regrow_stack_pool", &regrow_stack_pool,
+          "Grows the fibers' stack pool by one stack, releasing the old one; under AddressSanitizer 1 when the "
+          "released range is left poisoned, else 0; -1 without it.");
     m.def("launch_errors", &launch_errors, "Launches that ended in a diagnostic so far.");
     m.def("last_diagnostic", [] { return last_diagnostic(); }, "The latest diagnostic's message.");
     m.def("sanitizers", [] {

@@ -242,7 +242,14 @@ struct StackPool {
                             MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (memory == MAP_FAILED) return false;
         for (std::size_t i = 0; i < threads; ++i) mprotect(static_cast<char*>(memory) + i * bytes, page, PROT_NONE);
-        if (base != nullptr) munmap(base, slot_bytes * slots);
+        if (base != nullptr) {
+#if defined(PYFAST_EMU_ASAN)
+            // The fibers' bottom frames never return: their red zones are still poisoned, and the
+            // shadow outlives the mapping (whatever is mapped here next would read as poisoned).
+            __asan_unpoison_memory_region(base, slot_bytes * slots);
+#endif
+            munmap(base, slot_bytes * slots);
+        }
         base = static_cast<char*>(memory);
         slots = threads;
         slot_bytes = bytes;
@@ -895,6 +902,17 @@ std::size_t static_shared_bytes(const void* kernel) {
     std::size_t bytes = 0;
     for (const StaticObject& object : kernel_statics(kernel)) bytes += object.bytes;
     return bytes;
+}
+
+int regrow_stack_pool() {
+#if defined(PYFAST_EMU_ASAN)
+    char* const old = g_stacks.base;
+    const std::size_t bytes = g_stacks.slot_bytes * g_stacks.slots;
+    if (!g_stacks.reserve(g_stacks.slots + 1)) return -2;
+    return old != nullptr && __asan_region_is_poisoned(old, bytes) != nullptr ? 1 : 0;
+#else
+    return -1;
+#endif
 }
 
 std::vector<std::string> presets() { return std::vector<std::string>(std::begin(kPresetNames), std::end(kPresetNames)); }
