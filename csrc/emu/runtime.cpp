@@ -128,7 +128,6 @@ dim3 g_block_dim, g_grid_dim;
 
 const uint3& thread_idx() { return g_thread->idx; }
 
-
 namespace {
 
 // ------------------------------------------------------------------------------ the card
@@ -898,12 +897,6 @@ const std::string& last_diagnostic() { return g_diagnostic; }
 
 bool poisons_static_shared() { return symbol_table().loaded; }
 
-std::size_t static_shared_bytes(const void* kernel) {
-    std::size_t bytes = 0;
-    for (const StaticObject& object : kernel_statics(kernel)) bytes += object.bytes;
-    return bytes;
-}
-
 int regrow_stack_pool() {
 #if defined(PYFAST_EMU_ASAN)
     char* const old = g_stacks.base;
@@ -916,8 +909,6 @@ int regrow_stack_pool() {
 }
 
 std::vector<std::string> presets() { return std::vector<std::string>(std::begin(kPresetNames), std::end(kPresetNames)); }
-
-
 
 // ------------------------------------------------------------------------------ memory
 namespace {

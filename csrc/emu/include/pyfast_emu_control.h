@@ -26,7 +26,6 @@ std::size_t allocated_bytes();
 long long launch_errors();               // launches that ended in a diagnostic so far
 const std::string& last_diagnostic();    // the latest one's message
 bool poisons_static_shared();            // false in a build whose symbol table was stripped
-std::size_t static_shared_bytes(const void* kernel);  // of that kernel's static __shared__ variables
 // Grows the fibers' stack pool by one stack, releasing its old mapping as a launch of a larger block
 // does; under AddressSanitizer, 1 when the released range is still poisoned (memory mapped there
 // later, a Python arena say, would then be reported), else 0; -1 in a build without it.
