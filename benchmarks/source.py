@@ -39,12 +39,16 @@ def _digest(files):
     return total.hexdigest()
 
 
+def _git_state():
+    """{"commit", "dirty"} of the checkout (OSError without one)."""
+    commit = _git("rev-parse", "--short", "HEAD").strip()
+    return {"commit": commit, "dirty": bool(_git("status", "--porcelain", "--untracked-files=no").strip())}
+
+
 def from_git():
     """{"commit", "dirty", "files", "digest"} of the checkout (OSError without one)."""
-    commit = _git("rev-parse", "--short", "HEAD").strip()
-    dirty = bool(_git("status", "--porcelain", "--untracked-files=no").strip())
     files = [name for name in _git("ls-files").splitlines() if name]
-    return {"commit": commit, "dirty": dirty, "files": files, "digest": _digest(files)}
+    return {**_git_state(), "files": files, "digest": _digest(files)}
 
 
 def stamp():
@@ -58,8 +62,7 @@ def describe():
     """{"commit", "dirty", "how"}: from git, or from the stamp checked against the files (dirty then
     also when they changed since stamping); commit None where neither can tell."""
     try:
-        source = from_git()
-        return {"commit": source["commit"], "dirty": source["dirty"], "how": "git"}
+        return {**_git_state(), "how": "git"}  # git tells: no need to digest the files
     except (OSError, subprocess.SubprocessError):
         pass
     try:
