@@ -8,42 +8,12 @@ backend of the trainer.
 
 import numpy as np
 
-from pyfast import _checks
+from pyfast import _numpy_operands as operands
+from pyfast._numpy_operands import round_bf16, round_tf32, window_origin  # noqa: F401  (public: round_*)
 
 
-def _array(name, x):
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"{name}: expected a NumPy array, got {type(x).__module__}.{type(x).__name__}")
-    return x
-
-
-def _layout(name, x, transposed_ok=False):
-    """x when it is laid out as pyfast.ops takes it (C-contiguous; matmul: or the .T of such)."""
-    if not x.flags.c_contiguous and not (transposed_ok and x.ndim == 2 and x.flags.f_contiguous):
-        raise _checks.not_contiguous(name, x.shape, "np", transposed_ok)
-    return x
-
-
-def _input(name, x, *, optional=False, check_dtype=True):
-    if x is None and optional:
-        return None
-    _array(name, x)
-    if check_dtype:
-        _checks.expect_float32(name, x.dtype)
-    return _layout(name, x).astype(np.float64)
-
-
-def _finish(result, out):
-    """Rounds the float64 result to float32, into `out` when given."""
-    if out is None:
-        # C order, as the GPU ops return (np.ascontiguousarray would turn a 0-d result into 1-d)
-        return np.array(result, dtype=np.float32, order="C")
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"out: expected a NumPy array, got {type(out).__module__}.{type(out).__name__}")
-    _checks.expect_float32("out", out.dtype)
-    _checks.expect_shape("out", out.shape, result.shape)
-    out[...] = result
-    return out
+_F64 = np.float64
+_finish = operands.finish
 
 
 def _relu(x):
@@ -51,61 +21,17 @@ def _relu(x):
 
 
 # ------------------------------------------------------------------------------- matmul
-def _array_module(x):
-    """NumPy, or CuPy for a CuPy array (the benchmarks round operands on the GPU)."""
-    if type(x).__module__.startswith("cupy"):
-        import cupy
-
-        return cupy
-    return np
-
-
-def round_tf32(x):
-    """float32 values rounded to TF32 as the tensor-core kernel does (cvt.rna.tf32.f32: keep 10
-    mantissa bits, nearest, ties away from zero); NaN and infinities pass unchanged."""
-    xp = _array_module(x)
-    x = xp.asarray(x, dtype=xp.float32)
-    bits = x.view(xp.uint32)
-    rounded = ((bits + xp.uint32(0x1000)) & xp.uint32(0xFFFFE000)).view(xp.float32)
-    return xp.where(xp.isfinite(x), rounded, x)
-
-
-def round_bf16(x):
-    """float32 values rounded to bfloat16 (7 mantissa bits, nearest even), kept as float32;
-    NaN and infinities pass unchanged."""
-    xp = _array_module(x)
-    x = xp.asarray(x, dtype=xp.float32)
-    bits = x.view(xp.uint32)
-    bias = xp.uint32(0x7FFF) + ((bits >> xp.uint32(16)) & xp.uint32(1))
-    rounded = ((bits + bias) & xp.uint32(0xFFFF0000)).view(xp.float32)
-    return xp.where(xp.isfinite(x), rounded, x)
-
-
-_ROUNDING = {0: None, 1: round_tf32, 2: round_bf16}
-
-
 def matmul(a, b, *, trans_a=False, trans_b=False, bias=None, activation=None, out=None, version=None,
            precision=None, plan=None):
     """op(a) @ op(b) (+ bias) (then ReLU). With precision "tf32" / "bf16" the operands are
     rounded to that format first (what the tensor-core kernel multiplies), then multiplied in
     float64. ``version`` and ``plan`` are checked and otherwise ignored (one NumPy product)."""
-    for name, x in (("a", a), ("b", b)):
-        _array(name, x)
-    _, precision_code, bf16_storage = _checks.matmul_kernel(version, precision, a.dtype, b.dtype)
-    _checks.matmul_plan(plan)
-    a, b = _layout("a", a, transposed_ok=True), _layout("b", b, transposed_ok=True)
-    rounding = None if bf16_storage else _ROUNDING[precision_code]  # bfloat16 storage is already rounded
-    a64 = (a if rounding is None else rounding(a)).astype(np.float64)
-    b64 = (b if rounding is None else rounding(b)).astype(np.float64)
-    bias64 = _input("bias", bias, optional=True)
-    m, n, _ = _checks.matmul_dims(a64.shape, b64.shape, trans_a, trans_b)
-    if bias64 is not None:
-        _checks.expect_shape("bias", bias64.shape, (n,))
-    activation_code = _checks.activation_code(activation)
+    a64, b64, bias64, m, n, relu = operands.matmul(a, b, trans_a, trans_b, bias, activation, version, precision, plan,
+                                                   _F64)
     c = (a64.T if trans_a else a64) @ (b64.T if trans_b else b64)
     if bias64 is not None:
         c = c + bias64
-    if activation_code == _checks.ACTIVATIONS["relu"]:
+    if relu:
         c = _relu(c)
     return _finish(c.reshape(m, n), out)
 
@@ -115,16 +41,9 @@ def gather_batch(x, index, shifts=None, *, out=None):
     """out[b] = x[index[b]], each image shifted by shifts[b] = (rows, columns) with zeros
     filling in (the last two axes; shifts int32 (B, 2) or None); an index outside [0, N) gives
     zeros. The trainer's batches from a data set kept on the device."""
-    x64 = _input("x", x)
-    if not isinstance(index, np.ndarray):
-        raise TypeError(f"index: expected a NumPy array, got {type(index).__module__}.{type(index).__name__}")
-    if shifts is not None and not isinstance(shifts, np.ndarray):
-        raise TypeError(f"shifts: expected a NumPy array, got {type(shifts).__module__}.{type(shifts).__name__}")
-    rows, batch, _, h, w = _checks.gather_batch_dims(x64.shape, index.shape, index.dtype,
-                                                     None if shifts is None else shifts.shape,
-                                                     None if shifts is None else shifts.dtype)
-    result = np.zeros((batch, *x64.shape[1:]))
-    for b in range(batch):
+    x64, rows = operands.gather_batch(x, index, shifts, _F64)
+    result = np.zeros((len(index), *x64.shape[1:]))
+    for b in range(len(index)):
         source = int(index[b])
         if not 0 <= source < rows:
             continue
@@ -147,49 +66,32 @@ def shift_image_into(dst, src, dy, dx):
 
 
 def relu(x, *, out=None):
-    return _finish(_relu(_input("x", x)), out)
+    return _finish(_relu(operands.floats("x", x, _F64)), out)
 
 
 def relu_backward(dy, y, *, out=None):
-    dy64, y64 = _input("dy", dy), _input("y", y)
-    _checks.expect_shape("y", y64.shape, dy64.shape)
+    dy64, y64 = operands.relu_backward(dy, y, _F64)
     return _finish(np.where(y64 <= 0, 0.0, dy64), out)
 
 
 def add_bias(x, bias, *, out=None):
-    x64, bias64 = _input("x", x), _input("bias", bias)
-    _, channels, _ = _checks.channel_view("x", x64.shape)
-    _checks.expect_shape("bias", bias64.shape, (channels,))
-    return _finish(x64 + bias64.reshape((channels,) + (1,) * (x64.ndim - 2)), out)
+    x64, bias64 = operands.add_bias(x, bias, _F64)
+    return _finish(x64 + bias64, out)
 
 
 def bias_grad(dy, *, out=None):
-    dy64 = _input("dy", dy)
-    _checks.channel_view("dy", dy64.shape)
+    dy64 = operands.bias_grad(dy, _F64)
     return _finish(dy64.sum(axis=(0,) + tuple(range(2, dy64.ndim))), out)
 
 
 # ------------------------------------------------------------------------------ losses
-def _labels(labels, rows, classes):
-    _array("labels", labels)
-    _checks.expect_labels("labels", labels.dtype)
-    _layout("labels", labels)
-    _checks.classifier_dims((rows, classes), labels.shape)
-    invalid = int(np.count_nonzero((labels < 0) | (labels >= classes)))
-    if invalid:
-        raise _checks.invalid_labels_error(invalid, classes)
-    return labels.astype(np.int64)
-
-
 def _scalar(value):
     return np.array(value, dtype=np.float32)
 
 
 def mse_loss(pred, target, *, reduction="mean", out_grad=None):
     """(loss, dloss/dpred): loss = mean (or sum) of (pred - target)^2, a 0-d float32 array."""
-    p64, t64 = _input("pred", pred), _input("target", target)
-    _checks.expect_shape("target", t64.shape, p64.shape)
-    loss_scale, grad_scale = _checks.reduction_scales(reduction, p64.size)
+    p64, t64, loss_scale, grad_scale = operands.mse_loss(pred, target, reduction, _F64)
     d = p64 - t64
     return _scalar(np.sum(d * d) * loss_scale), _finish(2.0 * grad_scale * d, out_grad)
 
@@ -204,11 +106,8 @@ def _log_softmax64(x):
 def softmax_cross_entropy(logits, labels, *, reduction="mean", out_grad=None, validate=True):
     """(loss, dloss/dlogits) of softmax cross-entropy over (N, C) logits and (N,) class
     indices. Labels outside [0, C) always raise ValueError here (``validate`` matters on the GPU)."""
-    x = _input("logits", logits)
-    rows, classes = _checks.classifier_dims(x.shape)
-    y = _labels(labels, rows, classes)
-    _checks.expect_bool("validate", validate)
-    loss_scale, grad_scale = _checks.reduction_scales(reduction, rows)
+    x, y, loss_scale, grad_scale = operands.softmax_cross_entropy(logits, labels, reduction, validate, _F64)
+    rows = len(x)
     log_p = _log_softmax64(x)
     picked = log_p[np.arange(rows), y]
     loss = -picked.sum() * loss_scale  # the mean of no rows is NaN (0 * NaN)
@@ -218,56 +117,32 @@ def softmax_cross_entropy(logits, labels, *, reduction="mean", out_grad=None, va
 
 
 def softmax(logits, *, out=None):
-    x = _input("logits", logits)
-    _checks.classifier_dims(x.shape)
-    return _finish(np.exp(_log_softmax64(x)), out)
+    return _finish(np.exp(_log_softmax64(operands.softmax(logits, _F64))), out)
 
 
 def log_softmax(logits, *, out=None):
-    x = _input("logits", logits)
-    _checks.classifier_dims(x.shape)
-    return _finish(_log_softmax64(x), out)
+    return _finish(_log_softmax64(operands.softmax(logits, _F64)), out)
 
 
 def accuracy(logits, labels):
     """Number of rows whose first maximal logit is at the label (NaN counting as -inf), as a
     0-d int64 array."""
-    x = _input("logits", logits)
-    rows, classes = _checks.classifier_dims(x.shape)
-    _array("labels", labels)
-    _checks.expect_labels("labels", labels.dtype)
-    _layout("labels", labels)
-    _checks.expect_shape("labels", labels.shape, (rows,))
+    x, labels = operands.accuracy(logits, labels, _F64)
     predicted = np.argmax(np.where(np.isnan(x), -np.inf, x), axis=1)
     return np.array(np.count_nonzero(predicted == labels), dtype=np.int64)
 
 
 # -------------------------------------------------------------------------- optimizers
-def _state(name, arrays, params):
-    for i, (array, param) in enumerate(zip(arrays, params)):
-        if not isinstance(array, np.ndarray):
-            raise TypeError(f"{name}[{i}]: expected a NumPy array, got {type(array).__name__}")
-        _checks.expect_float32(f"{name}[{i}]", array.dtype)
-        _layout(f"{name}[{i}]", array)
-        _checks.expect_shape(f"{name}[{i}]", array.shape, param.shape)
-    return arrays
-
-
 def sgd_step(params, grads, *, lr, momentum=0.0, weight_decay=0.0, nesterov=False, velocity=None):
     """In-place SGD as torch.optim.SGD (dampening 0); ``velocity`` (zeros at the first step)
     is needed when momentum > 0 and is updated in place."""
-    _checks.param_lists(params=params, grads=grads, velocity=velocity)
-    _checks.sgd_hyperparameters(lr, momentum, weight_decay, nesterov)
-    if momentum and velocity is None:
-        raise ValueError("velocity: momentum > 0 needs a list of buffers (zeros before the first step)")
-    _state("params", params, params)
-    _state("grads", grads, params)
+    operands.sgd_step(params, grads, lr, momentum, weight_decay, nesterov, velocity)
     for i, (p, g) in enumerate(zip(params, grads)):
         p64, d = p.astype(np.float64), g.astype(np.float64)
         if weight_decay:
             d = d + weight_decay * p64
         if momentum:
-            buf = _state("velocity", velocity, params)[i]
+            buf = velocity[i]
             b = momentum * buf.astype(np.float64) + d
             buf[...] = b
             d = d + momentum * b if nesterov else b
@@ -278,13 +153,7 @@ def linear_mse_sgd_fit(x, y, weight, bias, *, lr, epochs, out_losses=None):
     """The fused linear-regression run of pyfast.ops: ``epochs`` full-batch SGD steps on the
     mean squared error, in float64 throughout; ``weight`` and ``bias`` (float32) are updated
     in place at the end; returns the loss before each step."""
-    x64, y64 = _input("x", x), _input("y", y)
-    for name, array in (("weight", weight), ("bias", bias)):
-        if not isinstance(array, np.ndarray):
-            raise TypeError(f"{name}: expected a NumPy array (updated in place), got {type(array).__name__}")
-        _checks.expect_float32(name, array.dtype)
-        _layout(name, array)
-    n, _, o = _checks.linear_fit_dims(x64.shape, y64.shape, weight.shape, bias.shape, epochs, lr)
+    x64, y64, n, o = operands.linear_mse_sgd_fit(x, y, weight, bias, lr, epochs, _F64)
     w, b = weight.astype(np.float64), bias.astype(np.float64)
     losses = np.empty(epochs)
     for epoch in range(epochs):
@@ -303,16 +172,8 @@ def adam_step(params, grads, exp_avg, exp_avg_sq, *, step, lr=1e-3, betas=(0.9, 
     with bias correction; ``step`` counts updates from 1, or is a 0-d int64 array of the
     updates done so far that this call increments first (pyfast.ops' device counter). States
     are updated in place."""
-    _checks.param_lists(params=params, grads=grads, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq)
-    if isinstance(step, np.ndarray):
-        if step.shape != () or step.dtype != np.int64:
-            raise ValueError(f"step: a step counter must be a 0-d int64 array, got {step.dtype} {step.shape}")
-        step[...] += 1
-        step = int(step)
-    beta1, beta2, step_size, bias_correction2_sqrt = _checks.adam_hyperparameters(
-        step, lr, betas, eps, weight_decay, decoupled)
-    for name, arrays in (("params", params), ("grads", grads), ("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)):
-        _state(name, arrays, params)
+    beta1, beta2, step_size, bias_correction2_sqrt = operands.adam_step(params, grads, exp_avg, exp_avg_sq, step, lr,
+                                                                        betas, eps, weight_decay, decoupled)
     for p, g, m, v in zip(params, grads, exp_avg, exp_avg_sq):
         p64, g64 = p.astype(np.float64), g.astype(np.float64)
         if weight_decay:
@@ -350,13 +211,7 @@ def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, activation=None,
     y[n,k,p,q] = sum_{c,r,s} x[n, c, p*sh - ph + r*dh, q*sw - pw + s*dw] * w[k,c,r,s] (+ bias[k]),
     then max(y, 0) with ``activation="relu"`` (NaN kept). ``version`` and ``config`` are
     checked as on the GPU and otherwise ignored here."""
-    x64, w64 = _input("x", x), _input("w", w)
-    bias64 = _input("bias", bias, optional=True)
-    g = _checks.conv2d_dims(x64.shape, w64.shape, stride, padding, dilation)
-    if bias64 is not None:
-        _checks.expect_shape("bias", bias64.shape, (g["k"],))
-    relu = _checks.conv2d_activation(activation)
-    _checks.conv2d_plan(g, "forward", version, config)
+    x64, w64, bias64, g, relu = operands.conv2d(x, w, bias, stride, padding, dilation, activation, version, config, _F64)
     patches = _windows(_pad(x64, g["padding"]), g["r"], g["s"], g["stride"], g["dilation"])
     y = np.tensordot(w64, patches, axes=([1, 2, 3], [1, 2, 3]))  # (K, N, P, Q)
     y = y.transpose(1, 0, 2, 3)
@@ -369,26 +224,14 @@ def conv2d_max_pool2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, activ
                       out_indices=None, version=None, config=None):
     """(y, indices) = max_pool2d(conv2d(x, w, bias, activation=...), 2): the convolution (rounded
     to float32, as the GPU's) and the 2x2 stride-2 max-pool of its output."""
-    x64, w64 = _input("x", x), _input("w", w)
-    g = _checks.conv2d_dims(x64.shape, w64.shape, stride, padding, dilation)
-    _checks.conv2d_activation(activation)
-    _checks.conv2d_max_pool2d_plan(g, version, config)
+    operands.conv2d_max_pool2d(x, w, bias, stride, padding, dilation, activation, version, config, _F64)
     conv = conv2d(x, w, bias, stride=stride, padding=padding, dilation=dilation)
     return max_pool2d(conv, 2, activation=activation, out=out, out_indices=out_indices)
 
 
-def _conv_gradient_dims(pass_name, dy, x_shape, w_shape, stride, padding, dilation, version, config):
-    g = _checks.conv2d_dims(x_shape, w_shape, stride, padding, dilation)
-    _checks.expect_shape("dy", dy.shape, g["y_shape"])
-    _checks.conv2d_plan(g, pass_name, version, config)
-    return g
-
-
 def conv2d_backward_input(dy, w, x_shape, *, stride=1, padding=0, dilation=1, out=None, version=None, config=None):
     """Gradient of conv2d with respect to x: dx[n,c,i,j] = sum over (k, r, s) hitting (i, j)."""
-    x_shape = _checks.image_shape("x_shape", x_shape)
-    dy64, w64 = _input("dy", dy), _input("w", w)
-    g = _conv_gradient_dims("backward_input", dy64, x_shape, w64.shape, stride, padding, dilation, version, config)
+    dy64, w64, g = operands.conv2d_backward_input(dy, w, x_shape, stride, padding, dilation, version, config, _F64)
     (sh, sw), (ph, pw), (dh, dw) = g["stride"], g["padding"], g["dilation"]
     # Every tap's contribution in one product, (N, P, Q, C, R, S); then each tap's slice is
     # added where it lands in the padded input.
@@ -405,12 +248,8 @@ def conv2d_backward_weight(dy, x, w_shape, *, stride=1, padding=0, dilation=1, b
                            out_bias=None, version=None, config=None):
     """Gradient of conv2d with respect to w: dw[k,c,r,s] = sum_{n,p,q} dy[n,k,p,q] * x[window];
     with ``bias=True`` also the bias gradient (dy summed over N, P, Q), as ``(dw, db)``."""
-    w_shape = _checks.image_shape("w_shape", w_shape)
-    _checks.expect_bool("bias", bias)
-    if out_bias is not None and not bias:
-        raise ValueError("out_bias: given without bias=True")
-    dy64, x64 = _input("dy", dy), _input("x", x)
-    g = _conv_gradient_dims("backward_weight", dy64, x64.shape, w_shape, stride, padding, dilation, version, config)
+    dy64, x64, g = operands.conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, bias, out_bias, version,
+                                                   config, _F64)
     patches = _windows(_pad(x64, g["padding"]), g["r"], g["s"], g["stride"], g["dilation"])
     dw = _finish(np.tensordot(dy64, patches, axes=([0, 2, 3], [0, 4, 5])), out)
     if not bias:
@@ -425,24 +264,16 @@ def _pool_windows(x64, g, pad_value):
     return windows.transpose(0, 1, 4, 5, 2, 3).reshape(n, c, p, q, kh * kw)
 
 
-def _window_origin(g):
-    """Padded-plane row and column of each window's top-left element, (P, 1) and (1, Q)."""
-    return (np.arange(g["p"])[:, None] * g["stride"][0], np.arange(g["q"])[None, :] * g["stride"][1])
-
-
 def max_pool2d(x, kernel_size, stride=None, padding=0, *, bias=None, activation=None, out=None, out_indices=None):
     """(y, indices): the maximum of each window (padding counts as -inf) and its flat index
     h * W + w in the input plane, as torch's max_pool2d(return_indices=True). A NaN in a window
     wins (the last NaN, as PyTorch's scan does); ties go to the first maximum. With ``bias``
     and / or ``activation="relu"`` the pooled values are relu(x + bias[c]), the sum rounded to
     float32 as the kernel rounds it (so ties and winners match)."""
-    x64 = _input("x", x)
-    bias64 = _input("bias", bias, optional=True)
-    g = _checks.pool2d_dims(x64.shape, kernel_size, stride, padding)
+    x64, bias64, g, relu = operands.max_pool2d(x, kernel_size, stride, padding, bias, activation, _F64)
     if bias64 is not None:
-        _checks.expect_shape("bias", bias64.shape, (g["c"],))
         x64 = (x64 + bias64[None, :, None, None]).astype(np.float32).astype(np.float64)
-    if _checks.conv2d_activation(activation):
+    if relu:
         x64 = _relu(x64)
     windows = _pool_windows(x64, g, -np.inf)
     real = _pool_windows(np.ones((1, 1, g["h"], g["w"])), g, 0.0) > 0  # False at padded positions
@@ -456,15 +287,11 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, bias=None, activation=
     choice = np.where(nan.any(axis=-1), last_nan, first_max)
     y = np.take_along_axis(windows, choice[..., None], axis=-1)[..., 0]
     kh, kw = g["kernel"]
-    row0, col0 = _window_origin(g)
+    row0, col0 = window_origin(g)
     rows = row0 + choice // kw - g["padding"][0]
     cols = col0 + choice % kw - g["padding"][1]
     indices = (rows * g["w"] + cols).astype(np.int64)
-    if out_indices is not None:
-        if not isinstance(out_indices, np.ndarray):
-            raise TypeError(f"out_indices: expected a NumPy array, got {type(out_indices).__name__}")
-        _checks.expect_indices("out_indices", out_indices.dtype)
-        _checks.expect_shape("out_indices", out_indices.shape, indices.shape)
+    if operands.indices_output(out_indices, indices.shape) is not None:
         out_indices[...] = indices
         indices = out_indices
     return _finish(y, out), indices
@@ -475,22 +302,8 @@ def max_pool2d_backward(dy, indices, x_shape, kernel_size=None, stride=None, pad
     """Gradient of max_pool2d: each dy added at its window's argmax (overlapping windows add).
     With the window given, each index must lie inside its own window, and ``relu_output`` (the
     pooled y of a ReLU's output) zeroes the windows whose maximum is <= 0 (the ReLU's backward)."""
-    dy64 = _input("dy", dy)
-    if not isinstance(indices, np.ndarray):
-        raise TypeError(f"indices: expected a NumPy array, got {type(indices).__name__}")
-    _checks.expect_indices("indices", indices.dtype)
-    _layout("indices", indices)
-    relu64 = _input("relu_output", relu_output, optional=True)
-    (n, c, h, w), g = _checks.max_pool2d_backward_dims(dy64.shape, indices.shape, x_shape, kernel_size, stride,
-                                                       padding, None if relu64 is None else relu64.shape)
-    if indices.size and (indices.min() < 0 or indices.max() >= h * w):
-        raise ValueError(f"indices: expected flat indices in [0, {h * w}) of the {h}x{w} input plane")
-    if g is not None and indices.size:
-        row0, col0 = _window_origin(g)  # padded coordinates of each window's corner
-        rows, cols = indices // w + g["padding"][0], indices % w + g["padding"][1]
-        inside = (rows >= row0) & (rows < row0 + g["kernel"][0]) & (cols >= col0) & (cols < col0 + g["kernel"][1])
-        if not inside.all():
-            raise ValueError("indices: expected each index inside its own window (as max_pool2d records them)")
+    dy64, indices, relu64, (n, c, h, w), _ = operands.max_pool2d_backward(dy, indices, x_shape, kernel_size, stride,
+                                                                          padding, relu_output, _F64)
     if relu64 is not None:
         dy64 = np.where(relu64 <= 0, 0.0, dy64)  # NaN passes, as in relu_backward
     dx = np.zeros((n * c, h * w))
@@ -499,36 +312,18 @@ def max_pool2d_backward(dy, indices, x_shape, kernel_size=None, stride=None, pad
     return _finish(dx.reshape(n, c, h, w), out)
 
 
-def _avg_divisor(g, count_include_pad):
-    """Divisor of each window: its full size, or the number of real (unpadded) elements."""
-    kh, kw = g["kernel"]
-    if count_include_pad:
-        return np.full((g["p"], g["q"]), kh * kw, np.float64)
-    row0, col0 = _window_origin(g)
-    ph, pw = g["padding"]
-    rows = np.minimum(row0 + kh, g["h"] + ph) - np.maximum(row0, ph)
-    cols = np.minimum(col0 + kw, g["w"] + pw) - np.maximum(col0, pw)
-    return (rows * cols).astype(np.float64)
-
-
 def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True, *, out=None):
     """Mean of each window, as torch's avg_pool2d (ceil_mode=False): padding counts as zeros,
     and in the divisor unless count_include_pad=False."""
-    x64 = _input("x", x)
-    _checks.expect_bool("count_include_pad", count_include_pad)
-    g = _checks.pool2d_dims(x64.shape, kernel_size, stride, padding)
-    return _finish(_pool_windows(x64, g, 0.0).sum(axis=-1) / _avg_divisor(g, count_include_pad), out)
+    x64, g = operands.avg_pool2d(x, kernel_size, stride, padding, count_include_pad, _F64)
+    return _finish(_pool_windows(x64, g, 0.0).sum(axis=-1) / operands.avg_divisor(g, count_include_pad), out)
 
 
 def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, count_include_pad=True, *, out=None):
     """Gradient of avg_pool2d: dy / divisor spread over each window (overlaps add)."""
-    dy64 = _input("dy", dy)
-    x_shape = _checks.image_shape("x_shape", x_shape)
-    _checks.expect_bool("count_include_pad", count_include_pad)
-    g = _checks.pool2d_dims(x_shape, kernel_size, stride, padding)
-    _checks.expect_shape("dy", dy64.shape, g["y_shape"])
+    dy64, g = operands.avg_pool2d_backward(dy, x_shape, kernel_size, stride, padding, count_include_pad, _F64)
     (kh, kw), (sh, sw), (ph, pw) = g["kernel"], g["stride"], g["padding"]
-    share = dy64 / _avg_divisor(g, count_include_pad)
+    share = dy64 / operands.avg_divisor(g, count_include_pad)
     dx = np.zeros((g["n"], g["c"], g["h"] + 2 * ph, g["w"] + 2 * pw))
     for r in range(kh):
         for s in range(kw):
