@@ -1,6 +1,7 @@
-"""Both backends run the same checks: each bad call below raises the same exception type with
+"""The backends run the same checks: each bad call below raises the same exception type with
 the same message from pyfast.ops (on fake GPU arrays: the checks read only metadata, so this
-runs on any machine, and no fake reaches a kernel) and from pyfast.reference (on NumPy arrays)."""
+runs on any machine, and no fake reaches a kernel) and from the NumPy backends, pyfast.reference
+and pyfast.cpu (on NumPy arrays)."""
 
 import re
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import fake
-from pyfast import ops, reference
+from pyfast import cpu, ops, reference
 
 INF, NAN = float("inf"), float("nan")
 
@@ -95,19 +96,21 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("numpy_backend", [reference, cpu], ids=["reference", "cpu"])
 @pytest.mark.parametrize("call", [c for _, c in CASES], ids=[name for name, _ in CASES])
-def test_both_backends_refuse_alike(call):
+def test_the_backends_refuse_alike(call, numpy_backend):
     with pytest.raises(Exception) as on_gpu_side:
         call(ops, lambda *shape, typestr="<f4": fake(*shape, typestr=typestr))
     with pytest.raises(Exception) as on_numpy:
-        call(reference, _numpy)
+        call(numpy_backend, _numpy)
     assert type(on_numpy.value) is type(on_gpu_side.value), (on_numpy.value, on_gpu_side.value)
     assert type(on_numpy.value) in (TypeError, ValueError), on_numpy.value
     assert str(on_numpy.value) == str(on_gpu_side.value)
     assert re.match(r"^[\w\[\]]+: ", str(on_numpy.value)), f"the message names no argument: {on_numpy.value}"
 
 
-def test_reference_keeps_zero_d_arrays_zero_d():
+@pytest.mark.parametrize("numpy_backend", [reference, cpu], ids=["reference", "cpu"])
+def test_numpy_backends_keep_zero_d_arrays_zero_d(numpy_backend):
     x = np.array(-2.5, np.float32)
-    assert reference.relu(x).shape == () and float(reference.relu(x)) == 0.0
-    assert reference.relu_backward(np.array(3.0, np.float32), np.array(1.0, np.float32)).shape == ()
+    assert numpy_backend.relu(x).shape == () and float(numpy_backend.relu(x)) == 0.0
+    assert numpy_backend.relu_backward(np.array(3.0, np.float32), np.array(1.0, np.float32)).shape == ()

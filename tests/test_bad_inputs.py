@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import fake, randn
-from pyfast import ops, reference
+from pyfast import cpu, ops, reference
 from pyfast.testing import assert_close
 
 LABELS = "<i8"
@@ -104,22 +104,24 @@ def _bad_array(xp, good, kind, bad_typestr):
 LAYOUTS = [case for case in _cases() if case.values[2] in ("transposed", "strided", "reversed")]
 
 
+@pytest.mark.parametrize("numpy_backend", [reference, cpu], ids=["reference", "cpu"])
 @pytest.mark.parametrize("op,arg,kind,bad_typestr,error", LAYOUTS)
-def test_the_reference_refuses_the_layouts_the_gpu_ops_refuse(rng, op, arg, kind, bad_typestr, error):
+def test_numpy_backends_refuse_the_layouts_the_gpu_ops_refuse(rng, op, arg, kind, bad_typestr, error, numpy_backend):
     call, shapes, typestrs = CALLS[op]
     arrays = {name: (np.zeros(shape, typestrs[name]) if name in typestrs else randn(rng, *shape))
               for name, shape in shapes.items()}
     arrays[arg] = _bad_array(np, arrays[arg], kind, bad_typestr)
     with pytest.raises(error) as info:
-        call(reference, **arrays)
+        call(numpy_backend, **arrays)
     name = LIST_ARGS.get(arg, arg)
     assert str(info.value).startswith(f"{name}: expected a C-contiguous array"), str(info.value)
     assert f"np.ascontiguousarray({name})" in str(info.value)
 
 
-def test_the_reference_reads_transposed_matrices_as_matmul_does(rng):
+@pytest.mark.parametrize("numpy_backend", [reference, cpu], ids=["reference", "cpu"])
+def test_numpy_backends_read_transposed_matrices_as_matmul_does(rng, numpy_backend):
     a, b = randn(rng, 3, 4), randn(rng, 5, 3)
-    assert_close(reference.matmul(a.T, b.T), a.astype(np.float64).T @ b.T, atol=1e-5)
+    assert_close(numpy_backend.matmul(a.T, b.T), a.astype(np.float64).T @ b.T, atol=1e-5)
 
 
 @pytest.mark.parametrize("op,arg,kind,bad_typestr,error", list(_cases()))
