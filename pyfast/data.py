@@ -2,7 +2,8 @@
 data, 1797 8x8 images, optionally resized to 28x28), MNIST / Fashion-MNIST from files the
 user already has (IDX, optionally gzipped, or .npz), and synthetic regression and image data.
 Plus normalisation, seeded shuffling and splitting, batching (the last partial batch kept)
-and random-shift augmentation. Images are float32 (N, 1, H, W); labels int64 (N,).
+and random-shift augmentation. Images are float32 (N, 1, H, W); labels int64 (N,); every array
+handed out is C-contiguous, as the ops take it.
 
 The digits (``pyfast/digits.npz``, 45 kB) are the test set of the UCI "Optical Recognition of
 Handwritten Digits" data set (E. Alpaydin, C. Kaynak, 1998; CC BY 4.0), the same 1797 images
@@ -36,7 +37,8 @@ def resize_bilinear(images, size):
     r0, r1, rw = axis(h, size)
     c0, c1, cw = axis(w, size)
     rows = images[:, r0, :] * (1 - rw)[None, :, None] + images[:, r1, :] * rw[None, :, None]
-    return (rows[:, :, c0] * (1 - cw) + rows[:, :, c1] * cw).astype(np.float32)
+    # C order: indexing the last axis lays the result out column-major
+    return np.ascontiguousarray(rows[:, :, c0] * (1 - cw) + rows[:, :, c1] * cw, dtype=np.float32)
 
 
 DIGITS_FILE = "digits.npz"
@@ -151,7 +153,7 @@ def normalize(x, mean=None, std=None):
     splits). Returns (normalised x, mean, std)."""
     mean = float(x.mean()) if mean is None else mean
     std = float(x.std()) if std is None else std
-    return ((x - mean) / (std if std > 0 else 1.0)).astype(np.float32), mean, std
+    return np.ascontiguousarray((x - mean) / (std if std > 0 else 1.0), dtype=np.float32), mean, std
 
 
 def split(x, y, fractions=(0.8, 0.1, 0.1), seed=0):

@@ -366,6 +366,20 @@ def test_digits_are_real_and_resized():
     assert np.array_equal(x8 * 16, np.round(x8 * 16))  # counts 0..16 of on pixels
 
 
+@pytest.mark.parametrize("spec", ["digits", "digits8", "synthetic"])
+def test_data_handed_to_users_is_c_contiguous_and_feeds_a_model_as_it_is(spec):
+    """A hand-written loop over pyfast's own data: slices go to the model without a copy."""
+    *splits, _ = train.load_image_data(spec)
+    for x, y in splits:
+        assert x.flags.c_contiguous and y.flags.c_contiguous and x.dtype == np.float32 and y.dtype == np.int64
+    x = splits[0][0]
+    for loaded in (datasets.load_digits(), datasets.load_digits(8), datasets.synthetic_images(50),
+                   datasets.normalize(x.transpose(0, 1, 3, 2))[:1], datasets.split(x, splits[0][1])[0]):
+        assert all(part.flags.c_contiguous for part in loaded)
+    model = train.cnn_model(backend="numpy", image_size=x.shape[-1])
+    assert model(x[:64]).shape == (min(64, len(x)), 10)
+
+
 def test_shipped_digits_are_scikit_learns():
     sklearn_datasets = pytest.importorskip("sklearn.datasets")
     expected = sklearn_datasets.load_digits()
@@ -393,6 +407,7 @@ def test_mnist_files_are_read_not_downloaded(tmp_path):
     np.savez(tmp_path / "mnist.npz", x_train=images, y_train=labels, x_test=images, y_test=labels)
     (x_npz, _), _ = datasets.load_mnist(str(tmp_path / "mnist.npz"))
     np.testing.assert_array_equal(x_npz, x_train)
+    assert x_npz.flags.c_contiguous and x_train.flags.c_contiguous
     with pytest.raises(FileNotFoundError, match="never downloaded"):
         datasets.load_mnist(str(tmp_path / "missing"))
 

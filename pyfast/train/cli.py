@@ -120,7 +120,9 @@ DATA_SPECS = ("digits", "digits8", "synthetic", "mnist:PATH")
 def load_image_data(spec, seed=0):
     """(train, val, test, stats) for --data: 'digits' (8x8 resized to 28x28), 'digits8',
     'synthetic', or 'mnist:PATH'; stats = {"mean", "std"} of the training images, with which
-    every split is normalised (pass them to save() so inference can normalise alike)."""
+    every split is normalised (pass them to save() so inference can normalise alike). Each
+    split is (images float32 (N, 1, H, W), labels int64 (N,)), both C-contiguous: a batch sliced
+    from them goes to the model as it is."""
     if spec.startswith("mnist:"):
         (x_train, y_train), test = datasets.load_mnist(spec.split(":", 1)[1])
         train, val, _ = datasets.split(x_train, y_train, (0.9, 0.1, 0.0), seed=seed)
@@ -133,8 +135,8 @@ def load_image_data(spec, seed=0):
             raise ValueError(f"spec: expected one of {', '.join(DATA_SPECS)}, got {spec!r}")
         train, val, test = datasets.split(x, y, (0.8, 0.1, 0.1), seed=seed)
     x_train, mean, std = datasets.normalize(train[0])
-    normalise = lambda part: (datasets.normalize(part[0], mean, std)[0], part[1])  # noqa: E731
-    return (x_train, train[1]), normalise(val), normalise(test), {"mean": mean, "std": std}
+    normalise = lambda part: (datasets.normalize(part[0], mean, std)[0], np.ascontiguousarray(part[1]))  # noqa: E731
+    return (x_train, np.ascontiguousarray(train[1])), normalise(val), normalise(test), {"mean": mean, "std": std}
 
 
 # What a resumed run must share with the run that wrote the checkpoint for the two to be one
