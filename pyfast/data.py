@@ -15,6 +15,7 @@ NumPy.
 import gzip
 import os
 import struct
+import zipfile
 from importlib import resources
 
 import numpy as np
@@ -96,6 +97,36 @@ def _check_mnist_split(path, names, images, labels, classes):
         raise ValueError(f"{path}: {x_name} holds NaN or infinite values")
 
 
+def _read_npz(path):
+    """{name: array} of an .npz file, or a ValueError saying what the file is instead. Never
+    with pickled objects, and never with numpy's advice to allow them (unsafe for a file one
+    did not make)."""
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            start = f.read(16)
+        if start.startswith(b"PK"):
+            raise ValueError(f"{path}: not a readable NumPy .npz archive (a damaged or cut-short zip file)")
+        raise ValueError(f"{path}: not an .npz archive (np.savez writes a zip file; this one starts with {start!r})")
+    stored = {}
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            for key in f.files:
+                try:
+                    stored[key] = f[key]
+                except ValueError as error:
+                    if "pickle" not in str(error):
+                        raise
+                    raise ValueError(f"{path}: {key} holds Python objects (an object array, pickled), which pyfast "
+                                     f"does not load; store numeric arrays (images as integers or floats)") from None
+    except ValueError as error:
+        if str(error).startswith(f"{path}: "):
+            raise
+        raise ValueError(f"{path}: not a readable NumPy .npz archive ({type(error).__name__}: {error})") from None
+    except Exception as error:  # noqa: BLE001 - a damaged archive, whatever np.load raises for it
+        raise ValueError(f"{path}: not a readable NumPy .npz archive ({type(error).__name__}: {error})") from None
+    return stored
+
+
 def load_mnist(path, classes=MNIST_CLASSES):
     """MNIST or Fashion-MNIST from a folder of the four IDX files (train-images-idx3-ubyte,
     train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte; optionally .gz)
@@ -104,11 +135,7 @@ def load_mnist(path, classes=MNIST_CLASSES):
     y_test)) with images scaled to [0, 1]. Nothing is downloaded. A file that does not hold
     that is a ValueError saying what is wrong with it."""
     if os.path.isfile(path) and path.endswith(".npz"):
-        try:
-            with np.load(path) as f:
-                stored = {key: f[key] for key in f.files}
-        except Exception as error:  # noqa: BLE001 - a damaged or pickled archive, whatever np.load raises
-            raise ValueError(f"{path}: not a readable NumPy .npz archive ({type(error).__name__}: {error})") from None
+        stored = _read_npz(path)
         missing = [key for key in MNIST_NPZ_KEYS if key not in stored]
         if missing:
             raise ValueError(f"{path}: an .npz for mnist:PATH needs the arrays {', '.join(MNIST_NPZ_KEYS)}; it lacks "

@@ -185,7 +185,7 @@ def refused_by_process(argv, cwd, message, code=2):
     got, out, err = process(argv, cwd)
     assert got == code, (out, err)
     lines = err.strip().splitlines()
-    assert "Traceback" not in err and "Warning" not in err, err  # argparse's usage, then the one line
+    assert "Traceback" not in err and "Warning" not in err and "usage:" not in err, err  # the one line alone
     assert lines[-1].startswith(f"pyfast-train {argv[0]}: ") and message in lines[-1], lines[-1]
     assert "epoch 1/" not in out
     return lines[-1]
@@ -223,6 +223,23 @@ def test_a_damaged_data_file_is_one_line_and_exit_2(tmp_path):
     (tmp_path / "data.npz").write_bytes(b"PK\x03\x04 not really a zip")
     refused_by_process(["cnn", "--data", f"mnist:{tmp_path / 'data.npz'}", "--backend", "numpy"], tmp_path,
                        "not a readable NumPy .npz archive")
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"<!DOCTYPE html><html><body>Not Found</body></html>", "not an .npz archive (np.savez writes a zip file; "
+                                                            "this one starts with b'<!DOCTYPE html><')"),
+    (None, "x_train holds Python objects (an object array, pickled), which pyfast does not load"),
+], ids=["html page", "pickled objects"])
+def test_a_data_file_is_never_met_with_pickle_advice(tmp_path, content, message):
+    """An HTML page saved as x.npz, or an archive of object arrays: said plainly, without numpy's
+    advice to load it with allow_pickle=True (never safe for a file one did not make)."""
+    path = tmp_path / "x.npz"
+    if content is None:
+        _mnist_npz(path, x_train=np.array([np.zeros((12, 12)), "label"], dtype=object))
+    else:
+        path.write_bytes(content)
+    line = refused_by_process(["cnn", "--data", f"mnist:{path}", "--backend", "numpy"], tmp_path, message)
+    assert "pickle=" not in line
 
 
 def test_help_names_the_arrays_an_npz_needs(capsys):
@@ -287,3 +304,45 @@ def test_a_source_checkout_without_the_extension_says_so(tmp_path):
     notice = err.strip().splitlines()[0]
     assert f"pyfast was imported from the source checkout {checkout}" in notice
     assert "run from another folder, or install with `pip install -e .`" in notice and "NumPy backend" in notice
+
+
+@pytest.mark.parametrize("terminal", [False, True], ids=["pipe", "terminal"])
+def test_progress_is_a_bar_on_a_terminal_and_one_line_per_epoch_elsewhere(tmp_path, terminal):
+    """tqdm (a dependency) draws the bar within an epoch where stderr is a terminal; into a file or
+    a pipe its frames would pile up, so there each epoch is its one line on stdout."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    argv = [sys.executable, "-m", "pyfast.train", "cnn", "--data", "digits8", "--backend", "numpy", "--epochs", "2",
+            "--limit", "128", "--batch-size", "16"]
+    if terminal:
+        leader, follower = pty.openpty()
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal 100 wide
+        with subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=follower) as child:
+            os.close(follower)  # the child's copy is the last: reading ends when the child does
+            chunks = []
+            while True:
+                try:
+                    chunk = os.read(leader, 65536)
+                except OSError:  # EIO: no process holds the terminal any more
+                    break
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            out, code = child.stdout.read().decode(), child.wait(timeout=300)
+        os.close(leader)
+        err = b"".join(chunks).decode(errors="replace")
+    else:
+        result = subprocess.run(argv, cwd=tmp_path, capture_output=True, timeout=300)
+        out, err, code = result.stdout.decode(), result.stderr.decode(), result.returncode
+    assert code == 0, err
+    assert [line.split(":")[0] for line in out.splitlines() if line.startswith("epoch")] == ["epoch 1/2", "epoch 2/2"]
+    if terminal:
+        assert "epoch 1/2" in err and "it/s" in err, err  # tqdm's bar, described by the epoch
+    else:
+        assert "\r" not in err and "it/s" not in err, err

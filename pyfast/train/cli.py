@@ -21,9 +21,9 @@ from pyfast.train.models import cnn_model
 from pyfast.train.plots import plot_history
 
 
-# The CLI checks everything it can before training starts: argument values in argparse (one
-# line and exit code 2, as argparse reports its own errors), then files, folders, data,
-# backend and checkpoint in a preparation step whose errors are reported the same way.
+# The CLI checks everything it can before training starts: argument values in argparse (its usage,
+# one line and exit code 2), then files, folders, data, backend and checkpoint in a preparation
+# step whose errors are one line and exit code 2.
 def _backend_from_args(name, err):
     if name is None and nn.default_backend_name() == "numpy":
         from pyfast._device import unavailable_reason
@@ -362,8 +362,11 @@ def main(argv=None):
     prepare, run = (_prepare_linreg, _train_linreg) if args.command == "linreg" else (_prepare_cnn, _train_cnn)
     try:
         plan = prepare(args)
-    except (ValueError, OSError, RuntimeError) as error:  # found before training: a usage error
-        root.commands[args.command].error(str(error))
+    except (ValueError, OSError, RuntimeError) as error:
+        # Found before training (a data file, a checkpoint, a folder): one line, exit code 2 as for a
+        # bad argument, without the usage block argparse prints for those (it says nothing of files).
+        print(f"{root.commands[args.command].prog}: error: {error}", file=sys.stderr)
+        return 2
     try:
         run(plan)
     except TrainingDiverged as diverged:
