@@ -71,6 +71,25 @@ def _asan_runtime_loaded():
         return True  # cannot tell here: let the loader say
 
 
+def _check_environment(controls):
+    """The emulator's settings in the environment (read by the extension when it loads): a value it
+    does not take is a ValueError naming the variable and what it takes, never silently ignored."""
+    def setting(name):
+        value = os.environ.get(name, "")
+        return value or None
+
+    device = setting("PYFAST_EMU_DEVICE")
+    if device is not None and device not in controls.presets():
+        raise ValueError(f"PYFAST_EMU_DEVICE={device!r}: expected one of {', '.join(controls.presets())}")
+    order = setting("PYFAST_EMU_ORDER")
+    if order is not None and order not in ("index", "random"):
+        raise ValueError(f"PYFAST_EMU_ORDER={order!r}: expected index (the default) or random")
+    for name, minimum in (("PYFAST_EMU_SM_COUNT", 1), ("PYFAST_EMU_SEED", 0), ("PYFAST_EMU_STACK_KB", 1)):
+        value = setting(name)
+        if value is not None and not (value.isdigit() and int(value) >= minimum):
+            raise ValueError(f"{name}={value!r}: expected an integer >= {minimum}")
+
+
 def _stream_position(function):
     """Index of the `stream` parameter in a binding's signature (pybind11's first doc line), or None."""
     doc = (function.__doc__ or "").splitlines()
@@ -125,6 +144,7 @@ def install():
         _error = (f"PYFAST_EMULATE=1 but the emulated extension cannot be loaded ({failure}); "
                   f"`pip install -e .` builds it (pyfast._C_emu)")
         return
+    _check_environment(loaded.emulator)
     _extension = loaded
     from pyfast.emulator import cupy as stand_in
     from pyfast.emulator import cupyx as stand_in_x

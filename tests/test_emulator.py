@@ -336,3 +336,27 @@ def test_configure_changes_the_sm_count_the_ops_read():
     assert _C.matmul_rule_splits(1, 64, 128, 3136, ops._sm_count(0)) == 1
     pyfast.emulator.configure(device="h100")
     assert ops._sm_count(0) == 132
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("PYFAST_EMU_ORDER=bogus", "PYFAST_EMU_ORDER='bogus': expected index (the default) or random"),
+    ("PYFAST_EMU_SM_COUNT=abc", "PYFAST_EMU_SM_COUNT='abc': expected an integer >= 1"),
+    ("PYFAST_EMU_SM_COUNT=0", "PYFAST_EMU_SM_COUNT='0': expected an integer >= 1"),
+    ("PYFAST_EMU_SEED=-1", "PYFAST_EMU_SEED='-1': expected an integer >= 0"),
+    ("PYFAST_EMU_STACK_KB=lots", "PYFAST_EMU_STACK_KB='lots': expected an integer >= 1"),
+    ("PYFAST_EMU_DEVICE=h300", "PYFAST_EMU_DEVICE='h300': expected one of h100, h200, a100, v100"),
+])
+def test_a_setting_the_emulator_does_not_take_is_an_error_naming_it(setting, message):
+    """Not ignored without a word: `import pyfast` under PYFAST_EMULATE=1 refuses it, in one line."""
+    import os
+    import subprocess
+    import sys
+
+    name, value = setting.split("=")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYFAST_EMU_")}
+    env.update(PYFAST_EMULATE="1", **{name: value})
+    result = subprocess.run([sys.executable, "-c", "import pyfast"], capture_output=True, text=True, env=env,
+                            timeout=120)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == f"ValueError: {message}", result.stderr[-2000:]
+    assert "pyfast emulator:" not in result.stderr  # said once: not also by the runtime when it loads
