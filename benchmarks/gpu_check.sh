@@ -23,8 +23,8 @@
 # run `python -m benchmarks.source stamp` first and carry benchmarks/SOURCE.json along.
 # writing logs and result JSON into $OUT when it is set (as it goes, so a run cut short still
 # leaves its logs; at most 8 files), else into a temporary folder, and printing a summary
-# table last. Exits non-zero if any step failed; stops at once, with the reason, when the build
-# fails or no GPU is usable. Per-step limits: STEP_TIMEOUT (seconds, 600).
+# table last. Exits non-zero if any step failed; stops at once, with the reason, when no GPU is
+# usable (asked before building) or the build fails. Per-step limits: STEP_TIMEOUT (seconds, 600).
 set -u
 mode=${1:-full}
 case "$mode" in full|quick|sanitize|matmul|conv|train) ;; *) echo "usage: $0 [full|quick|sanitize|matmul|conv|train]" >&2; exit 2 ;; esac
@@ -65,15 +65,18 @@ fi
     "$PYTHON" -m benchmarks.source || true  # the commit measured (git, or the stamp of a copied tree)
 } > "$logs/env.log" 2>&1
 
-step build "$limit" env PYFAST_CUDA_ARCHS="${PYFAST_CUDA_ARCHS:-90}" \
-    "$PYTHON" -m pip install --no-build-isolation --no-deps -v -e .
-# Nothing after the build means anything without it, or without a usable GPU: stop there, saying why
-# (a failed test or benchmark, by contrast, does not stop the steps after it).
+# Nothing means anything without a usable GPU or without the build: stop there, saying why (a failed
+# test or benchmark, by contrast, does not stop the steps after it). The GPU is asked for first, through
+# CuPy: the build takes minutes.
 stop() {
     echo "=== gpu_check: $1; stopping (logs in $logs)"
     cat "$summary"
     exit 1
 }
+gpu_seen=$("$PYTHON" -c 'import sys, cupy; sys.exit(0 if cupy.cuda.runtime.getDeviceCount() else "no CUDA device is visible")' 2>&1) \
+    || stop "no usable GPU: $(echo "$gpu_seen" | tail -1)"
+step build "$limit" env PYFAST_CUDA_ARCHS="${PYFAST_CUDA_ARCHS:-90}" \
+    "$PYTHON" -m pip install --no-build-isolation --no-deps -v -e .
 [ "$failed" = 0 ] || stop "the build failed: $(grep -iE 'error|failed' "$logs/build.log" | head -1)"
 gpu_ok=$("$PYTHON" -c 'import sys, pyfast; sys.exit(0 if pyfast.is_available() else pyfast.unavailable_reason())' 2>&1) \
     || stop "no usable GPU: $(echo "$gpu_ok" | tail -1)"

@@ -186,16 +186,22 @@ def test_a_report_from_the_same_results_rewrites_no_chart(tmp_path):
     assert report._png_text(tmp_path / "fresh" / "ratio.png", "Software") is None  # no tool version in the files
 
 
-@pytest.mark.parametrize("build_fails, reason", [(True, "the build failed: error: nvcc failed on kernels/x.cu"),
-                                                 (False, "no usable GPU: no CUDA device is visible")])
-def test_gpu_check_stops_where_nothing_after_can_work(tmp_path, build_fails, reason):
-    """A failed build, or no usable GPU, ends the run at once with its reason (not with the
-    later steps failing one by one and tar missing its results)."""
+@pytest.mark.parametrize("device, build_fails, reason", [
+    (True, True, "the build failed: error: nvcc failed on kernels/x.cu"),
+    (False, False, "no usable GPU: no CUDA device is visible"),  # CuPy sees none: before building
+    (True, False, "no usable GPU: the built pyfast cannot use it"),  # CuPy sees one, the build cannot use it
+])
+def test_gpu_check_stops_where_nothing_after_can_work(tmp_path, device, build_fails, reason):
+    """No usable GPU, or a failed build, ends the run at once with its reason (not with the later
+    steps failing one by one and tar missing its results); a machine without a GPU is found
+    before the build's minutes."""
     import subprocess
 
     pip = "echo 'error: nvcc failed on kernels/x.cu'; exit 1" if build_fails else "exit 0"
-    fake = tmp_path / "python"  # pip builds (or not); `python -c` finds no GPU
-    fake.write_text(f'#!/bin/sh\nif [ "$2" = pip ]; then {pip}; fi\necho "no CUDA device is visible"; exit 1\n')
+    cupy = "exit 0" if device else "echo 'no CUDA device is visible'; exit 1"
+    fake = tmp_path / "python"  # CuPy sees a device (or not); pip builds (or not); pyfast cannot use the GPU
+    fake.write_text(f'#!/bin/sh\ncase "$*" in *getDeviceCount*) {cupy};; esac\n'
+                    f'if [ "$2" = pip ]; then {pip}; fi\necho "the built pyfast cannot use it"; exit 1\n')
     fake.chmod(0o755)
     script = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.sh"
     result = subprocess.run(["bash", str(script), "quick"], capture_output=True, text=True, timeout=120,
@@ -203,6 +209,7 @@ def test_gpu_check_stops_where_nothing_after_can_work(tmp_path, build_fails, rea
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"=== gpu_check: {reason}; stopping" in result.stdout
     assert "=== tests" not in result.stdout and "Cannot stat" not in result.stdout + result.stderr
+    assert ("=== build" in result.stdout) == device
 
 
 def test_a_tree_copied_without_git_knows_its_commit_from_its_stamp(tmp_path):
