@@ -279,11 +279,13 @@ def extensions():
 
 
 def requirements(cuda):
+    # tqdm: the progress bar within an epoch, which the trainer shows on a terminal
+    base = ["numpy>=1.24", "tqdm>=4.60"]
     if not cuda:
-        return ["numpy>=1.24"]
+        return base
     major, _ = cuda_version(find_cuda_home())
     # The CuPy wheel must match the CUDA major version the kernels were built with.
-    return ["numpy>=1.24", f"cupy-cuda{major}x>=13"]
+    return base + [f"cupy-cuda{major}x>=13"]
 
 
 EXTENSIONS, WITH_CUDA = extensions()
@@ -309,7 +311,7 @@ setup(
         "test": ["pytest>=7", "pytest-xdist", "hypothesis", "scikit-learn", "ml_dtypes", "matplotlib",
                  "setuptools>=64", "pybind11>=2.10"],
         "bench": ["torch", "matplotlib"],
-        "train": ["matplotlib", "tqdm"],
+        "train": ["matplotlib"],
     },
     zip_safe=False,
 )

@@ -2,6 +2,7 @@
 predict, and the checks a data set passes before any of them runs."""
 
 import math
+import sys
 import time
 
 import numpy as np
@@ -75,13 +76,14 @@ def _dataset(name, data, classifier, classes=None):
 
 
 def _progress(iterable, total, enabled, description):
-    if enabled:
+    """The epoch's batches, with tqdm's bar on stderr when stderr is a terminal. Into a file or a
+    pipe a bar would write a frame per update; there the epoch's own line is the progress."""
+    if enabled and sys.stderr.isatty():
         try:
             from tqdm import tqdm
-
-            return tqdm(iterable, total=total, desc=description, leave=False)
-        except ImportError:
-            pass
+        except ImportError:  # a dependency of pyfast; gone only from a broken environment
+            return iterable
+        return tqdm(iterable, total=total, desc=description, leave=False, file=sys.stderr)
     return iterable
 
 
