@@ -1,4 +1,4 @@
-"""Argument checks shared by pyfast.ops (GPU) and pyfast.reference (NumPy).
+"""Argument checks shared by pyfast.ops (GPU) and the NumPy backends (pyfast.reference, pyfast.cpu).
 
 They look only at shapes, dtypes and flags, so both backends raise the same NumPy-style
 errors: TypeError for a wrong type or dtype, ValueError naming the argument with the

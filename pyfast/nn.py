@@ -1,7 +1,7 @@
 """Layers with explicit forward() and backward(), no autograd: each layer caches what its
 backward needs and calls the ops directly, on either backend.
 
-A Backend bundles the op module (pyfast.ops on the GPU, pyfast.reference on NumPy) with its
+A Backend bundles the op module (pyfast.ops on the GPU, pyfast.cpu on NumPy) with its
 array module; every layer holds one. Activations and gradients live in buffers allocated
 once per batch shape and reused through ``out=``: a warmed-up training step allocates
 nothing for them. (So a layer's output is overwritten by its next forward: copy it if you

@@ -435,7 +435,7 @@ _GEMM_WORKSPACE_LIMIT = 2 ** 28  # floats (1 GiB): the rule does not pick "gemm"
 
 def _conv_rule(g, pass_code):
     """The version when the card's table is silent, from the H100 measurements of 2026-11-26
-    (../shared/measurements): "implicit" was the fastest forward and weight gradient of every
+    (benchmarks/results/nvidia-h100-80gb-hbm3-2026-11-26/measurement.md): "implicit" was the fastest forward and weight gradient of every
     measured layer and "gemm" the fastest input gradient (its im2col workspace permitting).
     "tiled" enters through the measured table (benchmarks/tune_conv.py) once a GPU run has
     checked and timed it."""

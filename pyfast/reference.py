@@ -2,8 +2,8 @@
 
 Inputs are float32 NumPy arrays, C-contiguous as pyfast.ops wants them (matmul also reads
 transposed views); the math runs in float64 and the result is rounded once to float32 (written
-into ``out=`` when given). This is the oracle the GPU kernels are tested against and the CPU
-backend of the trainer.
+into ``out=`` when given). This is the oracle the GPU kernels and pyfast.cpu (the trainer's
+float32 CPU backend) are tested against. The argument checks are pyfast._numpy_operands.
 """
 
 import numpy as np

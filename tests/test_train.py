@@ -490,9 +490,12 @@ def test_cuda_backend_trains_like_pytorch():
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("PyTorch has no CUDA")
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
-    _twenty_steps_against_torch("cuda", "cuda")
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False  # FP32, as pyfast
+    try:
+        _twenty_steps_against_torch("cuda", "cuda")
+    finally:  # PyTorch's flags are global: later tests get them as they were
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def test_linreg_matches_the_pytorch_tutorial_from_the_same_weights(capsys):

@@ -4,7 +4,7 @@
     python -m pyfast.train cnn [--data digits|synthetic|mnist:PATH] [--epochs 10] [--batch-size 64]
                                [--save model.npz] [--plot curves.png] [--backend cuda|numpy] [--no-graph]
 
-Both backends (``cuda``: pyfast.ops on the GPU, ``numpy``: pyfast.reference) share all of
+Both backends (``cuda``: pyfast.ops on the GPU, ``numpy``: pyfast.cpu) share all of
 this code; without a usable GPU the NumPy backend is used and one line says so.
 
 One concern a module, each importing only modules listed below it:
