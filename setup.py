@@ -14,6 +14,8 @@ Environment:
                           emulated pyfast._C_emu), cuda, or emulator.
   PYFAST_EMU_SANITIZE     e.g. "address,undefined": the emulated extension under those sanitizers.
   PYFAST_EMU_DEBUG=1      the emulated extension without optimization (for gdb).
+  PYFAST_EMU_PROFILE=1    the emulated extension with its kernels counting their memory accesses
+                          (pyfast.profile; csrc/emu/profile.cpp).
 """
 
 import os
@@ -36,7 +38,7 @@ DEFAULT_ARCHS = "80;90"
 # Files inside pyfast/ that the wheel must carry (tests/test_packaging.py checks the list is whole).
 PACKAGE_DATA = ["matmul_tuning.json", "conv_tuning.json", "digits.npz"]
 # Every package of the wheel (tests/test_packaging.py checks none is missing).
-PACKAGES = ["pyfast", "pyfast.emulator", "pyfast.train"]
+PACKAGES = ["pyfast", "pyfast.emulator", "pyfast.profile", "pyfast.train"]
 
 
 class CudaNotFound(RuntimeError):
@@ -122,9 +124,13 @@ def build_targets():
 
 
 def emulator_flags():
-    """Host-compiler flags of the emulated build. PYFAST_EMU_SANITIZE=address,undefined builds it
-    under those sanitizers (load it with their runtime preloaded; see README "Without a GPU");
-    PYFAST_EMU_DEBUG=1 without optimization, for gdb."""
+    """Host-compiler flags of the emulated build: (every source's, the link's, the kernels' own).
+    PYFAST_EMU_SANITIZE=address,undefined builds it under those sanitizers (load it with their
+    runtime preloaded; see README "Without a GPU"); PYFAST_EMU_DEBUG=1 without optimization, for
+    gdb; PYFAST_EMU_PROFILE=1 with the kernels (the .cu files) calling the profiler's hooks before
+    every memory access: GCC's ThreadSanitizer instrumentation, whose __tsan_* calls
+    csrc/emu/profile.cpp answers (libtsan is not linked); line tables for the per-line report; no
+    scalar replacement of aggregates, which would split a float4 access into four."""
     flags = ["-std=c++17", "-fPIC", "-fvisibility=hidden", "-DPYFAST_EMULATOR",
              # The GPU contracts a * b + c where it likes (fmad); the host would only where the ISA
              # has FMA: no contraction keeps the emulated results the same on every host.
@@ -144,7 +150,13 @@ def emulator_flags():
     # them (the same exactly rounded result as libm's fmaf, several times faster).
     if host_has_fma():
         flags += ["-mfma"]
-    return flags, ([f"-fsanitize={sanitize}"] if sanitize else [])
+    kernel_flags = []
+    if os.environ.get("PYFAST_EMU_PROFILE") == "1":
+        if sanitize:
+            raise ValueError("PYFAST_EMU_PROFILE=1 and PYFAST_EMU_SANITIZE: build one or the other")
+        flags += ["-DPYFAST_EMU_PROFILE", "-g1"]
+        kernel_flags = ["-fsanitize=thread", "--param", "tsan-instrument-func-entry-exit=0", "-fno-tree-sra"]
+    return flags, ([f"-fsanitize={sanitize}"] if sanitize else []), kernel_flags
 
 
 def host_has_fma():
@@ -214,14 +226,14 @@ class BuildExtWithNvcc(build_ext):
             # Every source by the host compiler, in parallel; setuptools only links. The Python glue
             # (the bindings.cpp files) is built without the sanitizers: they are for the kernels and
             # the emulator, and it is the slowest code to compile under them.
-            flags, link_flags = emulator_flags()
+            flags, link_flags, kernel_flags = emulator_flags()
             cxx = os.environ.get("CXX") or self.compiler.compiler_so[0].replace("gcc", "g++")
             includes = [f"-I{pybind11.get_include()}", f"-I{sysconfig.get_paths()['include']}"]
 
             def command(src, obj):
                 language = ["-x", "c++"] if src.endswith(".cu") else []
                 own = [f for f in flags if not f.startswith("-fsanitize")] if src.endswith("bindings.cpp") else flags
-                return [cxx, *language, "-c", src, "-o", obj, *own, *includes]
+                return [cxx, *language, "-c", src, "-o", obj, *own, *(kernel_flags if language else []), *includes]
 
             objects = compile_objects(self, [*cu_sources, *ext.sources], Path(self.build_temp) / "emulated",
                                       command, "host compiler (emulated)", headers)

@@ -6,7 +6,11 @@
 #             builds it first into build/emu-sanitize (about 1.5 minutes on 2 cores)
 #   order     the kernel tests with threads and blocks in a random order (a result that changes with
 #             the order is a race), once with 1 SM and once with 1000 (the rules that size grids)
-#   all       the three, in that order
+#   profile   the profiler's tests (tests/test_profile.py) on the profiled emulated build
+#             (PYFAST_EMU_PROFILE=1: every kernel access counted), which it builds first into
+#             build/emu-profile (about 1.5 minutes on 2 cores), and kernel tests on that build (the
+#             counting must not change a result)
+#   all       the four, in that order
 # Run from the repository root after `pip install -e ".[test]"`. PYFAST_TEST_WORKERS sets pytest's
 # worker count (default: one per core); further arguments go to pytest.
 set -euo pipefail
@@ -52,6 +56,18 @@ sanitize() {
              exit $failed; }
 }
 
+profile() {
+    echo "== the profiler's tests on the profiled build"
+    PYFAST_BUILD=emulator PYFAST_EMU_PROFILE=1 "$PYTHON" setup.py -q build_ext \
+        --build-lib build/emu-profile --build-temp build/emu-profile-temp > build/emu-profile.log 2>&1 \
+        || { tail -50 build/emu-profile.log; exit 1; }
+    local module
+    module=$(ls build/emu-profile/pyfast/_C_emu*.so)
+    PYFAST_EMULATE=1 PYFAST_EMU_MODULE="$module" PYFAST_HYPOTHESIS_EXAMPLES="${PYFAST_HYPOTHESIS_EXAMPLES:-5}" \
+        "$PYTHON" -m pytest -q "${workers[@]}" -m "not slow and not trains" tests/test_profile.py \
+        tests/test_elementwise.py tests/test_pool.py tests/test_loss.py "$@"
+}
+
 order() {
     local sms seed=1
     for sms in 1 1000; do
@@ -67,6 +83,7 @@ case "$mode" in
     suite) suite "$@" ;;
     sanitize) sanitize "$@" ;;
     order) order "$@" ;;
-    all) suite "$@"; sanitize "$@"; order "$@" ;;
-    *) echo "usage: tests/emulated.sh [suite|sanitize|order|all] [pytest arguments]" >&2; exit 2 ;;
+    profile) profile "$@" ;;
+    all) suite "$@"; sanitize "$@"; order "$@"; profile "$@" ;;
+    *) echo "usage: tests/emulated.sh [suite|sanitize|order|profile|all] [pytest arguments]" >&2; exit 2 ;;
 esac

@@ -2,16 +2,21 @@
 // "device" memory for the CuPy stand-in (pyfast/emulator), counters and the self-tests.
 // csrc/bindings.cpp's module calls bind_emulator() in the emulated build only.
 
+#include <cxxabi.h>
+#include <dlfcn.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <tuple>
 #include <vector>
 
 #include "pyfast_emu_control.h"
+#include "profile.h"
+#include "profile_probe.h"
 #include "pyfast_emu_runtime.h"
 #include "selftest.h"
 
@@ -57,6 +62,55 @@ py::dict properties() {
     return p;
 }
 
+std::string demangle(const std::string& symbol) {
+    int status = 0;
+    char* readable = abi::__cxa_demangle(symbol.c_str(), nullptr, nullptr, &status);
+    std::string result = status == 0 && readable != nullptr ? readable : symbol;
+    std::free(readable);
+    return result;
+}
+
+// The recorded launches as dicts; sites as offsets into this module (for addr2line).
+py::list profile_stop() {
+    Dl_info info{};
+    dladdr(reinterpret_cast<void*>(&demangle), &info);
+    const std::uintptr_t base = reinterpret_cast<std::uintptr_t>(info.dli_fbase);
+    py::list launches;
+    for (const profile::LaunchCounts& l : profile::stop()) {
+        py::dict d;
+        d["kernel"] = demangle(l.kernel);
+        d["symbol"] = l.kernel;
+        d["grid"] = py::make_tuple(l.grid.x, l.grid.y, l.grid.z);
+        d["block"] = py::make_tuple(l.block.x, l.block.y, l.block.z);
+        d["dynamic_shared"] = l.dynamic_shared;
+        d["static_shared"] = l.static_shared;
+        d["blocks"] = l.blocks;
+        d["sampled_blocks"] = l.sampled_blocks;
+        d["run_blocks"] = l.run_blocks;
+        d["barriers"] = l.barriers;
+        d["unique_read_sectors"] = l.unique_read_sectors;
+        d["unique_write_sectors"] = l.unique_write_sectors;
+        py::list sites;
+        for (const profile::SiteCounts& c : l.sites) {
+            py::dict s;
+            s["offset"] = c.site - base;
+            s["space"] = c.kind == 0 ? "global" : "shared";
+            s["op"] = c.atomic ? "atomic" : (c.write ? "store" : "load");
+            s["bytes"] = c.bytes;
+            s["requests"] = c.requests;
+            s["lanes"] = c.lanes;
+            s["sectors"] = c.sectors;
+            s["ideal_sectors"] = c.ideal_sectors;
+            s["wavefronts"] = c.wavefronts;
+            s["ideal_wavefronts"] = c.ideal_wavefronts;
+            sites.append(s);
+        }
+        d["sites"] = sites;
+        launches.append(d);
+    }
+    return launches;
+}
+
 }  // namespace
 
 void bind_emulator(py::module_& parent) {
@@ -95,6 +149,23 @@ void bind_emulator(py::module_& parent) {
         return std::string();
 #endif
     }, "The sanitizers this build runs under (PYFAST_EMU_SANITIZE at build time; '' for none).");
+    m.def("profiled", &profile::instrumented,
+          "Whether this build's kernels record their memory accesses (PYFAST_EMU_PROFILE=1 at build time).");
+    m.def("profile_start", &profile::start, py::arg("sample_blocks") = 0, py::arg("run_sampled_only") = false,
+          "Record every launch from now on: counters of at most sample_blocks blocks per launch (0: all); with "
+          "run_sampled_only the others do not run (counts only; the results are then wrong).");
+    m.def("profile_stop", &profile_stop, "The launches recorded since profile_start, as dicts; stops recording.");
+    m.def("profile_module", [] {
+        Dl_info info{};
+        dladdr(reinterpret_cast<void*>(&demangle), &info);
+        return std::string(info.dli_fname != nullptr ? info.dli_fname : "");
+    }, "The file of this module, which the sites' offsets point into.");
+    m.def("profile_probes", &profile_probe_names, "The profiler's probe kernels' names (csrc/emu/profile_probe.cu).");
+    m.def("run_profile_probe", [](const std::string& name) {
+        cudaError_t status = cudaSuccess;
+        if (!run_profile_probe(name, &status)) throw py::value_error("no profile probe named " + name);
+        return std::string(cudaGetErrorName(status));
+    }, py::arg("name"), "Launches one probe kernel; its launch's status name.");
     m.def("selftests", &selftest_names, "The self-test kernels' names.");
     m.def("run_selftest", [](const std::string& name) {
         cudaError_t status = cudaSuccess;

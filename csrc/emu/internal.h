@@ -1,10 +1,18 @@
 // internal.h - what the emulator's own translation units share beyond pyfast_emu.h: the running
-// thread's asynchronous copies (cp.async, csrc/emu/ptx.cpp), kept with the thread in runtime.cpp.
+// thread's asynchronous copies (cp.async, csrc/emu/ptx.cpp), kept with the thread in runtime.cpp,
+// and what the profiler (csrc/emu/profile.cpp) asks of the runtime.
 #pragma once
 
+#include <cstddef>
+#include <utility>
 #include <vector>
 
 namespace pyfast_emu {
+
+// The running thread's index in its block (x fastest), or -1 outside a kernel (profile.cpp).
+int running_thread_index();
+// The device allocations alive now: (start, bytes), for the profiler's map of global memory.
+std::vector<std::pair<const char*, std::size_t>> allocation_list();
 
 struct AsyncCopy {
     void* dst;

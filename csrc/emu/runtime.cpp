@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "internal.h"
+#include "profile.h"
 #include "pyfast_emu.h"
 #include "pyfast_emu_control.h"
 
@@ -608,6 +609,7 @@ int block_barrier(Barrier kind, int predicate, const char* file, int line) {
     t->line = line;
     t->barrier = kind;
     t->predicate = predicate != 0;
+    profile::barrier(static_cast<int>(t - b.threads.data()));
     ++b.at_barrier;
     if (b.at_barrier + b.exited == b.count) resolve_barrier();
     if (b.failed) abandon(t);
@@ -691,6 +693,10 @@ void warp_collective(WarpOp op, unsigned mask, WarpSlot* slot, WarpCombine combi
         if ((mask & (1u << lane)) && lane != t->lane) make_ready(first + lane);
     }
     t->state = State::kRunning;
+}
+
+int running_thread_index() {
+    return g_thread != nullptr ? static_cast<int>(g_thread - g_block.threads.data()) : -1;
 }
 
 unsigned active_mask() {
@@ -841,9 +847,16 @@ cudaError_t run_launch(const LaunchConfig& config, void (*body)(void*), void* ar
     g_grid_dim = grid;
     g_block_dim = block;
     const std::vector<StaticObject>& statics = kernel_statics(config.kernel);
+    const unsigned long long blocks = 1ULL * grid.x * grid.y * grid.z;
+    if (profile::active()) {
+        std::vector<SharedRange> ranges;
+        for (const StaticObject& object : statics) ranges.push_back(SharedRange{object.address, object.bytes});
+        const auto function = symbol_table().functions.find(reinterpret_cast<std::uintptr_t>(config.kernel));
+        profile::launch_begin(config, function != symbol_table().functions.end() ? function->second : std::string(),
+                              std::move(ranges), allocation_list(), blocks);
+    }
 
     // Blocks in order, or in an order drawn from the seed: i -> (a i + c) mod blocks, a coprime.
-    const unsigned long long blocks = 1ULL * grid.x * grid.y * grid.z;
     unsigned long long step = 1, offset = 0;
     if (g_options.random_order && blocks > 1) {
         std::uniform_int_distribution<unsigned long long> pick(1, blocks - 1);
@@ -856,10 +869,13 @@ cudaError_t run_launch(const LaunchConfig& config, void (*body)(void*), void* ar
             (static_cast<unsigned __int128>(i) * step + offset) % blocks);
         g_block_idx = uint3{static_cast<unsigned>(index % grid.x), static_cast<unsigned>((index / grid.x) % grid.y),
                             static_cast<unsigned>(index / (1ULL * grid.x * grid.y))};
+        if (!profile::block_begin(index, b.dynamic_shared, config.shared_bytes)) continue;
         if (config.shared_bytes > 0) std::memset(b.dynamic_shared, 0xff, config.shared_bytes);
         poison(statics);
         run_block();
+        profile::block_end(b.failed);
     }
+    profile::launch_end();
     if (config.shared_bytes > 0) std::free(b.dynamic_shared);
     b.dynamic_shared = nullptr;
     g_thread = nullptr;
@@ -939,6 +955,13 @@ bool device_free(void* p) {
     allocations().erase(it);
     std::free(p);
     return true;
+}
+
+std::vector<std::pair<const char*, std::size_t>> allocation_list() {
+    std::lock_guard<std::mutex> lock(g_memory_mutex);
+    std::vector<std::pair<const char*, std::size_t>> list;
+    for (const auto& [start, bytes] : allocations()) list.emplace_back(static_cast<const char*>(start), bytes);
+    return list;
 }
 
 std::size_t allocated_bytes() {

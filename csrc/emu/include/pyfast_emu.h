@@ -345,13 +345,30 @@ PYFAST_EMU_STORE(__stwt)
 // ------------------------------------------------------------------------------- atomics
 // One host thread runs every thread of the launch and never switches inside an atomic, so a
 // plain read-modify-write is atomic. Integer arithmetic wraps as on the GPU.
+// In the profiled build (csrc/emu/profile.cpp) an atomic is one counted access at its caller's line
+// (hence not inlined: its return address is in the kernel), not the read and write that do it.
 namespace pyfast_emu {
+#if defined(PYFAST_EMU_PROFILE)
+namespace profile {
+void atomic_begin(const void* address, int bytes, const void* site);
+void atomic_end();
+}  // namespace profile
+template <typename T, typename F>
+__attribute__((noinline)) T atomic_update(T* address, F&& update) {
+    profile::atomic_begin(address, static_cast<int>(sizeof(T)), __builtin_return_address(0));
+    const T old = *address;
+    *address = update(old);
+    profile::atomic_end();
+    return old;
+}
+#else
 template <typename T, typename F>
 T atomic_update(T* address, F&& update) {
     const T old = *address;
     *address = update(old);
     return old;
 }
+#endif
 template <typename T>
 T wrapping_add(T a, T b) {
     using U = std::make_unsigned_t<T>;
