@@ -37,6 +37,8 @@ ROOT = Path(__file__).resolve().parent
 DEFAULT_ARCHS = "80;90"
 # Files inside pyfast/ that the wheel must carry (tests/test_packaging.py checks the list is whole).
 PACKAGE_DATA = ["matmul_tuning.json", "conv_tuning.json", "digits.npz"]
+# And inside pyfast/profile/: the model's cards and its calibration points.
+PROFILE_DATA = ["cards.json", "calibration.json"]
 # Every package of the wheel (tests/test_packaging.py checks none is missing).
 PACKAGES = ["pyfast", "pyfast.emulator", "pyfast.profile", "pyfast.train"]
 
@@ -128,9 +130,10 @@ def emulator_flags():
     PYFAST_EMU_SANITIZE=address,undefined builds it under those sanitizers (load it with their
     runtime preloaded; see README "Without a GPU"); PYFAST_EMU_DEBUG=1 without optimization, for
     gdb; PYFAST_EMU_PROFILE=1 with the kernels (the .cu files) calling the profiler's hooks before
-    every memory access: GCC's ThreadSanitizer instrumentation, whose __tsan_* calls
-    csrc/emu/profile.cpp answers (libtsan is not linked); line tables for the per-line report; no
-    scalar replacement of aggregates, which would split a float4 access into four."""
+    every memory access (GCC's ThreadSanitizer instrumentation, whose __tsan_* calls
+    csrc/emu/profile.cpp answers; libtsan is not linked) and at every basic block (coverage's
+    trace-pc); line tables for the per-line report; no scalar replacement of aggregates, which would
+    split a float4 access into four."""
     flags = ["-std=c++17", "-fPIC", "-fvisibility=hidden", "-DPYFAST_EMULATOR",
              # The GPU contracts a * b + c where it likes (fmad); the host would only where the ISA
              # has FMA: no contraction keeps the emulated results the same on every host.
@@ -155,7 +158,8 @@ def emulator_flags():
         if sanitize:
             raise ValueError("PYFAST_EMU_PROFILE=1 and PYFAST_EMU_SANITIZE: build one or the other")
         flags += ["-DPYFAST_EMU_PROFILE", "-g1"]
-        kernel_flags = ["-fsanitize=thread", "--param", "tsan-instrument-func-entry-exit=0", "-fno-tree-sra"]
+        kernel_flags = ["-fsanitize=thread", "--param", "tsan-instrument-func-entry-exit=0", "-fno-tree-sra",
+                        "-fsanitize-coverage=trace-pc"]
     return flags, ([f"-fsanitize={sanitize}"] if sanitize else []), kernel_flags
 
 
@@ -198,6 +202,24 @@ def compile_objects(build, sources, obj_dir, command, label, headers):
     return objects
 
 
+def unrolled_kernels(folder):
+    """Copies of kernels/ and csrc/emu's kernels in which `#pragma unroll [N]` reads `#pragma GCC
+    unroll N` (65534: fully), each starting with a #line directive naming its original, so line
+    tables still point at the sources. The profiled build compiles these: the host compiler then
+    unrolls the loops nvcc unrolls, and a source line's basic blocks are entered as often as the
+    GPU executes its SASS (pyfast/profile/sass.py multiplies the two)."""
+    for source in [*(ROOT / "kernels").glob("*.cu"), *(ROOT / "kernels").glob("*.cuh"), *EMULATOR_DIR.glob("*.cu")]:
+        text = source.read_text()
+        text = re.sub(r"^(\s*)#pragma unroll\s*$", r"\1#pragma GCC unroll 65534", text, flags=re.M)
+        text = re.sub(r"^(\s*)#pragma unroll\s+(\w+)\s*$", r"\1#pragma GCC unroll \2", text, flags=re.M)
+        copy = folder / source.relative_to(ROOT)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        written = f'#line 1 "{source}"\n{text}'
+        if not copy.exists() or copy.read_text() != written:
+            copy.write_text(written)
+    return folder
+
+
 class BuildExtWithNvcc(build_ext):
     """pyfast._C: the .cu sources compiled by nvcc (in parallel), then setuptools compiles the C++
     sources and links everything into one shared object. pyfast._C_emu: the same sources
@@ -230,9 +252,16 @@ class BuildExtWithNvcc(build_ext):
             cxx = os.environ.get("CXX") or self.compiler.compiler_so[0].replace("gcc", "g++")
             includes = [f"-I{pybind11.get_include()}", f"-I{sysconfig.get_paths()['include']}"]
 
+            unrolled = unrolled_kernels(Path(self.build_temp) / "unrolled") if kernel_flags else None
+
             def command(src, obj):
                 language = ["-x", "c++"] if src.endswith(".cu") else []
                 own = [f for f in flags if not f.startswith("-fsanitize")] if src.endswith("bindings.cpp") else flags
+                if language and kernel_flags:
+                    # The profiled build compiles the kernels as nvcc unrolls them (see unrolled_kernels).
+                    copy = unrolled / Path(src).relative_to(ROOT) if Path(src).is_absolute() else unrolled / src
+                    src = str(copy) if copy.exists() else src
+                    own = [f"-I{unrolled / 'kernels'}", *own]
                 return [cxx, *language, "-c", src, "-o", obj, *own, *(kernel_flags if language else []), *includes]
 
             objects = compile_objects(self, [*cu_sources, *ext.sources], Path(self.build_temp) / "emulated",
@@ -309,7 +338,7 @@ setup(
     long_description=(ROOT / "README.md").read_text() if (ROOT / "README.md").exists() else "",
     long_description_content_type="text/markdown",
     packages=PACKAGES,
-    package_data={"pyfast": PACKAGE_DATA},
+    package_data={"pyfast": PACKAGE_DATA, "pyfast.profile": PROFILE_DATA},
     python_requires=">=3.9",
     ext_modules=EXTENSIONS,
     cmdclass={"build_ext": BuildExtWithNvcc},
@@ -319,9 +348,12 @@ setup(
         # scikit-learn: cross-checks the shipped digits; ml_dtypes: bfloat16 arrays for matmul's bf16 path;
         # matplotlib: the training curves and benchmark charts are drawn in the tests
         # pytest-xdist: the emulated GPU tests on every core; setuptools and pybind11: tests/emulated.sh
-        # sanitize builds the sanitized emulated extension outside pip's build environment
+        # sanitize builds the sanitized emulated extension outside pip's build environment;
+        # nvidia-cuda-nvdisasm: the profiler's SASS tests (tests/emulated.sh profile)
         "test": ["pytest>=7", "pytest-xdist", "hypothesis", "scikit-learn", "ml_dtypes", "matplotlib",
-                 "setuptools>=64", "pybind11>=2.10"],
+                 "setuptools>=64", "pybind11>=2.10", "nvidia-cuda-nvdisasm"],
+        # nvdisasm: the SASS per source line behind pyfast.profile's instruction counts and model
+        "profile": ["nvidia-cuda-nvdisasm"],
         "bench": ["torch", "matplotlib"],
         "train": ["matplotlib"],
     },

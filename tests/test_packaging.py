@@ -23,6 +23,11 @@ def test_every_data_file_of_the_package_is_in_package_data():
     assert set(_setup_constant("PACKAGE_DATA")) == data_files
 
 
+def test_the_profile_data_files_are_in_package_data():
+    data_files = {p.name for p in (ROOT / "pyfast" / "profile").iterdir() if p.suffix == ".json"}
+    assert set(_setup_constant("PROFILE_DATA")) == data_files
+
+
 def test_every_package_is_in_packages():
     packages = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "pyfast").rglob("__init__.py")}
     assert set(_setup_constant("PACKAGES")) == packages

@@ -130,7 +130,8 @@ def test_sampled_blocks_stand_for_the_launch():
         assert sampled.total(field, "global", "load") == pytest.approx(whole.total(field, "global", "load"))
     assert sampled.unique_read_bytes == whole.unique_read_bytes == 1024  # every block ran
     only = probe("blocks8", sample_blocks=2, run_sampled_only=True)
-    assert only.run_blocks == 3 and only.unique_estimated and only.unique_read_bytes == 3 * 128
+    # 3 blocks of 128 bytes ran, scaled to 8: the whole 1024 (the 4 KB array bounds the estimate).
+    assert only.run_blocks == 3 and only.unique_estimated and only.unique_read_bytes == 1024
 
 
 def test_bad_sampling_is_refused():
@@ -181,3 +182,42 @@ def test_the_command_profiles_a_snippet(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(r"^# 2 launches on the profiled emulator", result.stdout, re.M), result.stdout
     assert "max_pool2d" in result.stdout and "# worst lines" in result.stdout
+
+
+def _sass_or_skip():
+    from pyfast.profile import sass
+
+    try:
+        sass.tools()
+    except RuntimeError as error:
+        pytest.skip(str(error))
+    return sass
+
+
+@pytest.mark.parametrize("version", ["simple", "tiled"])
+def test_instruction_counts_give_every_fma_once(version):
+    """SASS basic blocks x the emulator's counts: a 256^3 product issues exactly 256^3 / 32 warp
+    FFMAs, whether nvcc unrolled the loop (simple: by 4 and in variants) or the source did (tiled)."""
+    import cupy
+
+    from pyfast import ops
+
+    sass = _sass_or_skip()
+    a = cupy.ones((256, 256), cupy.float32)
+    _, launches = profile.record(ops.matmul, a, a, version=version, plan=(-1, 1), sample_blocks=4)
+    (launch,) = launches
+    kernel = sass.for_launch(launch)
+    assert kernel is not None and kernel.registers > 0
+    mix = sass.dynamic_instructions(launch, kernel)
+    assert mix["ffma"] == pytest.approx(256 ** 3 / 32, rel=0.01)
+    assert mix["memory"] > 0 and sum(mix.values()) > mix["ffma"]
+
+
+def test_the_command_models_a_card(tmp_path):
+    _sass_or_skip()
+    code = "import pyfast, cupy\nfrom pyfast import ops\nops.relu(cupy.ones(1 << 16, cupy.float32))\n"
+    result = subprocess.run([sys.executable, "-m", "pyfast.profile", "--card", "H200", "-c", code],
+                            capture_output=True, text=True, timeout=600, cwd=tmp_path, env=dict(os.environ))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "modelled (pyfast-model-1, H200)" in result.stdout and "not a measurement" in result.stdout
+    assert re.search(r"\b(dram|issue|shared)\s*$", result.stdout.splitlines()[3]), result.stdout

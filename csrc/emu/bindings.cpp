@@ -90,6 +90,8 @@ py::list profile_stop() {
         d["barriers"] = l.barriers;
         d["unique_read_sectors"] = l.unique_read_sectors;
         d["unique_write_sectors"] = l.unique_write_sectors;
+        d["read_allocation_bytes"] = l.read_allocation_bytes;
+        d["written_allocation_bytes"] = l.written_allocation_bytes;
         py::list sites;
         for (const profile::SiteCounts& c : l.sites) {
             py::dict s;
@@ -106,6 +108,9 @@ py::list profile_stop() {
             sites.append(s);
         }
         d["sites"] = sites;
+        py::list code;
+        for (const auto& [address, count] : l.code) code.append(py::make_tuple(address - base, count));
+        d["code"] = code;
         launches.append(d);
     }
     return launches;

@@ -18,6 +18,9 @@
 //   4-byte words any one of the 32 banks must deliver (the same word to several lanes is one).
 //   Ideal: one per phase; bank conflicts = wavefronts - ideal.
 // Unique sectors read and written over the launch: its compulsory DRAM traffic (no cache model).
+// Basic blocks entered, per warp (the most any lane entered each): GCC's -fsanitize-coverage=trace-pc
+// calls a hook at each, and the source lines they map to times each line's SASS (from nvcc's build
+// of the same file) estimate the instructions the GPU would issue.
 //
 // Sampling: grouping is costly, so at most `sample_blocks` blocks of a launch, spread evenly
 // over the grid, are grouped; their totals stand for the launch's scaled by blocks / sampled
@@ -83,7 +86,10 @@ struct State {
     bool counting = false;   // accesses count at all (a profile runs)
     bool in_atomic = false;  // inside an atomic of the shim: its own read and write do not count
     std::vector<Access> accesses;
+    std::unordered_map<std::uint64_t, std::uint32_t> kth;  // (thread, site) -> its accesses so far
     std::vector<unsigned> barriers;  // per thread of the block
+    std::unordered_map<std::uint64_t, std::uint32_t> blocks_entered;  // (code address, thread) -> entries
+    std::unordered_map<std::uintptr_t, unsigned long long> code_executions;  // code address -> warp entries
 };
 State g;
 
@@ -171,9 +177,11 @@ void count_shared(const Request& r, int bytes, SiteCounts& c) {
     }
 }
 
-// Groups the sampled block's accesses into warp requests and adds them to the sites' counts.
+// Groups the sampled block's accesses so far into warp requests and adds them to the sites'
+// counts. Called when every thread has passed a barrier (each request before it is whole) and at
+// the block's end, so a long kernel's accesses never pile up beyond one barrier interval.
 void group_block() {
-    std::unordered_map<std::uint64_t, std::uint32_t> kth;  // (thread, site) -> accesses so far
+    std::unordered_map<std::uint64_t, std::uint32_t>& kth = g.kth;  // (thread, site) -> accesses so far
     struct Key {
         std::uintptr_t site;
         std::uint64_t warp_k;
@@ -278,6 +286,8 @@ bool block_begin(unsigned long long block, const char* dynamic_shared, std::size
     g.counting = true;
     g.shared.back() = SharedRange{dynamic_shared, dynamic_bytes};
     g.accesses.clear();
+    g.kth.clear();
+    g.blocks_entered.clear();
     const std::size_t threads = 1ULL * g.current.block.x * g.current.block.y * g.current.block.z;
     g.barriers.assign(threads, 0);
     ++g.current.run_blocks;
@@ -297,7 +307,15 @@ void block_end(bool failed) {
         }
         g.current.barriers += most;
     }
+    // A warp enters a basic block as often as its most frequent lane (lanes that skip it wait).
+    std::unordered_map<std::uint64_t, std::uint32_t> per_warp;
+    for (const auto& [key, count] : g.blocks_entered) {
+        std::uint32_t& most = per_warp[(key >> 11) << 6 | ((key & 0x7ff) / 32)];
+        most = std::max(most, count);
+    }
+    for (const auto& [key, count] : per_warp) g.code_executions[static_cast<std::uintptr_t>(key >> 6)] += count;
     g.accesses.clear();
+    g.blocks_entered.clear();
 }
 
 void launch_end() {
@@ -305,11 +323,16 @@ void launch_end() {
     for (const Touched& t : g.touched) {
         g.current.unique_read_sectors += popcount_all(t.read);
         g.current.unique_write_sectors += popcount_all(t.written);
+        if (!t.read.empty()) g.current.read_allocation_bytes += t.bytes;
+        if (!t.written.empty()) g.current.written_allocation_bytes += t.bytes;
     }
     for (auto& [key, counts] : g.sites) {
         (void)key;
         g.current.sites.push_back(counts);
     }
+    for (const auto& [code, count] : g.code_executions) g.current.code.emplace_back(code, count);
+    std::sort(g.current.code.begin(), g.current.code.end());
+    g.code_executions.clear();
     std::sort(g.current.sites.begin(), g.current.sites.end(), [](const SiteCounts& a, const SiteCounts& b) {
         return a.site != b.site ? a.site < b.site : a.write < b.write;
     });
@@ -317,6 +340,13 @@ void launch_end() {
     g.current = LaunchCounts{};
     g.touched.clear();
     g.sites.clear();
+}
+
+void block_synchronized() {
+    if (g.counting && g.recording) {
+        group_block();
+        g.accesses.clear();
+    }
 }
 
 void barrier(int thread) {
@@ -352,6 +382,15 @@ inline void record(const void* address, int bytes, unsigned flags, const void* s
 
 // An atomic of the emulator's shim (pyfast_emu.h): one access, flagged; the plain read and write
 // that carry it out are not counted again.
+// A kernel's basic block entered by the running thread (the coverage hook below).
+inline void enter(const void* code) {
+    if (!g.counting || !g.recording) return;
+    const int thread = running_thread_index();
+    if (thread < 0) return;
+    ++g.blocks_entered[static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(code)) << 11 |
+                       static_cast<std::uint64_t>(thread)];
+}
+
 void atomic_begin(const void* address, int bytes, const void* site) {
     record(address, bytes, kWrite | kAtomic, site);
     g.in_atomic = true;
@@ -397,6 +436,11 @@ extern "C" __attribute__((visibility("default"))) unsigned char __tsan_atomic8_l
     return __atomic_load_n(a, __ATOMIC_SEQ_CST);
 }
 extern "C" __attribute__((visibility("default"))) void __tsan_init() {}
+// -fsanitize-coverage=trace-pc: called at the start of every basic block of a kernel; with the SASS
+// of each source line (pyfast/profile/sass.py) these give the instruction counts.
+extern "C" __attribute__((visibility("default"))) void __sanitizer_cov_trace_pc() {
+    pyfast_emu::profile::enter(__builtin_return_address(0));
+}
 extern "C" __attribute__((visibility("default"))) void __tsan_func_entry(void*) {}
 extern "C" __attribute__((visibility("default"))) void __tsan_func_exit() {}
 extern "C" __attribute__((visibility("default"))) void __tsan_vptr_update(void*, void*) {}

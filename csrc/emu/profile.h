@@ -45,7 +45,12 @@ struct LaunchCounts {
     unsigned long long blocks, sampled_blocks, run_blocks;
     unsigned long long barriers;  // warp-level barrier instructions in the sampled blocks
     unsigned long long unique_read_sectors, unique_write_sectors;  // over the blocks that ran
+    // Sizes of the allocations those blocks read / wrote: a bound on the launch's unique bytes where
+    // only sampled blocks ran.
+    unsigned long long read_allocation_bytes, written_allocation_bytes;
     std::vector<SiteCounts> sites;  // over the sampled blocks
+    // (code address of a basic block, times warps of the sampled blocks entered it)
+    std::vector<std::pair<std::uintptr_t, unsigned long long>> code;
 };
 std::vector<LaunchCounts> stop();
 
@@ -57,6 +62,7 @@ bool block_begin(unsigned long long block, const char* dynamic_shared, std::size
 void block_end(bool failed);
 void launch_end();
 void barrier(int thread);  // the running thread (its index in the block) reached a barrier
+void block_synchronized();  // every thread of the block passed a barrier: its requests so far are whole
 
 }  // namespace profile
 }  // namespace pyfast_emu

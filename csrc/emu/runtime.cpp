@@ -434,6 +434,7 @@ void resolve_barrier() {
     }
     b.barrier_result = result;
     b.at_barrier = 0;
+    profile::block_synchronized();
     for (int i = 0; i < b.count; ++i) make_ready(i);
 }
 

@@ -83,7 +83,9 @@ class Launch:
     unique_read_bytes: int
     unique_write_bytes: int
     sites: list
-    unique_estimated: bool = False  # only sampled blocks ran: unique bytes from their extents
+    unique_estimated: bool = False  # only sampled blocks ran: unique bytes estimated (see _unique)
+    code: list = dataclasses.field(default_factory=list)  # (basic block's offset, warp entries), sampled blocks
+    memory_sites: list = dataclasses.field(default_factory=list)  # (a site's offset, its requests), sampled blocks
 
     @property
     def scale(self):
@@ -186,10 +188,23 @@ def stop():
                                dynamic_shared=launch["dynamic_shared"], static_shared=launch["static_shared"],
                                blocks=launch["blocks"], sampled_blocks=launch["sampled_blocks"],
                                run_blocks=launch["run_blocks"], barriers=launch["barriers"],
-                               unique_read_bytes=launch["unique_read_sectors"] * SECTOR,
-                               unique_write_bytes=launch["unique_write_sectors"] * SECTOR, sites=_merged(sites),
-                               unique_estimated=launch["run_blocks"] < launch["blocks"]))
+                               unique_read_bytes=_unique(launch, "unique_read_sectors", "read_allocation_bytes"),
+                               unique_write_bytes=_unique(launch, "unique_write_sectors", "written_allocation_bytes"),
+                               sites=_merged(sites),
+                               unique_estimated=launch["run_blocks"] < launch["blocks"],
+                               code=[tuple(c) for c in launch.get("code", [])],
+                               memory_sites=[(s["offset"], s["requests"]) for s in launch["sites"]]))
     return launches
+
+
+def _unique(launch, sectors, allocations):
+    """Unique bytes of a launch: counted, where every block ran; where only sampled blocks ran,
+    theirs scaled to the grid, at most the bytes of the allocations they touched (an estimate:
+    blocks that share data would count it more than once)."""
+    counted = launch[sectors] * SECTOR
+    if launch["run_blocks"] >= launch["blocks"] or not launch["run_blocks"]:
+        return counted
+    return int(min(counted * launch["blocks"] / launch["run_blocks"], launch[allocations]))
 
 
 def _merged(sites):

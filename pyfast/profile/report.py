@@ -43,8 +43,8 @@ def launch_table(launches, timings=None):
                _fmt(launch.total("wavefronts", "shared") - launch.total("ideal_wavefronts", "shared")),
                _fmt(launch.barriers * launch.scale)]
         if timings:
-            ms, bound = timings.get(i, (None, ""))
-            row += ["-" if ms is None else f"{ms * 1e3:.1f}", bound]
+            seconds, bound = timings.get(i, (None, ""))
+            row += ["-" if seconds is None else f"{seconds * 1e6:.1f}", bound]
         rows.append(row)
     return _table(headers, rows)
 
