@@ -32,6 +32,9 @@ def load_results(paths):
     merged = {"info": {}, "ceilings": {}, "families": {}}
     for path in paths:
         content = json.loads(Path(path).read_text())
+        if "model" in content or str(content.get("label", "")).startswith("modelled"):
+            raise ValueError(f"{path}: modelled figures (benchmarks/modelled.py), not measurements: a report of "
+                             f"measured results never holds them")
         if "families" in content:
             merged["info"] = merged["info"] or content["info"]
             merged["ceilings"].update(content.get("ceilings", {}))

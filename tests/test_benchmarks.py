@@ -244,3 +244,15 @@ def test_a_tree_copied_without_git_knows_its_commit_from_its_stamp(tmp_path):
     assert describe() == f"{here['commit']}+dirty (from stamp (files changed after stamping))"
     (copy / "benchmarks" / "SOURCE.json").unlink()
     assert describe().startswith("unknown (no git checkout and no benchmarks/SOURCE.json")
+
+
+def test_modelled_figures_are_labelled_and_kept_out_of_measured_reports():
+    modelled = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "modelled"
+    files = sorted(modelled.glob("*/modelled.json"))
+    assert files, "benchmarks/results/modelled holds the modelled run"
+    for path in files:
+        content = json.loads(path.read_text())
+        assert content["label"].startswith("modelled (") and content["model"] == path.parent.name
+        assert all(f"{card} ms" in row for row in content["rows"] for card in ("H100 SXM", "H200"))
+        with pytest.raises(ValueError, match="modelled figures"):
+            report.load_results([path])

@@ -157,6 +157,9 @@ def _module_lines(module, offsets):
 
 def _short_path(location):
     location = re.sub(r" \(discriminator \d+\)$", "", location)
+    # The profiled build compiles copies of the kernels (setup.py's unrolled_kernels): their lines
+    # are the sources' lines.
+    location = re.sub(r"^.*/unrolled/", ROOT + os.sep, location)
     if location.startswith(ROOT + os.sep):
         return location[len(ROOT) + 1:]
     return location
