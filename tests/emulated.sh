@@ -10,7 +10,7 @@
 #             (PYFAST_EMU_PROFILE=1: every kernel access counted), which it builds first into
 #             build/emu-profile (about 1.5 minutes on 2 cores), and kernel tests on that build (the
 #             counting must not change a result)
-#   all       the four, in that order
+#   all       the four, in that order, each with its time
 # Run from the repository root after `pip install -e ".[test]"`. PYFAST_TEST_WORKERS sets pytest's
 # worker count (default: one per core); further arguments go to pytest.
 set -euo pipefail
@@ -84,6 +84,8 @@ case "$mode" in
     sanitize) sanitize "$@" ;;
     order) order "$@" ;;
     profile) profile "$@" ;;
-    all) suite "$@"; sanitize "$@"; order "$@"; profile "$@" ;;
+    all) for part in suite sanitize order profile; do
+             start=$SECONDS; "$part" "$@"; echo "== $part: $((SECONDS - start)) s"
+         done ;;
     *) echo "usage: tests/emulated.sh [suite|sanitize|order|profile|all] [pytest arguments]" >&2; exit 2 ;;
 esac

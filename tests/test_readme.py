@@ -45,7 +45,7 @@ COMMANDS = {
     'pip install -e ".[test]"': "ci",
     "pyfast-train linreg": "test_the_training_commands_run_as_written",
     "pyfast-train cnn --save cnn.npz": "test_the_training_commands_run_as_written",
-    "python -m pytest -q": "ci",
+    "python -m pytest -q -n auto": "ci",
     "bash tests/emulated.sh": "test_the_emulated_test_commands_are_what_ci_runs",
     "bash tests/emulated.sh all": "ci",
     'PYFAST_EMULATE=1 python -m pytest -q -n 2 -m "gpu and not slow"': "test_the_emulated_test_commands_are_what_ci_runs",
@@ -192,7 +192,7 @@ def test_the_emulated_test_commands_are_what_ci_runs():
     """`bash tests/emulated.sh` is its `suite` mode, which runs the README's PYFAST_EMULATE=1 pytest
     command (with pytest-xdist's worker count from the machine); CI runs `all`, suite included."""
     script = (ROOT / "tests" / "emulated.sh").read_text()
-    assert 'mode="${1:-suite}"' in script and "all) suite" in script
+    assert 'mode="${1:-suite}"' in script and "for part in suite sanitize order profile" in script
     assert 'PYFAST_EMULATE=1 "$PYTHON" -m pytest -q "${workers[@]}" -m "gpu and not slow"' in script
     assert "bash tests/emulated.sh all" in (ROOT / ".ci" / "run").read_text()
 
