@@ -146,6 +146,7 @@ def test_gpu_device_batches_equal_host_batches(rng):
 
 
 @pytest.mark.gpu
+@pytest.mark.trains
 @pytest.mark.parametrize("graph", [False, True])
 def test_gpu_fit_with_the_data_on_the_device_trains_bit_for_bit_the_same(graph):
     host_history, host_params = _fit(False, "cuda", graph)
