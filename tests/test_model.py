@@ -56,6 +56,38 @@ def test_sass_is_counted_per_line_and_split_into_basic_blocks():
     assert blocks[1].memory == collections.Counter({"x.cu:12": 1})
 
 
+def _block(lines, classes, memory=None):
+    return sass.SassBlock(classes=collections.Counter(classes), memory=collections.Counter(memory or {}),
+                          lines=collections.Counter(lines))
+
+
+def test_copies_of_unrolled_code_share_the_host_count(monkeypatch):
+    """A loop nvcc unrolled four times (four identical blocks of line 20 with no load to pin them)
+    runs as often in all as the host ran it, not four times that; a load pins its block to the
+    requests the emulator counted; code beside it runs once per pass."""
+    import types
+
+    blocks = [_block({"k.cu:10": 3}, {"integer": 3}),
+              *[_block({"k.cu:20": 20}, {"integer": 20}) for _ in range(4)],
+              _block({"k.cu:30": 2}, {"memory": 1, "ffma": 1}, {"k.cu:30": 1})]
+    kernel = sass.KernelSass(registers=32, spill_stores=0, spill_loads=0, stack=0, static_shared=0, lines={},
+                             blocks=blocks)
+    launch = types.SimpleNamespace(sites=[types.SimpleNamespace(location="/src/k.cu:30", requests=50)], scale=1.0)
+    # The host ran line 20 in two blocks (an inlined helper at two call sites): 60 + 40 times.
+    host_blocks = [({"k.cu:10": 1}, 10), ({"k.cu:20": 1}, 60), ({"k.cu:20": 1}, 40), ({"k.cu:30": 1}, 50)]
+
+    def executions(_launch, combine=max):
+        per_line = {}
+        for lines, count in host_blocks:
+            for line in lines:
+                per_line[line] = combine(per_line[line], count) if line in per_line else count
+        return collections.Counter(per_line)
+
+    monkeypatch.setattr(sass, "line_executions", executions)
+    assert sass.block_executions(launch, kernel) == [10, 25, 25, 25, 25, 50]
+    assert sass.dynamic_instructions(launch, kernel) == {"integer": 3 * 10 + 4 * 20 * 25, "memory": 50, "ffma": 50}
+
+
 def test_ptxas_facts_are_read_per_kernel():
     log = ("ptxas info    : Compiling entry function '_Z1aPf' for 'sm_90'\n"
            "ptxas info    : Function properties for _Z1aPf\n"
@@ -80,7 +112,7 @@ def test_occupancy(registers, threads, shared, blocks):
 
 
 PARAMS = {"issue_efficiency": 0.7, "latency_cycles": 8.0, "ffma_ilp": 4.0, "bandwidth_efficiency": 0.9,
-          "sm_bandwidth_gbps": 60.0, "launch_us": 3.0}
+          "sm_bandwidth_gbps": 60.0, "memory_latency_cycles": 400.0, "launch_us": 3.0}
 
 
 def test_the_limiting_bound_is_named():
@@ -94,6 +126,17 @@ def test_the_limiting_bound_is_named():
     one = model.LaunchFeatures("one", 1, 256, 32, 0, instructions=1e6, wavefronts=0, dram_bytes=0)
     many = model.LaunchFeatures("many", 132, 256, 32, 0, instructions=132e6, wavefronts=0, dram_bytes=0)
     assert model.launch_time(one, H100, PARAMS)[0] == pytest.approx(model.launch_time(many, H100, PARAMS)[0])
+    # Few warps, each waiting for 1000 loads in turn (a naive matmul on a thin shape): latency.
+    thin = model.LaunchFeatures("thin", 8, 256, 32, 0, instructions=8 * 8 * 5000, wavefronts=0, dram_bytes=1e6,
+                                load_requests=8 * 8 * 1000)
+    seconds, bound, _ = model.launch_time(thin, H100, PARAMS)
+    assert bound == "latency" and seconds == pytest.approx(3e-6 + 1000 * 400 / (H100["clock_ghz"] * 1e9))
+    # Many blocks re-reading the same 1 MB through 32-sector requests: L2, not DRAM.
+    rereads = model.LaunchFeatures("rereads", 10000, 256, 32, 0, instructions=1e6, wavefronts=0, dram_bytes=1e6,
+                                   load_requests=1e7, sectors=3.2e8)
+    seconds, bound, _ = model.launch_time(rereads, H100, dict(PARAMS, l2_gbps=5000.0))
+    assert bound == "l2" and seconds == pytest.approx(3e-6 + 3.2e8 * 32 / 5000e9)
+    assert model.launch_time(rereads, H100, PARAMS)[1] != "l2"  # without the parameter: no L2 term
     assert model.label("H200") == "modelled (pyfast-model-1, H200)"
     assert model.card_named("NVIDIA H200")[0] == "H200" and model.card_named("h100")[0] == "H100 SXM"
     with pytest.raises(ValueError, match="card: expected one of"):

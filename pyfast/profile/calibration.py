@@ -35,7 +35,7 @@ RESULTS = os.path.join(os.path.dirname(os.path.dirname(HERE)), "benchmarks", "re
 H100_RUN = os.path.join(RESULTS, "nvidia-h100-80gb-hbm3-2026-11-26", "perf.json")
 H200_RUN = os.path.join(RESULTS, "nvidia-h200-2026-11-26", "results.json")
 PARAMETERS = ("issue_efficiency", "latency_cycles", "ffma_ilp", "bandwidth_efficiency", "sm_bandwidth_gbps",
-              "launch_us")
+              "memory_latency_cycles", "l2_gbps", "launch_us")
 
 CONV_LAYERS = {  # perf.json's cases: N, C, H = W, K, R = S, padding (stride 1)
     "mnist_c1_b128": (128, 1, 28, 32, 3, 1), "mnist_c2_b128": (128, 32, 14, 64, 3, 1),
@@ -171,20 +171,32 @@ def _loss(points, params, cards):
 
 BOUNDS = {"issue_efficiency": (0.2, 1.0), "latency_cycles": (1.0, 64.0), "ffma_ilp": (0.01, 32.0),
           "bandwidth_efficiency": (0.3, 1.0),
-          "sm_bandwidth_gbps": (5.0, 500.0), "launch_us": (0.5, 20.0)}
+          "sm_bandwidth_gbps": (5.0, 500.0), "memory_latency_cycles": (1.0, 2000.0),
+          "l2_gbps": (1000.0, 1e6), "launch_us": (0.5, 20.0)}
 
 
 def fit(points, cards, start=None, rounds=6, seed=0):
     """Parameters minimising the mean |log(modelled / measured)|: random starts, then coordinate
     search on a log scale within BOUNDS (no SciPy: the library depends on NumPy alone)."""
     rng = np.random.default_rng(seed)
-    best = dict(start or cards["parameters"])
+    # A parameter new to the model starts where its term never binds.
+    best = {"memory_latency_cycles": BOUNDS["memory_latency_cycles"][0], "l2_gbps": BOUNDS["l2_gbps"][1]} | dict(
+        start or cards["parameters"])
     best_loss = _loss(points, best, cards)
     for _ in range(40):
         trial = {name: float(np.exp(rng.uniform(*np.log(BOUNDS[name])))) for name in PARAMETERS}
         loss = _loss(points, trial, cards)
         if loss < best_loss:
             best, best_loss = trial, loss
+    # Each parameter over its whole range, the others held: a term that binds only past some value
+    # (a latency that matters only when large) is found even from a start where it does not.
+    for _ in range(2):
+        for name in PARAMETERS:
+            for value in np.exp(np.linspace(*np.log(BOUNDS[name]), 41)):
+                trial = dict(best, **{name: float(value)})
+                loss = _loss(points, trial, cards)
+                if loss < best_loss - 1e-12:
+                    best, best_loss = trial, loss
     step = 0.5
     for _ in range(rounds * 10):
         improved = False

@@ -12,6 +12,11 @@ a launch of more runs in waves):
 - shared memory: its wavefronts at one per clock;
 - DRAM: the launch's unique bytes at `bandwidth_efficiency` x the card's bandwidth, or its share of
   them at `sm_bandwidth_gbps` per SM where few SMs have work;
+- latency: the loads each warp waits for in turn (the launch's global load requests per warp) at
+  `memory_latency_cycles` each, per wave of blocks: what limits a launch of few warps with long
+  loops of loads (a naive matmul on a thin shape, a reduction by few blocks);
+- L2: every sector the launch's requests touch (re-reads included; L1 hits are not modelled) at
+  `l2_gbps`: what limits a kernel that re-reads the same data through uncoalesced requests;
 - plus `launch_us`. The time is the largest bound plus the launch; the bound is named.
 Parameters: pyfast/profile/cards.json, each with where it came from (the card's specification, or
 fitted by pyfast.profile.calibration on recorded GPU times, with the fit's errors).
@@ -57,6 +62,8 @@ class LaunchFeatures:
     wavefronts: float  # shared-memory wavefronts
     dram_bytes: float  # unique bytes read + written
     instruction_mix: dict = dataclasses.field(default_factory=dict)
+    load_requests: float = 0.0  # global-memory load requests (warp level)
+    sectors: float = 0.0  # global-memory sectors of every request (what L2 serves, re-reads included)
 
     def to_json(self):
         return dataclasses.asdict(self)
@@ -77,7 +84,9 @@ def features(launch, kernel_sass):
                           shared_bytes=launch.dynamic_shared + launch.static_shared,
                           instructions=float(sum(mix.values())), wavefronts=launch.total("wavefronts", "shared"),
                           dram_bytes=float(launch.unique_read_bytes + launch.unique_write_bytes),
-                          instruction_mix={k: float(v) for k, v in mix.items()})
+                          instruction_mix={k: float(v) for k, v in mix.items()},
+                          load_requests=float(launch.total("requests", "global", "load")),
+                          sectors=float(launch.total("sectors", "global")))
 
 
 def launch_time(f, card, params):
@@ -95,9 +104,16 @@ def launch_time(f, card, params):
     ffma_share = f.instruction_mix.get("ffma", 0.0) / f.instructions if f.instructions else 0.0
     parallel = warps * (1 + params["ffma_ilp"] * ffma_share)
     rate = 4 * min(params["issue_efficiency"], parallel / (4 * params["latency_cycles"])) if warps else 1.0
+    # A warp waits for its loads in turn: its requests (the launch's average) each cost
+    # `memory_latency_cycles` (latency less what the compiler overlaps), once per wave of blocks.
+    waves = math.ceil(busiest / per_sm) if busiest else 0
+    warps_in_launch = f.blocks * math.ceil(f.threads_per_block / 32)
+    chain = f.load_requests / warps_in_launch if warps_in_launch else 0.0
     terms = {
         "issue": f.instructions * share / (rate * clock) if rate else 0.0,
+        "latency": waves * chain * params.get("memory_latency_cycles", 0.0) / clock,
         "shared": f.wavefronts * share / clock,
+        "l2": f.sectors * 32 / (params.get("l2_gbps", math.inf) * 1e9),
         "dram": max(f.dram_bytes / (card["dram_gbps"] * 1e9 * params["bandwidth_efficiency"]),
                     f.dram_bytes * share / (params["sm_bandwidth_gbps"] * 1e9)),
     }

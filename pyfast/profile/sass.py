@@ -22,6 +22,7 @@ import functools
 import glob
 import hashlib
 import os
+import operator
 import re
 import shutil
 import subprocess
@@ -296,10 +297,11 @@ def _code_map(module, stamp):
     return sorted(returns), rows
 
 
-def line_executions(launch):
+def line_executions(launch, combine=max):
     """{file basename:line: warp executions} of a profiled launch's sampled blocks: a host basic
     block runs from one coverage call to the next, and each line with code in it is executed as
-    often as the block was entered (a line in several blocks: the most of them)."""
+    often as the block was entered (a line in several blocks: the most of them, or with
+    combine=operator.add their total)."""
     module = counters.controls().profile_module()
     returns, rows = _code_map(module, os.path.getmtime(module))
     addresses = [a for a, _ in rows]
@@ -307,8 +309,11 @@ def line_executions(launch):
     for offset, count in launch.code:
         end_at = bisect.bisect_right(returns, offset)
         end = max(returns[end_at] - 5 if end_at < len(returns) else offset + 1, offset + 1)
+        seen = set()
         for k in range(bisect.bisect_left(addresses, offset), bisect.bisect_left(addresses, end)):
-            per_line[rows[k][1]] = max(per_line[rows[k][1]], count)
+            seen.add(rows[k][1])
+        for line in seen:
+            per_line[line] = combine(per_line[line], count) if line in per_line else count
     return per_line
 
 
@@ -321,8 +326,9 @@ def block_executions(launch, kernel_sass):
     each line's warp requests, and the block holding most of that line's load / store
     instructions executes requests / (its instructions of the line) times; the line's other
     variants count as not run. A block with no load or store runs as often as the most-executed
-    host code of its lines, at most as often as a pinned block sharing a line with it; a block
-    calling a subroutine (nvcc's slow paths, as 64-bit division for values beyond 32 bits; the
+    host code of its lines, at most as often as a pinned block sharing a line with it, and
+    identical such blocks (the same lines, the same instructions: copies of one piece of code)
+    share the host's total of those lines instead of each taking it; a block calling a subroutine (nvcc's slow paths, as 64-bit division for values beyond 32 bits; the
     subroutines themselves are not the kernel's) counts as not run.
     Approximate where a line's requests split between variants."""
     hot = {}  # line -> (index of the block holding most of its memory instructions, their count)
@@ -333,7 +339,7 @@ def block_executions(launch, kernel_sass):
     requests = collections.Counter()
     for site in launch.sites:
         requests[os.path.basename(site.location)] += site.requests
-    host = line_executions(launch)
+    host, host_total = line_executions(launch), line_executions(launch, combine=operator.add)
     executions = [None] * len(kernel_sass.blocks)
     pinned_lines = {}  # line -> the most executions of a pinned block holding any of its code
     for i, block in enumerate(kernel_sass.blocks):
@@ -346,14 +352,27 @@ def block_executions(launch, kernel_sass):
             # A variant of lines whose requests another block made; or a slow path calling a
             # subroutine (64-bit division beyond 32-bit values), which the kernels here never take.
             executions[i] = 0.0
+    # Copies: unpinned blocks with the same lines and the same instructions are one piece of code
+    # that nvcc unrolled or duplicated (a helper inlined at each tap of an unrolled loop, or at
+    # two call sites): the copies share what the host ran of those lines in all (summed over the
+    # host blocks holding them), each at most the most of one host block. The sum may hold other
+    # call sites of an inlined helper, hence the cap; with one copy it is the most, as above.
+    copies = collections.Counter(_signature(block) for i, block in enumerate(kernel_sass.blocks)
+                                 if executions[i] is None)
     for i, block in enumerate(kernel_sass.blocks):
         if executions[i] is None:
             # As often as its host code, but no more than a pinned block sharing its lines (loop
             # control beside an unrolled body runs once per unrolled trip, not per iteration).
-            count = float(max((host.get(line, 0) for line in block.lines), default=0))
+            copied = copies[_signature(block)]
+            count = float(max((min(host_total.get(line, 0), copied * host.get(line, 0)) / copied
+                               for line in block.lines), default=0))
             caps = [pinned_lines[line] for line in block.lines if line in pinned_lines]
             executions[i] = min([count, *caps])
     return executions
+
+
+def _signature(block):
+    return tuple(sorted(block.lines.items())), tuple(sorted(block.classes.items()))
 
 
 def dynamic_instructions(launch, kernel_sass):
