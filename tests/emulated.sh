@@ -8,8 +8,8 @@
 #             the order is a race), once with 1 SM and once with 1000 (the rules that size grids)
 #   profile   the profiler's tests (tests/test_profile.py) on the profiled emulated build
 #             (PYFAST_EMU_PROFILE=1: every kernel access counted), which it builds first into
-#             build/emu-profile (about 1.5 minutes on 2 cores), and kernel tests on that build (the
-#             counting must not change a result)
+#             build/emu-profile (about 2 minutes on 2 cores), the README's profile commands, and the
+#             element-wise kernels' tests on that build (the counting must not change a result)
 #   all       the four, in that order, each with its time
 # Run from the repository root after `pip install -e ".[test]"`. PYFAST_TEST_WORKERS sets pytest's
 # worker count (default: one per core); further arguments go to pytest.
@@ -65,7 +65,7 @@ profile() {
     module=$(ls build/emu-profile/pyfast/_C_emu*.so)
     PYFAST_EMULATE=1 PYFAST_EMU_MODULE="$module" PYFAST_HYPOTHESIS_EXAMPLES="${PYFAST_HYPOTHESIS_EXAMPLES:-5}" \
         "$PYTHON" -m pytest -q "${workers[@]}" -m "not slow and not trains" tests/test_profile.py \
-        tests/test_elementwise.py tests/test_pool.py tests/test_loss.py "$@"
+        tests/test_readme.py::test_the_profile_commands_run_as_written tests/test_elementwise.py "$@"
 }
 
 order() {

@@ -51,6 +51,9 @@ COMMANDS = {
     'PYFAST_EMULATE=1 python -m pytest -q -n 2 -m "gpu and not slow"': "test_the_emulated_test_commands_are_what_ci_runs",
     "PYFAST_EMULATE=1 PYFAST_EMU_ORDER=random PYFAST_EMU_SEED=3 python my_script.py":
         "test_use_snippet_runs_as_written_under_the_emulator",
+    'python -m pyfast.profile -c "import cupy, pyfast; from pyfast import ops; ops.relu(cupy.ones((1 << 20,), '
+    'cupy.float32))"': "test_the_profile_commands_run_as_written",
+    "python -m pyfast.profile --sample-blocks 4 --card H200 my_script.py": "test_the_profile_commands_run_as_written",
     "bash benchmarks/gpu_check.sh": "test_the_gpu_commands_run_or_refuse_plainly",
     "bash benchmarks/gpu_check.sh matmul": "test_the_gpu_commands_run_or_refuse_plainly",
     "bash benchmarks/gpu_check.sh conv": "test_the_gpu_commands_run_or_refuse_plainly",
@@ -195,6 +198,23 @@ def test_the_emulated_test_commands_are_what_ci_runs():
     assert 'mode="${1:-suite}"' in script and "for part in suite sanitize order profile" in script
     assert 'PYFAST_EMULATE=1 "$PYTHON" -m pytest -q "${workers[@]}" -m "gpu and not slow"' in script
     assert "bash tests/emulated.sh all" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_profile_commands_run_as_written(tmp_path):
+    """The Profile section's commands, my_script.py being the Use snippet. They need the profiled
+    build, which `tests/emulated.sh profile` makes and then runs this test with (CI does); the CPU
+    run skips it rather than spend two minutes building it."""
+    if not list((ROOT / "build" / "emu-profile" / "pyfast").glob("_C_emu*")):
+        pytest.skip("the profiled build is not there: `bash tests/emulated.sh profile` builds it and runs this")
+    (tmp_path / "my_script.py").write_text(_snippet("## Use") + _use_checks())
+    commands = [c for c, how in COMMANDS.items() if how == "test_the_profile_commands_run_as_written"]
+    assert len(commands) == 2 and all(c in _commands() for c in commands)
+    for command, card in zip(commands, ("H100 SXM", "H200")):
+        code, out, err = _run(command, tmp_path, timeout=600)
+        assert code == 0, err[-3000:]
+        assert f"modelled (pyfast-model-1, {card})" in out and "not a measurement" in out, out[-3000:]
+        assert "# worst lines" in out
+    assert "use snippet ok" in out and "conv" in out
 
 
 def test_the_sanitized_run_leaves_out_cases_that_exist():
