@@ -1,7 +1,7 @@
 """Modelled times of what no GPU has measured yet, on the profiled emulator: the cases
 benchmarks/NOTES.md predicted since 1df731c (tiled convolution per pass, conv + ReLU + pool,
 pooling v1, cross-entropy v1, split-K by rule) and the CNN training step at batch 64 / 256 / 1024,
-kernel by kernel.
+kernel by kernel (the conv versions version=None picks today, and the tiled ones at 64 and 1024).
 
     python -m benchmarks.modelled          # reruns itself on the profiled emulator (built if needed)
 
@@ -69,8 +69,8 @@ def cases():
         found.append(("split-K by rule", f"fc1 forward b{batch}, one slice",
                       lambda x=x, w=w: ops.matmul(x, w, trans_b=True, plan=(-1, 1))))
 
-    for batch in (64, 256, 1024):
-        model = train.cnn_model("cuda", seed=0)
+    for batch, version in ((64, None), (256, None), (1024, None), (64, "tiled"), (1024, "tiled")):
+        model = train.cnn_model("cuda", seed=0, conv_version=version)
         loss, opt = nn.CrossEntropyLoss("cuda"), optim.Adam(model.parameters(), lr=1e-3)
         xb, yb = ones(batch, 1, 28, 28), cupy.zeros(batch, cupy.int64)
 
@@ -79,7 +79,7 @@ def cases():
             model.backward(grad)
             opt.step()
 
-        found.append(("CNN step", f"batch {batch}", step))
+        found.append(("CNN step", f"batch {batch}" + (f", conv version {version}" if version else ""), step))
     return found
 
 
