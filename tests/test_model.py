@@ -76,12 +76,12 @@ def test_copies_of_unrolled_code_share_the_host_count(monkeypatch):
     # The host ran line 20 in two blocks (an inlined helper at two call sites): 60 + 40 times.
     host_blocks = [({"k.cu:10": 1}, 10), ({"k.cu:20": 1}, 60), ({"k.cu:20": 1}, 40), ({"k.cu:30": 1}, 50)]
 
-    def executions(_launch, combine=max):
-        per_line = {}
+    def executions(_launch):
+        most, total = collections.Counter(), collections.Counter()
         for lines, count in host_blocks:
             for line in lines:
-                per_line[line] = combine(per_line[line], count) if line in per_line else count
-        return collections.Counter(per_line)
+                most[line], total[line] = max(most[line], count), total[line] + count
+        return most, total
 
     monkeypatch.setattr(sass, "line_executions", executions)
     assert sass.block_executions(launch, kernel) == [10, 25, 25, 25, 25, 50]

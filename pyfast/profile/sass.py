@@ -22,7 +22,6 @@ import functools
 import glob
 import hashlib
 import os
-import operator
 import re
 import shutil
 import subprocess
@@ -297,24 +296,23 @@ def _code_map(module, stamp):
     return sorted(returns), rows
 
 
-def line_executions(launch, combine=max):
-    """{file basename:line: warp executions} of a profiled launch's sampled blocks: a host basic
-    block runs from one coverage call to the next, and each line with code in it is executed as
-    often as the block was entered (a line in several blocks: the most of them, or with
-    combine=operator.add their total)."""
+def line_executions(launch):
+    """({file basename:line: warp executions}, the same summed) of a profiled launch's sampled
+    blocks: a host basic block runs from one coverage call to the next, and each line with code in
+    it is executed as often as the block was entered; a line in several host blocks counts the
+    most of them in the first, their total in the second."""
     module = counters.controls().profile_module()
     returns, rows = _code_map(module, os.path.getmtime(module))
     addresses = [a for a, _ in rows]
-    per_line = collections.Counter()
+    most, total = collections.Counter(), collections.Counter()
     for offset, count in launch.code:
         end_at = bisect.bisect_right(returns, offset)
         end = max(returns[end_at] - 5 if end_at < len(returns) else offset + 1, offset + 1)
-        seen = set()
-        for k in range(bisect.bisect_left(addresses, offset), bisect.bisect_left(addresses, end)):
-            seen.add(rows[k][1])
-        for line in seen:
-            per_line[line] = combine(per_line[line], count) if line in per_line else count
-    return per_line
+        lines = {rows[k][1] for k in range(bisect.bisect_left(addresses, offset), bisect.bisect_left(addresses, end))}
+        for line in lines:
+            most[line] = max(most[line], count)
+            total[line] += count
+    return most, total
 
 
 def block_executions(launch, kernel_sass):
@@ -328,8 +326,9 @@ def block_executions(launch, kernel_sass):
     variants count as not run. A block with no load or store runs as often as the most-executed
     host code of its lines, at most as often as a pinned block sharing a line with it, and
     identical such blocks (the same lines, the same instructions: copies of one piece of code)
-    share the host's total of those lines instead of each taking it; a block calling a subroutine (nvcc's slow paths, as 64-bit division for values beyond 32 bits; the
-    subroutines themselves are not the kernel's) counts as not run.
+    share the host's total of those lines instead of each taking it; a block calling a
+    subroutine (nvcc's slow paths, as 64-bit division for values beyond 32 bits; the subroutines
+    themselves are not the kernel's) counts as not run.
     Approximate where a line's requests split between variants."""
     hot = {}  # line -> (index of the block holding most of its memory instructions, their count)
     for i, block in enumerate(kernel_sass.blocks):
@@ -339,7 +338,7 @@ def block_executions(launch, kernel_sass):
     requests = collections.Counter()
     for site in launch.sites:
         requests[os.path.basename(site.location)] += site.requests
-    host, host_total = line_executions(launch), line_executions(launch, combine=operator.add)
+    host, host_total = line_executions(launch)
     executions = [None] * len(kernel_sass.blocks)
     pinned_lines = {}  # line -> the most executions of a pinned block holding any of its code
     for i, block in enumerate(kernel_sass.blocks):
