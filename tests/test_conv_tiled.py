@@ -397,7 +397,6 @@ def _gpu_case(rng, x_shape, w_shape, padding):
     return g, (x, w, b, dy), tuple(cupy.asarray(a) for a in (x, w, b, dy))
 
 
-@pytest.mark.gpu
 def shape_id(case):
     """x4x64x32x32-w64x64x3x3-p1: a case's name that stays when cases are added (tests/emulated.sh
     leaves the largest out of the sanitized run by name)."""
@@ -405,6 +404,7 @@ def shape_id(case):
     return f"x{'x'.join(map(str, x_shape))}-w{'x'.join(map(str, w_shape))}-p{padding}"
 
 
+@pytest.mark.gpu
 @pytest.mark.parametrize("x_shape,w_shape,padding", GPU_SHAPES, ids=[shape_id(c) for c in GPU_SHAPES])
 def test_gpu_every_tiled_config_against_reference(rng, x_shape, w_shape, padding):
     import cupy
