@@ -43,9 +43,9 @@ sanitize() {
     # card's memory must fail as cudaMalloc does, not abort. Under the sanitizers the kernels run
     # about 4x slower: the largest shapes (the second CNN layer at batch 128, the 64- and
     # 128-channel tiled cases, the 1024 matmuls, each 15-70 s there) stay in the unsanitized runs
-    # only; their code paths run here at smaller shapes. A report goes to a file of $reports (pytest-xdist loses a
-    # crashed worker's stderr) and is printed when the run fails. (No comment lines inside the
-    # command below: one after a backslash ends the command there.)
+    # only; their code paths run here at smaller shapes. A report goes to a file of $reports
+    # (pytest-xdist loses a crashed worker's stderr) and is printed when the run fails. (No
+    # comment lines inside the command below: one after a backslash ends the command there.)
     LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libstdc++.so)" \
     ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:allocator_may_return_null=1:log_path=$reports/asan" \
     UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$reports/ubsan" \
