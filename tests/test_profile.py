@@ -194,6 +194,23 @@ def _sass_or_skip():
     return sass
 
 
+def test_workers_compiling_the_same_source_at_once_share_one_cache_entry(tmp_path, monkeypatch):
+    """pytest -n runs tests in several processes: two that compile one source into the SASS cache
+    at the same moment must both get the whole text (CI once failed on a worker removing the
+    other's half-written files)."""
+    import concurrent.futures
+
+    sass = _sass_or_skip()
+    monkeypatch.setattr(sass, "CACHE", str(tmp_path))
+    source = os.path.join(sass.ROOT, "kernels", "data.cu")
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: sass._compiled(source, "90"), range(4)))
+    facts = sass.parse_ptxas(results[0][0])
+    assert facts and all(sass.parse_ptxas(log) == facts and text == results[0][1] for log, text in results)
+    assert ".text." in results[0][1]
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".ptxas", ".sass"]  # no temporary left
+
+
 @pytest.mark.parametrize("version", ["simple", "tiled"])
 def test_instruction_counts_give_every_fma_once(version):
     """SASS basic blocks x the emulator's counts: a 256^3 product issues exactly 256^3 / 32 warp

@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 
 from pyfast.profile import counters
 
@@ -121,22 +122,29 @@ def _digest(source, arch):
 
 
 def _compiled(source, arch):
-    """(ptxas log, nvdisasm text) of `source` for sm_`arch`, from the cache or compiled now."""
+    """(ptxas log, nvdisasm text) of `source` for sm_`arch`, from the cache or compiled now.
+
+    Test workers (pytest -n) may compile the same source at once: each writes under a name of its
+    own and renames into place, the .sass last, so a reader that finds the .sass finds both whole."""
     nvcc, nvdisasm = tools()
     os.makedirs(CACHE, exist_ok=True)
     stem = os.path.join(CACHE, f"{os.path.basename(source)}.sm{arch}.{_digest(source, arch)}")
     if not os.path.isfile(stem + ".sass"):
-        result = subprocess.run([nvcc, *_flags(arch), source, "-o", stem + ".cubin"], capture_output=True, text=True)
-        if result.returncode != 0:
-            raise RuntimeError(f"nvcc failed on {source}: {result.stderr[-2000:]}")
-        disassembled = subprocess.run([nvdisasm, "-g", "-c", stem + ".cubin"], capture_output=True, text=True)
-        if disassembled.returncode != 0:
-            raise RuntimeError(f"nvdisasm failed on {source}: {disassembled.stderr[-2000:]}")
-        with open(stem + ".ptxas", "w") as f:
-            f.write(result.stderr)
-        with open(stem + ".sass", "w") as f:
-            f.write(disassembled.stdout)
-        os.remove(stem + ".cubin")
+        own = tempfile.mkdtemp(dir=CACHE)
+        try:
+            cubin = os.path.join(own, "kernel.cubin")
+            result = subprocess.run([nvcc, *_flags(arch), source, "-o", cubin], capture_output=True, text=True)
+            if result.returncode != 0:
+                raise RuntimeError(f"nvcc failed on {source}: {result.stderr[-2000:]}")
+            disassembled = subprocess.run([nvdisasm, "-g", "-c", cubin], capture_output=True, text=True)
+            if disassembled.returncode != 0:
+                raise RuntimeError(f"nvdisasm failed on {source}: {disassembled.stderr[-2000:]}")
+            for suffix, text in ((".ptxas", result.stderr), (".sass", disassembled.stdout)):
+                with open(os.path.join(own, suffix), "w") as f:
+                    f.write(text)
+                os.replace(os.path.join(own, suffix), stem + suffix)
+        finally:
+            shutil.rmtree(own, ignore_errors=True)
     with open(stem + ".ptxas") as f, open(stem + ".sass") as g:
         return f.read(), g.read()
 
