@@ -6,14 +6,14 @@ Baselines: cuBLAS FP32 (cupy.matmul with CUPY_TF32=0) for the FP32 versions; cuB
 BF16 through PyTorch (allow_tf32 set explicitly; bfloat16 tensors) for the tensor-core path.
 Shapes: squares 256..8192 and the CNN's fully connected layers (batch x 3136 -> 128 and
 128 -> 10, forward and both gradients). Rows: simple and tiled (the launcher's plan: the
-tuning table's, else by shape), "tiled splitk" (K split to fill the SMs where the output has
-few tiles), and "tensor_core tf32 / bf16" (bf16 with bfloat16 operands when ml_dtypes is
-there). Each result is checked against a float64 product (of the rounded operands for the
+tuning table's, else by shape), "tiled splitk" (where the library's split-K rule splits, that
+rule's plan given explicitly: beside "tiled" it shows what a measured plan gains over the
+rule), and "tensor_core tf32 / bf16" (bf16 with bfloat16 operands when ml_dtypes is there).
+Each result is checked against a float64 product (of the rounded operands for the
 reduced precisions) before it is timed. Prints a table (ratio = baseline time / pyfast time,
 above 1 is faster) and writes JSON under benchmarks/results/.
 """
 
-import math
 import os
 import sys
 
@@ -22,14 +22,15 @@ os.environ.setdefault("CUPY_TF32", "0")  # cuBLAS baseline in true FP32 (read at
 import cupy  # noqa: E402
 
 from benchmarks import harness  # noqa: E402
-from pyfast import ops, reference  # noqa: E402
+from pyfast import _C, ops, reference  # noqa: E402
 from pyfast.testing import assert_close, reduction_atol  # noqa: E402
 
+
 def splitk_plan(m, n, k, sms):
-    """Slices that bring the 64x64-tile grid near one wave, each at least 256 deep; 1 = no split."""
-    tiles = math.ceil(m / 64) * math.ceil(n / 64)
-    splits = min(16, max(1, sms // tiles), max(1, k // 256))
-    return (1, splits) if splits > 1 else None
+    """The K split the library's rule gives this shape on `sms` SMs (kernels/tiled_gemm.cuh's
+    rule_splits, asked through the binding) as a plan, or None where the rule does not split."""
+    splits = _C.matmul_rule_splits(ops.MATMUL_VERSIONS.index("tiled"), m, n, k, sms)
+    return (-1, splits) if splits > 1 else None
 
 
 def cases(quick):

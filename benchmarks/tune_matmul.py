@@ -7,7 +7,8 @@ class, and write the fastest per class into the table pyfast's launcher reads.
 The table (default pyfast/matmul_tuning.json) keeps other cards' entries and this card's
 entries for classes not measured now. Every candidate's result is checked against a float64
 product first; a wrong candidate is reported and never chosen. Splits are tried only where
-the unsplit grid leaves SMs idle (at most 4 waves after splitting).
+the unsplit grid leaves SMs idle (at most 4 waves after splitting); the launcher's own choice
+(default tiles, K split by the library's rule) is timed beside them.
 """
 
 import math
@@ -56,7 +57,9 @@ def tune_shape(m, n, k, trans_a, trans_b, sms, budget_ms):
         atol = reduction_atol(k, factor=8.0 if precision else 4.0)
         version_code = len(ops.MATMUL_VERSIONS) if precision else ops.MATMUL_VERSIONS.index(version)
         timings = {}
-        for plan in [(-1, 1), *candidates(version_code, m, n, k, sms)]:
+        # The launcher's own choice without a table: its default tiles, K split by the library's rule.
+        default = (-1, _C.matmul_rule_splits(version_code, m, n, k, sms))
+        for plan in [default, *candidates(version_code, m, n, k, sms)]:
             def run(a, b, plan=plan, version=version, precision=precision):
                 return ops.matmul(a, b, trans_a=trans_a, trans_b=trans_b, version=version, precision=precision,
                                   plan=plan, out=out)
@@ -75,9 +78,9 @@ def tune_shape(m, n, k, trans_a, trans_b, sms, budget_ms):
         key = _tuning.class_key(version_code, ops.MATMUL_PRECISIONS.index(precision or "fp32"), trans_a, trans_b,
                                 m, n, k)
         entries[key] = {"plan": list(best), "ms": round(measured[best], 5),
-                        "launcher_default_ms": round(timings.get((-1, 1), float("nan")), 5), "shape": [m, n, k]}
+                        "launcher_default_ms": round(timings.get(default, float("nan")), 5), "shape": [m, n, k]}
         print(f"{key:32s} best {best} {measured[best]:.4f} ms (launcher's own choice "
-              f"{timings.get((-1, 1), float('nan')):.4f} ms)")
+              f"{timings.get(default, float('nan')):.4f} ms)")
     return entries
 
 

@@ -180,6 +180,7 @@ PYBIND11_MODULE(PYFAST_MODULE_NAME, m) {
           py::arg("version"), py::arg("m"), py::arg("n"), py::arg("k"), py::arg("sms"),
           "K slices a shape gets without a measured plan (1: none): split when the tile grid leaves SMs idle and K "
           "is long.");
+    m.def("matmul_max_splits", &matmul_max_splits, "The most K slices a plan may ask for.");
     m.def("matmul_config_count", [](int version) { return matmul_config_count(static_cast<MatmulVersion>(version)); },
           py::arg("version"), "Tile configurations of a matmul version (plans index them from 0).");
     m.def("matmul_config_tile",

@@ -391,15 +391,14 @@ MatmulParams implicit_gemm(const float* a, float* c, const float* bias, std::int
                         false, trans_b, Activation::kNone};
 }
 
-// backward_weight's K split: enough slices to give each SM about two blocks of 64x64 tiles,
-// each slice at least 256 deep, at most 64.
+// backward_weight's K split (NPQ, long where dW is small): matmul's rule, on the tiles of the
+// configuration launch_default_config picks.
 SplitK weight_grad_split(const Conv2dParams& g, float* workspace) {
     const std::int64_t m = g.k, n = g.c * g.r * g.s, k = g.n * g.p * g.q;
-    const std::int64_t tiles = ceil_div<std::int64_t>(m, 64) * ceil_div<std::int64_t>(n, 64);
-    std::int64_t splits = 2 * sm_count() / (tiles > 0 ? tiles : 1);
-    splits = splits < k / 256 ? splits : k / 256;
-    splits = splits < 64 ? splits : 64;
-    return tiled_gemm::split_k(static_cast<int>(k), static_cast<int>(splits > 1 ? splits : 1), workspace);
+    const int sms = sm_count();
+    const int* tile = tiled_gemm::kConfigTiles[tiled_gemm::default_config(static_cast<int>(m), static_cast<int>(n), sms)];
+    const std::int64_t tiles = ceil_div<std::int64_t>(m, tile[0]) * ceil_div<std::int64_t>(n, tile[1]);
+    return tiled_gemm::split_k(static_cast<int>(k), tiled_gemm::rule_splits(tiles, k, sms), workspace);
 }
 
 }  // namespace

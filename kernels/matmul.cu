@@ -60,8 +60,6 @@ cudaError_t launch_tiled(const MatmulParams& p, int config, const SplitK& split,
                                      stream);
 }
 
-constexpr int kMaxSplits = 64;
-
 }  // namespace
 
 // ---------------------------------------------------------------- launcher
@@ -89,17 +87,14 @@ void matmul_config_tile(MatmulVersion version, int config, int* block_m, int* bl
 }
 
 int matmul_rule_splits(MatmulVersion version, int m, int n, int k, int sms) {
-    if (version == MatmulVersion::kSimple || m <= 0 || n <= 0 || k < 1024 || sms < 1) return 1;
+    if (version == MatmulVersion::kSimple || m <= 0 || n <= 0 || sms < 1) return 1;
     int block_m = 0, block_n = 0;
     matmul_config_tile(version, tiled_gemm::default_config(m, n, sms), &block_m, &block_n);
     if (block_m == 0) return 1;
-    const long long tiles = (long long)ceil_div(m, block_m) * ceil_div(n, block_n);
-    if (tiles >= sms) return 1;
-    long long splits = ceil_div<long long>(2LL * sms, tiles);
-    splits = splits < k / 256 ? splits : k / 256;
-    splits = splits < 32 ? splits : 32;
-    return splits > 1 ? static_cast<int>(splits) : 1;
+    return tiled_gemm::rule_splits((long long)ceil_div(m, block_m) * ceil_div(n, block_n), k, sms);
 }
+
+int matmul_max_splits() { return tiled_gemm::kMaxSplits; }
 
 std::size_t matmul_workspace_bytes(int m, int n, int k, const MatmulPlan& plan) {
     if (m <= 0 || n <= 0) return 0;
@@ -109,7 +104,7 @@ std::size_t matmul_workspace_bytes(int m, int n, int k, const MatmulPlan& plan) 
 
 cudaError_t matmul(const MatmulParams& p, MatmulVersion version, MatmulPrecision precision, const MatmulPlan& plan,
                    float* workspace, cudaStream_t stream) {
-    if (plan.splits < 1 || plan.splits > kMaxSplits) return cudaErrorInvalidValue;
+    if (plan.splits < 1 || plan.splits > tiled_gemm::kMaxSplits) return cudaErrorInvalidValue;
     if (plan.config < -1 || plan.config >= matmul_config_count(version)) return cudaErrorInvalidValue;
     // FP32 kernels read float32 only; the tensor cores need a reduced precision.
     const bool tensor_core = version == MatmulVersion::kTensorCore;

@@ -42,10 +42,12 @@ struct MatmulPlan {
 int matmul_config_count(MatmulVersion version);
 void matmul_config_tile(MatmulVersion version, int config, int* block_m, int* block_n);
 
-// K slices by rule, for a shape with no measured plan: when the default tile grid leaves
-// SMs idle (fewer tiles than SMs) and K is long (>= 1024), enough slices for about two blocks
-// per SM, each at least 256 deep, at most 32 (1: do not split). `sms`: the card's SM count.
+// K slices by rule, for a shape with no measured plan (1: do not split; `sms`: the card's SM
+// count). The rule is tiled_gemm::rule_splits, the one conv2d's weight gradient follows too.
 int matmul_rule_splits(MatmulVersion version, int m, int n, int k, int sms);
+
+// The most K slices a plan may ask for.
+int matmul_max_splits();
 
 // Bytes of float32 workspace a plan needs: splits * m * n * 4 when it splits, else 0.
 std::size_t matmul_workspace_bytes(int m, int n, int k, const MatmulPlan& plan);

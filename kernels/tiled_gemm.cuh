@@ -266,6 +266,21 @@ inline SplitK split_k(int k, int splits, float* workspace) {
     return SplitK{k_chunk, slices, workspace};
 }
 
+// A plan may cut K into at most this many slices (the partial sums' workspace grows with it).
+constexpr int kMaxSplits = 64;
+
+// The split-K rule, the one every caller without a measured plan follows (matmul, conv2d's
+// weight gradient; the benchmarks and tuners ask it through the binding): only when the `tiles`
+// output tiles of the default configuration leave SMs idle and K is long (>= 1024), enough
+// slices for about two blocks per SM, each at least 256 deep, at most kMaxSplits.
+inline int rule_splits(std::int64_t tiles, std::int64_t k, int sms) {
+    if (tiles <= 0 || tiles >= sms || k < 1024 || sms < 1) return 1;
+    std::int64_t splits = ceil_div<std::int64_t>(2LL * sms, tiles);
+    splits = splits < k / 256 ? splits : k / 256;
+    splits = splits < kMaxSplits ? splits : kMaxSplits;
+    return splits > 1 ? static_cast<int>(splits) : 1;
+}
+
 // C = act(sum over slices z, in order, of partial[z] + bias[column]): split-K's second half.
 template <int UNUSED = 0>
 __global__ void splitk_reduce_kernel(const float* __restrict__ partial, int slices, std::int64_t mn, int n,

@@ -15,7 +15,7 @@ MATMUL_VERSIONS = ("simple", "tiled")  # FP32 on the CUDA cores; index = the ker
 DEFAULT_MATMUL_VERSION = "tiled"
 TENSOR_CORE_VERSION = "tensor_core"  # kernel version 2: the reduced precisions below
 MATMUL_PRECISIONS = ("fp32", "tf32", "bf16")  # index = the kernel's precision number
-MAX_SPLIT_K = 64
+MAX_SPLIT_K = 64  # _C.matmul_max_splits(); here so the NumPy backend checks a plan without the extension
 ACTIVATIONS = {None: 0, "relu": 1}
 INT32_MAX = 2**31 - 1
 

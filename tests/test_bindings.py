@@ -77,4 +77,11 @@ def test_matmul_rule_splits_k_only_where_the_tiles_leave_sms_idle():
     assert rule(tiled, 4096, 4096, 4096, 132) == 1   # the grid already fills the card
     assert rule(tiled, 64, 128, 3136, 1) == 1        # one SM: nothing idle
     assert rule(ops.MATMUL_VERSIONS.index("simple"), 64, 128, 3136, 132) == 1
-    assert rule(tiled, 1, 1, 1 << 20, 132) == 32     # at most 32 slices
+    assert rule(tiled, 1, 1, 1 << 20, 132) == 64     # at most 64 slices
+    assert C.matmul_max_splits() == 64
+
+
+def test_the_numpy_backends_split_limit_is_the_librarys():
+    from pyfast import _checks
+
+    assert _checks.MAX_SPLIT_K == C.matmul_max_splits()

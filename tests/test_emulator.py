@@ -338,6 +338,30 @@ def test_configure_changes_the_sm_count_the_ops_read():
     assert ops._sm_count(0) == 132
 
 
+@emulated
+@pytest.mark.parametrize("sms", [1, 16, 132])
+@pytest.mark.parametrize("x_shape, w_shape", [((64, 1, 28, 28), (32, 1, 3, 3)),     # the CNN's conv1, b64
+                                              ((64, 32, 14, 14), (64, 32, 3, 3)),   # conv2
+                                              ((4, 32, 14, 14), (64, 32, 3, 3)),    # NPQ = 784: too short
+                                              ((8, 256, 8, 8), (256, 256, 3, 3))])  # many tiles
+def test_conv2d_weight_gradient_splits_k_by_matmuls_rule(sms, x_shape, w_shape):
+    """One split-K rule: the implicit weight gradient, a K x CRS by NPQ product, takes the K slices
+    matmul's rule gives that product (its workspace holds one partial dW per slice)."""
+    from pyfast import _C, _checks, ops
+
+    before = ops._sm_count(0)
+    pyfast.emulator.configure(sm_count=sms)
+    try:
+        g = _checks.conv2d_dims(x_shape, w_shape, 1, 1, 1)
+        m, n, k = g["k"], g["c"] * g["r"] * g["s"], g["n"] * g["p"] * g["q"]
+        splits = _C.matmul_rule_splits(_checks.MATMUL_VERSIONS.index("tiled"), m, n, k, sms)
+        floats = _C.conv2d_workspace_size(_checks.conv2d_geometry(g), _checks.CONV2D_VERSIONS.index("implicit"),
+                                          _checks.CONV2D_PASSES.index("backward_weight"), -1)
+        assert 4 * floats == _C.matmul_workspace_size(m, n, k, splits)
+    finally:
+        pyfast.emulator.configure(sm_count=before)
+
+
 @pytest.mark.parametrize("setting, message", [
     ("PYFAST_EMU_ORDER=bogus", "PYFAST_EMU_ORDER='bogus': expected index (the default) or random"),
     ("PYFAST_EMU_SM_COUNT=abc", "PYFAST_EMU_SM_COUNT='abc': expected an integer >= 1"),
