@@ -74,3 +74,38 @@ def set_sync(on=True):
     from pyfast import _C
 
     _C.set_sync(bool(on))
+
+
+# The card's properties the ops plan by, read once per device (pyfast.emulator.configure forgets
+# them when it changes the emulated card).
+_SM_COUNTS = {}
+_DEVICE_NAMES = {}
+
+
+def _properties(device):
+    import cupy
+
+    return cupy.cuda.runtime.getDeviceProperties(device)
+
+
+def sm_count(device):
+    """The CUDA device's number of SMs (what split-K and the conv rules size grids by)."""
+    count = _SM_COUNTS.get(device)
+    if count is None:
+        count = _SM_COUNTS[device] = int(_properties(device)["multiProcessorCount"])
+    return count
+
+
+def device_name(device):
+    """The CUDA device's name ("NVIDIA H200"), the tuning tables' card key."""
+    name = _DEVICE_NAMES.get(device)
+    if name is None:
+        name = _properties(device)["name"]
+        name = name.decode() if isinstance(name, bytes) else str(name)
+        _DEVICE_NAMES[device] = name
+    return name
+
+
+def forget_device_properties():
+    _SM_COUNTS.clear()
+    _DEVICE_NAMES.clear()

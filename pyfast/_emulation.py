@@ -149,6 +149,8 @@ def install():
     from pyfast.emulator import cupy as stand_in
     from pyfast.emulator import cupyx as stand_in_x
 
+    stand_in.use(loaded)
+
     sys.modules["cupy"] = stand_in
     sys.modules["cupy.cuda"] = stand_in.cuda
     sys.modules["cupy.cuda.runtime"] = stand_in.cuda.runtime

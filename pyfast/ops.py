@@ -27,7 +27,7 @@ from pyfast._checks import (  # noqa: F401  (public)
     MATMUL_VERSIONS,
     TENSOR_CORE_VERSION,
 )
-from pyfast._device import is_available, require_gpu
+from pyfast._device import device_name as _device_name, is_available, require_gpu, sm_count as _sm_count
 
 try:
     import cupy
@@ -102,27 +102,6 @@ def matmul(a, b, *, trans_a=False, trans_b=False, bias=None, activation=None, ou
     _C.matmul(ptr(a), ptr(b), ptr(bias), ptr(out), m, n, k, bool(trans_a), bool(trans_b), activation_code,
               version_code, precision_code, int(bf16_storage), config, splits, ptr(workspace), device, stream)
     return out
-
-
-_DEVICE_NAMES = {}
-_SM_COUNTS = {}
-
-
-def _sm_count(device):
-    count = _SM_COUNTS.get(device)
-    if count is None:
-        count = _SM_COUNTS[device] = int(cupy.cuda.runtime.getDeviceProperties(device)["multiProcessorCount"])
-    return count
-
-
-def _device_name(device):
-    """The CUDA device's name ("NVIDIA H200"), the tuning table's card key."""
-    name = _DEVICE_NAMES.get(device)
-    if name is None:
-        name = cupy.cuda.runtime.getDeviceProperties(device)["name"]
-        name = name.decode() if isinstance(name, bytes) else str(name)
-        _DEVICE_NAMES[device] = name
-    return name
 
 
 # ------------------------------------------------------------------------------- data

@@ -55,10 +55,9 @@ def configure(*, device=None, sm_count=None, order=None, seed=0):
         if order not in ("index", "random"):
             raise ValueError(f"order: expected 'index' or 'random', got {order!r}")
         controls.set_order(order == "random", int(seed))
-    from pyfast import ops
+    from pyfast import _device
 
-    ops._SM_COUNTS.clear()  # the ops read the card once per device
-    ops._DEVICE_NAMES.clear()
+    _device.forget_device_properties()  # the ops read the card once per device
 
 
 def presets():

@@ -27,14 +27,19 @@ import weakref
 import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
-from pyfast import _emulation
-
 __version__ = "emulated"
 _pyfast_emulator = True  # how pyfast recognises this module in sys.modules
+_extension = None  # pyfast._C_emu, handed over by pyfast._emulation.install (which imports this module)
+
+
+def use(extension):
+    """Run on `extension` (the emulated module), the one pyfast._emulation loaded."""
+    global _extension
+    _extension = extension
 
 
 def _ext():
-    return _emulation.extension().emulator
+    return _extension.emulator
 
 
 # ------------------------------------------------------------------------------- memory

@@ -8,8 +8,8 @@
 // These are memory-bound: the figure of merit is GB/s against a device-to-device copy.
 // In-place use (output == input) is allowed, so the aliasable pointers are not __restrict__.
 
-#include "common.cuh"
-#include "elementwise.cuh"
+#include "common/common.cuh"
+#include "elementwise/elementwise.cuh"
 
 namespace pyfast {
 namespace {

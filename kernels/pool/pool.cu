@@ -22,8 +22,8 @@
 // References: PyTorch's max_pool2d_with_indices and avg_pool2d CUDA kernels (the scan order and
 //             NaN rule are theirs).
 
-#include "common.cuh"
-#include "pool.cuh"
+#include "common/common.cuh"
+#include "pool/pool.cuh"
 
 namespace pyfast {
 namespace {

@@ -22,10 +22,10 @@
 
 #include <cuda_bf16.h>
 
-#include "common.cuh"
-#include "matmul.cuh"
-#include "matmul_common.cuh"
-#include "ptx.cuh"
+#include "common/common.cuh"
+#include "matmul/matmul.cuh"
+#include "common/matmul_common.cuh"
+#include "common/ptx.cuh"
 
 namespace pyfast {
 namespace {

@@ -23,10 +23,10 @@
 // Every edge is guarded: any M, N, K >= 1 (and K = 0) is computed exactly; out-of-range
 // loads read as zero, out-of-range stores are skipped.
 
-#include "common.cuh"
-#include "matmul.cuh"
-#include "matmul_common.cuh"
-#include "tiled_gemm.cuh"
+#include "common/common.cuh"
+#include "matmul/matmul.cuh"
+#include "common/matmul_common.cuh"
+#include "common/tiled_gemm.cuh"
 
 namespace pyfast {
 namespace {

@@ -29,8 +29,8 @@
 
 #include <cmath>
 
-#include "common.cuh"
-#include "loss.cuh"
+#include "common/common.cuh"
+#include "loss/loss.cuh"
 
 namespace pyfast {
 namespace {

@@ -31,9 +31,9 @@
 
 #include <vector>
 
-#include "common.cuh"
-#include "conv2d.cuh"
-#include "tiled_gemm.cuh"
+#include "common/common.cuh"
+#include "conv2d/conv2d.cuh"
+#include "common/tiled_gemm.cuh"
 
 namespace pyfast {
 namespace {

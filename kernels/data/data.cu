@@ -8,8 +8,8 @@
 // division per element. Memory-bound: a batch of 256 digits (200 KB) is a few microseconds,
 // one launch instead of a host copy per batch.
 
-#include "common.cuh"
-#include "data.cuh"
+#include "common/common.cuh"
+#include "data/data.cuh"
 
 namespace pyfast {
 namespace {

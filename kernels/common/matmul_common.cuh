@@ -7,8 +7,8 @@
 
 #include <type_traits>
 
-#include "common.cuh"
-#include "matmul.cuh"
+#include "common/common.cuh"
+#include "matmul/matmul.cuh"
 
 namespace pyfast {
 namespace matmul_detail {

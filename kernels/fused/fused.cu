@@ -19,8 +19,8 @@
 // Deterministic: every sum has a fixed order (v1: each lane's samples in order, then the
 // butterfly), so runs repeat bit for bit; v0 and v1 round differently (the tests' tolerance).
 
-#include "common.cuh"
-#include "fused.cuh"
+#include "common/common.cuh"
+#include "fused/fused.cuh"
 
 namespace pyfast {
 namespace {

@@ -4,8 +4,8 @@
 
 #include <cuda_bf16.h>
 
-#include "common.cuh"
-#include "ptx.cuh"
+#include "common/common.cuh"
+#include "common/ptx.cuh"
 #include "ptx_probe.cuh"
 
 namespace pyfast {

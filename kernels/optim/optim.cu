@@ -14,8 +14,8 @@
 //           wherever a tensor's pointers are aligned. Memory-bound: Adam moves 28 bytes/element.
 // References: PyTorch's multi_tensor_apply and fused_adam_utils.cuh; Apex's fused optimizers.
 
-#include "common.cuh"
-#include "optim.cuh"
+#include "common/common.cuh"
+#include "optim/optim.cuh"
 
 namespace pyfast {
 namespace {

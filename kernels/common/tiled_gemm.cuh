@@ -13,7 +13,7 @@
 //         exist (col + q < p.n); with SPLIT, raw sums into the matrix `out` (a split-K slice).
 #pragma once
 
-#include "matmul_common.cuh"
+#include "common/matmul_common.cuh"
 
 namespace pyfast {
 namespace tiled_gemm {

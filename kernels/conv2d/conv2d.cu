@@ -26,11 +26,11 @@
 //           stride 1 / dilation 1 3x3 and 5x5 filters: its own file, conv2d_tiled.cu.
 // Out-of-range taps (padding) contribute zero; every index is 64-bit.
 
-#include "common.cuh"
-#include "conv2d.cuh"
-#include "elementwise.cuh"
-#include "matmul.cuh"
-#include "tiled_gemm.cuh"
+#include "common/common.cuh"
+#include "conv2d/conv2d.cuh"
+#include "elementwise/elementwise.cuh"
+#include "matmul/matmul.cuh"
+#include "common/tiled_gemm.cuh"
 
 namespace pyfast {
 namespace {
