@@ -1,4 +1,4 @@
-"""Build pyfast._C: kernels/*.cu compiled by nvcc, csrc/*.cpp by the host compiler; and
+"""Build pyfast._C: kernels/<family>/*.cu (and the test-only tests/kernels/*.cu) compiled by nvcc, csrc/*.cpp by the host compiler; and
 pyfast._C_emu: the same kernels compiled by the host compiler against the emulator (csrc/emu).
 
 Environment:
@@ -107,6 +107,15 @@ def build_jobs():
 
 
 EMULATOR_DIR = ROOT / "csrc" / "emu"
+# The kernels, one folder per family (#include paths start at kernels/: "common/common.cuh"), and
+# the kernels only the tests call (tests/kernels: the PTX probes), built into the same module.
+KERNEL_DIRS = (ROOT / "kernels", ROOT / "tests" / "kernels")
+
+
+def kernel_files(pattern):
+    return sorted(p for folder in KERNEL_DIRS for p in folder.rglob(pattern))
+
+
 
 
 def build_targets():
@@ -138,7 +147,7 @@ def emulator_flags():
              # The GPU contracts a * b + c where it likes (fmad); the host would only where the ISA
              # has FMA: no contraction keeps the emulated results the same on every host.
              "-ffp-contract=off",
-             f"-I{EMULATOR_DIR / 'include'}", f"-I{EMULATOR_DIR}", f"-I{ROOT / 'kernels'}"]
+             f"-I{EMULATOR_DIR / 'include'}", f"-I{EMULATOR_DIR}", *(f"-I{folder}" for folder in KERNEL_DIRS)]
     sanitize = os.environ.get("PYFAST_EMU_SANITIZE", "")
     if sanitize:
         if not re.fullmatch(r"[a-z]+(,[a-z]+)*", sanitize):
@@ -203,12 +212,12 @@ def compile_objects(build, sources, obj_dir, command, label, headers):
 
 
 def unrolled_kernels(folder):
-    """Copies of kernels/ and csrc/emu's kernels in which `#pragma unroll [N]` reads `#pragma GCC
+    """Copies of the kernels (KERNEL_DIRS) and csrc/emu's in which `#pragma unroll [N]` reads `#pragma GCC
     unroll N` (65534: fully), each starting with a #line directive naming its original, so line
     tables still point at the sources. The profiled build compiles these: the host compiler then
     unrolls the loops nvcc unrolls, and a source line's basic blocks are entered as often as the
     GPU executes its SASS (pyfast/profile/sass.py multiplies the two)."""
-    for source in [*(ROOT / "kernels").glob("*.cu"), *(ROOT / "kernels").glob("*.cuh"), *EMULATOR_DIR.glob("*.cu")]:
+    for source in [*kernel_files("*.cu"), *kernel_files("*.cuh"), *EMULATOR_DIR.glob("*.cu")]:
         text = source.read_text()
         text = re.sub(r"^(\s*)#pragma unroll\s*$", r"\1#pragma GCC unroll 65534", text, flags=re.M)
         text = re.sub(r"^(\s*)#pragma unroll\s+(\w+)\s*$", r"\1#pragma GCC unroll \2", text, flags=re.M)
@@ -242,7 +251,7 @@ class BuildExtWithNvcc(build_ext):
     def _build_one(self, ext):
         cu_sources = [s for s in ext.sources if s.endswith(".cu")]
         ext.sources = [s for s in ext.sources if not s.endswith(".cu")]
-        headers = [*(ROOT / "kernels").glob("*.cuh"), *(ROOT / "csrc").glob("*.h"),
+        headers = [*kernel_files("*.cuh"), *(ROOT / "csrc").glob("*.h"),
                    *EMULATOR_DIR.glob("*.h"), *(EMULATOR_DIR / "include").glob("*.h")]
         if ext.name == "pyfast._C_emu":
             # Every source by the host compiler, in parallel; setuptools only links. The Python glue
@@ -261,7 +270,7 @@ class BuildExtWithNvcc(build_ext):
                     # The profiled build compiles the kernels as nvcc unrolls them (see unrolled_kernels).
                     copy = unrolled / Path(src).relative_to(ROOT) if Path(src).is_absolute() else unrolled / src
                     src = str(copy) if copy.exists() else src
-                    own = [f"-I{unrolled / 'kernels'}", *own]
+                    own = [*(f"-I{unrolled / folder.relative_to(ROOT)}" for folder in KERNEL_DIRS), *own]
                 return [cxx, *language, "-c", src, "-o", obj, *own, *(kernel_flags if language else []), *includes]
 
             objects = compile_objects(self, [*cu_sources, *ext.sources], Path(self.build_temp) / "emulated",
@@ -275,7 +284,7 @@ class BuildExtWithNvcc(build_ext):
             flags = [
                 "-O3", "-std=c++17", "-lineinfo", "--expt-relaxed-constexpr",
                 "-Xcompiler", "-fPIC", "-Xcompiler", "-fvisibility=hidden",
-                f"-I{ROOT / 'kernels'}",
+                *(f"-I{folder}" for folder in KERNEL_DIRS),
                 *gencode_flags(archs),
             ]
             if os.environ.get("PYFAST_PTXAS_VERBOSE") == "1":
@@ -284,7 +293,7 @@ class BuildExtWithNvcc(build_ext):
             objects = compile_objects(self, cu_sources, Path(self.build_temp) / "kernels",
                                       lambda src, obj: [nvcc, "-c", src, "-o", obj, *flags], f"nvcc for sm {archs}",
                                       headers)
-            ext.include_dirs += [str(home / "include"), str(ROOT / "kernels")]
+            ext.include_dirs += [str(home / "include"), *(str(folder) for folder in KERNEL_DIRS)]
             ext.library_dirs += [str(cuda_lib_dir(home))]
         ext.extra_objects = objects + list(ext.extra_objects)
         # setuptools relinks only when a listed input is newer than the module: the kernels'
@@ -294,7 +303,7 @@ class BuildExtWithNvcc(build_ext):
 
 
 def extensions():
-    kernels = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "kernels").glob("*.cu"))
+    kernels = [str(p.relative_to(ROOT)) for p in kernel_files("*.cu")]
     cuda, emulated = build_targets()
     built = []
     if cuda:

@@ -27,7 +27,7 @@ from pyfast.testing import assert_close, reduction_atol  # noqa: E402
 
 
 def splitk_plan(m, n, k, sms):
-    """The K split the library's rule gives this shape on `sms` SMs (kernels/tiled_gemm.cuh's
+    """The K split the library's rule gives this shape on `sms` SMs (kernels/common/tiled_gemm.cuh's
     rule_splits, asked through the binding) as a plan, or None where the rule does not split."""
     splits = _C.matmul_rule_splits(ops.MATMUL_VERSIONS.index("tiled"), m, n, k, sms)
     return (-1, splits) if splits > 1 else None

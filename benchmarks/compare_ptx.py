@@ -1,5 +1,5 @@
 """Whether a change left the kernels' machine code alone: the PTX instruction multiset of every
-kernel of kernels/*.cu, built from a git revision and from the working tree, compared kernel by
+kernel of kernels/**/*.cu, built from a git revision and from the working tree, compared kernel by
 kernel. Needs nvcc, not a GPU.
 
 Both sides are compiled from the same folder: the name nvcc gives a file's anonymous namespace
@@ -48,7 +48,9 @@ def build(kernels, arch, runs, only=None):
     tree = Path(tempfile.gettempdir()) / "pyfast-compare-ptx"
     shutil.rmtree(tree, ignore_errors=True)
     shutil.copytree(kernels, tree / "kernels")
-    sources = sorted(s for s in (tree / "kernels").glob("*.cu") if not only or s.name in only)
+    # Files are named by their base names, unique across the family folders (and the same before
+    # and after a file moved between folders).
+    sources = sorted(s for s in (tree / "kernels").rglob("*.cu") if not only or s.name in only)
 
     def one(args):
         source, run = args

@@ -45,25 +45,56 @@ def record(log_text, card, command):
 
 
 def kernel_inputs(kernel):
-    """The kernel file and every kernels/ header it includes, directly or not."""
+    """The kernel file and every header it includes, directly or not (include paths start at
+    kernels/, "common/common.cuh", or at the file's folder), as paths from the repository's root."""
     seen, todo = set(), [kernel]
     while todo:
         path = todo.pop()
-        if path.name in seen or not path.exists():
+        if path in seen or not path.exists():
             continue
-        seen.add(path.name)
-        todo += [ROOT / "kernels" / name for name in re.findall(r'^#include "([^"]+)"', path.read_text(), re.M)]
-    return sorted(f"kernels/{name}" for name in seen)
+        seen.add(path)
+        for name in re.findall(r'^#include "([^"]+)"', path.read_text(), re.M):
+            todo.append(path.parent / name if (path.parent / name).exists() else ROOT / "kernels" / name)
+    return sorted(str(path.relative_to(ROOT)) for path in seen)
+
+
+def _git(*args):
+    """git's stdout in the checkout, or None where git cannot answer."""
+    try:
+        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def history(commit, path):
+    """(path's name at `commit`, the commits after it that changed its content), following the
+    file across moves (git log --follow): a commit that only moved it does not count. None where
+    git cannot tell."""
+    out = _git("log", "--follow", "-M", "--format=@%H", "--name-status", f"{commit}..HEAD", "--", path)
+    if out is None:
+        return None
+    name, changed = path, set()
+    for entry in out.split("@")[1:]:  # newest first
+        sha, *lines = entry.splitlines()
+        for fields in (line.split("\t") for line in lines if line.strip()):
+            if fields[0].startswith("R") and len(fields) == 3 and fields[2] == name:
+                name = fields[1]
+            if fields[0] != "R100":
+                changed.add(sha)
+    return name, changed
 
 
 def commits_since(commit, paths):
-    """Commits after `commit` that changed any of `paths` (None where git cannot tell)."""
-    try:
-        out = subprocess.run(["git", "rev-list", "--count", f"{commit}..HEAD", "--", *paths], cwd=ROOT,
-                             capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return int(out.stdout) if out.returncode == 0 else None
+    """Commits after `commit` that changed the content of any of `paths`, each followed across
+    moves; None where git cannot tell."""
+    changed = set()
+    for path in paths:
+        found = history(commit, path)
+        if found is None:
+            return None
+        changed |= found[1]
+    return len(changed)
 
 
 def existed(commit, path):
@@ -79,10 +110,12 @@ def table(runs):
     """Markdown: per kernel file, the last recorded GPU run and whether the kernel changed since."""
     last = runs[-1]
     lines = ["| kernel | last GPU run | since then |", "| --- | --- | --- |"]
-    for kernel in sorted((ROOT / "kernels").glob("*.cu")):
+    for kernel in [*sorted((ROOT / "kernels").rglob("*.cu")), *sorted((ROOT / "tests" / "kernels").glob("*.cu"))]:
+        path = str(kernel.relative_to(ROOT))
         changed = commits_since(last["commit"], kernel_inputs(kernel))
         where = f"{last['card']}, {last['commit']} ({last['date']})"
-        if not existed(last["commit"], f"kernels/{kernel.name}"):
+        then = history(last["commit"], path)
+        if not existed(last["commit"], then[0] if then else path):
             where, since = "none", f"**written after {last['commit']}: never run on a GPU**"
         elif changed is None:
             since = "unknown (no git history here)"
@@ -90,7 +123,7 @@ def table(runs):
             since = f"**changed in {changed} commit{'s' if changed > 1 else ''}: not yet run on a GPU**"
         else:
             since = "unchanged"
-        lines.append(f"| `{kernel.name}` | {where} | {since} |")
+        lines.append(f"| `{path}` | {where} | {since} |")
     return "\n".join(lines)
 
 

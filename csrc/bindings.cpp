@@ -15,14 +15,14 @@
 #include <vector>
 
 #include "cuda_error.h"
-#include "conv2d.cuh"
-#include "data.cuh"
-#include "elementwise.cuh"
-#include "fused.cuh"
-#include "loss.cuh"
-#include "matmul.cuh"
-#include "optim.cuh"
-#include "pool.cuh"
+#include "conv2d/conv2d.cuh"
+#include "data/data.cuh"
+#include "elementwise/elementwise.cuh"
+#include "fused/fused.cuh"
+#include "loss/loss.cuh"
+#include "matmul/matmul.cuh"
+#include "optim/optim.cuh"
+#include "pool/pool.cuh"
 #include "ptx_probe.cuh"
 
 namespace py = pybind11;
@@ -387,7 +387,7 @@ PYBIND11_MODULE(PYFAST_MODULE_NAME, m) {
               return conv2d_tiled_plan(conv2d_params(geometry), static_cast<Conv2dPass>(pass), config, sms);
           },
           py::arg("geometry"), py::arg("pass"), py::arg("config"), py::arg("sms"),
-          "Version 'tiled''s launch plan for a pass (see kernels/conv2d.cuh; empty: not covered).");
+          "Version 'tiled''s launch plan for a pass (see kernels/conv2d/conv2d.cuh; empty: not covered).");
     m.def("conv2d_config_count", [](int pass) { return conv2d_tiled_config_count(static_cast<Conv2dPass>(pass)); },
           py::arg("pass"), "How many configurations version 'tiled' has for a pass (0 forward, 1 dx, 2 dw).");
     m.def("conv2d_workspace_size",
@@ -527,7 +527,7 @@ PYBIND11_MODULE(PYFAST_MODULE_NAME, m) {
           },
           py::arg("a"), py::arg("b"), py::arg("c"), py::arg("d"), py::arg("bf16"), py::arg("device"), py::arg("stream"),
           "One warp's mma.sync: d (16x8) = a (16xK) b (Kx8) + c, K = 16 for bf16 else 8 (TF32), through the "
-          "fragment layouts of kernels/ptx.cuh.");
+          "fragment layouts of kernels/common/ptx.cuh.");
     m.def("_ptx_probe_ldmatrix",
           [](std::uintptr_t tiles, std::uintptr_t out, int matrices, bool trans, int device, std::uintptr_t stream) {
               run_op("ptx_probe_ldmatrix", device, stream, [&](cudaStream_t s) {

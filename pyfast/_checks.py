@@ -260,7 +260,7 @@ def adam_hyperparameters(step, lr, betas, eps, weight_decay, decoupled):
     return beta1, beta2, step_size, float(np.sqrt(1.0 - beta2**step))
 
 
-LINEAR_FIT_MAX_FLOATS = 12000  # kernels/fused.cuh: one block's shared memory
+LINEAR_FIT_MAX_FLOATS = 12000  # kernels/fused/fused.cuh: one block's shared memory
 
 
 def linear_fit_floats(n, f, o):
@@ -358,14 +358,14 @@ def conv2d_activation(activation):
     return activation == "relu"
 
 
-# Configurations of the tiled version per pass (kernels/conv2d_tiled.cu; a test holds the two equal),
+# Configurations of the tiled version per pass (kernels/conv2d/conv2d_tiled.cu; a test holds the two equal),
 # and the forward configurations that can also pool their output (conv2d_max_pool2d).
 CONV2D_TILED_CONFIGS = {"forward": 9, "backward_input": 9, "backward_weight": 4}
 CONV2D_TILED_POOL_CONFIGS = (0, 1, 2, 4, 5, 8)
 _INT32_MAX = 2 ** 31 - 1
 
 
-# The passes as the tiled launcher's planner numbers them (kernels/conv2d.cuh, Conv2dPass).
+# The passes as the tiled launcher's planner numbers them (kernels/conv2d/conv2d.cuh, Conv2dPass).
 CONV2D_PLAN_PASSES = {"forward": 0, "backward_input": 1, "backward_weight": 2, "forward_pool": 3}
 
 
@@ -377,7 +377,7 @@ def conv2d_geometry(g):
 
 @functools.lru_cache(maxsize=None)
 def _tiled_planner():
-    """kernels/conv2d_tiled.cu's conv2d_tiled_plan: host code, the same in the CUDA and the emulated
+    """kernels/conv2d/conv2d_tiled.cu's conv2d_tiled_plan: host code, the same in the CUDA and the emulated
     module, so either answers (None where neither is built)."""
     for name in ("pyfast._C", "pyfast._C_emu"):
         try:
@@ -398,7 +398,7 @@ def conv2d_tiled_has_plan(g, pass_name, config=-1):
 def conv2d_fits(g, version_code, pass_name=None, config=-1):
     """Whether a version takes geometry `g` (conv2d_dims): 32-bit GEMM dimensions for gemm and
     implicit; for tiled its shape class (stride 1, dilation 1, 3x3 or 5x5, padding below the
-    kernel size, Q <= 256), as kernels/conv2d*.cu's *_fits, and, given a pass, a launch plan
+    kernel size, Q <= 256), as kernels/conv2d/*.cu's *_fits, and, given a pass, a launch plan
     for it with `config` (conv2d_tiled_has_plan)."""
     crs, npq = g["c"] * g["r"] * g["s"], g["n"] * g["p"] * g["q"]
     name = CONV2D_VERSIONS[version_code]

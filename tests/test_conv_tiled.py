@@ -1,4 +1,4 @@
-"""conv2d version "tiled" (kernels/conv2d_tiled.cu).
+"""conv2d version "tiled" (kernels/conv2d/conv2d_tiled.cu).
 
 CPU: the launcher's plans (from the compiled module) checked for coverage and limits, and the
 kernels' index math emulated in NumPy block by block (tile origins, halos, channel chunks,

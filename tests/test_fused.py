@@ -75,7 +75,7 @@ def test_fma32_rounds_once():
 
 
 def emulate_warp_fit(x, y, weight, bias, lr, epochs):
-    """kernels/fused.cu v1 in float32: lane l sums samples l, l + 32, ... in order, then the
+    """kernels/fused/fused.cu v1 in float32: lane l sums samples l, l + 32, ... in order, then the
     butterfly (offsets 16 .. 1) gives every lane the same sums and the same update."""
     f32 = np.float32
     n, f = x.shape

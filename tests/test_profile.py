@@ -152,7 +152,7 @@ def test_a_real_kernel_float4_elementwise_and_its_unique_bytes():
     load, store = site(launch, "global", "load"), site(launch, "global", "store")
     assert load.bytes == store.bytes == 16 and load.sectors_per_request == store.sectors_per_request == 16
     assert launch.unique_read_bytes == launch.unique_write_bytes == x.nbytes
-    assert load.location.startswith("kernels/elementwise.cu:")
+    assert load.location.startswith("kernels/elementwise/elementwise.cu:")
 
 
 def test_the_tiled_gemm_transposing_stores_conflict_two_ways():
@@ -202,7 +202,7 @@ def test_workers_compiling_the_same_source_at_once_share_one_cache_entry(tmp_pat
 
     sass = _sass_or_skip()
     monkeypatch.setattr(sass, "CACHE", str(tmp_path))
-    source = os.path.join(sass.ROOT, "kernels", "data.cu")
+    source = os.path.join(sass.ROOT, "kernels", "data", "data.cu")
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda _: sass._compiled(source, "90"), range(4)))
     facts = sass.parse_ptxas(results[0][0])

@@ -1,4 +1,4 @@
-"""The PTX wrappers of kernels/ptx.cuh, each run by one warp on given inputs (kernels/ptx_probe.cu),
+"""The PTX wrappers of kernels/common/ptx.cuh, each run by one warp on given inputs (tests/kernels/ptx_probe.cu),
 against plain products: on a GPU this holds the fragment layouts ptx.cuh documents against the
 hardware; under the emulator, its implementation of those layouts (csrc/emu/ptx.cpp) against
 the same documentation. Every layout: both mma shapes, ldmatrix x1 / x2 / x4, plain and .trans,

@@ -302,6 +302,38 @@ def test_the_gpu_status_section_is_what_the_recorded_runs_and_git_say():
     assert block.strip() == status.section(runs).strip(), "regenerate it: python -m benchmarks.status --readme README.md"
 
 
+def test_the_status_follows_a_kernel_across_moves(tmp_path, monkeypatch):
+    """A kernel moved into a family folder keeps its GPU history: its old name is found, a pure
+    move does not count as a change, an edit (in the same commit as a move or not) does."""
+    import subprocess
+
+    from benchmarks import status
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    git("init", "-q")
+    body = "".join(f"int line{i} = {i};\n" for i in range(40))
+    (tmp_path / "pool.cu").write_text(body)
+    (tmp_path / "loss.cu").write_text(body + "int loss;\n")
+    git("add", "-A")
+    git("commit", "-q", "-m", "measured")
+    measured = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    (tmp_path / "pool").mkdir()
+    (tmp_path / "loss").mkdir()
+    git("mv", "pool.cu", "pool/pool.cu")
+    git("mv", "loss.cu", "loss/loss.cu")
+    (tmp_path / "loss" / "loss.cu").write_text(body + "int loss_moved;\n")  # moved and edited
+    git("add", "-A")
+    git("commit", "-q", "-m", "move")
+    monkeypatch.setattr(status, "ROOT", tmp_path)
+    assert status.history(measured, "pool/pool.cu") == ("pool.cu", set())
+    name, changed = status.history(measured, "loss/loss.cu")
+    assert name == "loss.cu" and len(changed) == 1
+    assert status.commits_since(measured, ["pool/pool.cu", "loss/loss.cu"]) == 1
+
+
 def test_a_run_is_recorded_from_its_pytest_log(tmp_path):
     from benchmarks import status
 

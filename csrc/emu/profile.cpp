@@ -1,7 +1,7 @@
 // profile.cpp - the emulator's counters: what Nsight Compute would count of a kernel's memory
 // accesses, from the accesses themselves.
 //
-// In the profiled build (PYFAST_EMU_PROFILE=1) kernels/*.cu are compiled with GCC's ThreadSanitizer
+// In the profiled build (PYFAST_EMU_PROFILE=1) kernels/**/*.cu are compiled with GCC's ThreadSanitizer
 // instrumentation, which calls __tsan_read4(address), __tsan_write16(address), ... before every
 // memory access a kernel makes; this file defines those hooks itself (libtsan is never linked), so
 // each access arrives here with its address, size and call site. Accesses to the running block's

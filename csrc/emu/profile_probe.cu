@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "common.cuh"
+#include "common/common.cuh"
 #include "profile_probe.h"
 #include "pyfast_emu_control.h"
 

@@ -1,4 +1,4 @@
-// ptx.cpp - the PTX instructions of kernels/ptx.cuh, as the emulator runs them: mma.sync and
+// ptx.cpp - the PTX instructions of kernels/common/ptx.cuh, as the emulator runs them: mma.sync and
 // ldmatrix as warp collectives that gather every lane's fragments in the PTX ISA's layout,
 // compute, and hand each lane its part; cp.async as copies queued per thread and done when a
 // cp.async.wait_group covers them (the latest moment the GPU could do them), so a read of the
@@ -8,7 +8,7 @@
 #include <string>
 
 #include "internal.h"
-#include "ptx.cuh"
+#include "common/ptx.cuh"
 #include "pyfast_emu.h"
 
 namespace pyfast_emu {

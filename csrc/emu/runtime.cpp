@@ -160,7 +160,7 @@ long long g_launch_errors = 0;
 std::string shorten(const char* file) {
     if (file == nullptr) return "?";
     const std::string path(file);
-    for (const char* root : {"/kernels/", "/csrc/", "/tests/"}) {
+    for (const char* root : {"/tests/kernels/", "/kernels/", "/csrc/", "/tests/"}) {
         const auto at = path.rfind(root);
         if (at != std::string::npos) return path.substr(at + 1);
     }

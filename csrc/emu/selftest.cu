@@ -13,8 +13,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
-#include "common.cuh"
-#include "ptx.cuh"
+#include "common/common.cuh"
+#include "common/ptx.cuh"
 #include "selftest.h"
 
 namespace pyfast_emu {

@@ -16,7 +16,7 @@
 //   C / D         c0..c3 = (g, 2t), (g, 2t + 1), (g + 8, 2t), (g + 8, 2t + 1)
 //   ldmatrix      matrix i's row r from the address lane 8 i + r supplies; lane l gets row l / 4,
 //                 columns 2 (l % 4), 2 (l % 4) + 1 of each matrix (.trans: that of the transpose)
-// kernels/ptx_probe.cu runs each on given inputs; tests/test_ptx.py holds the results against
+// tests/kernels/ptx_probe.cu runs each on given inputs; tests/test_ptx.py holds the results against
 // plain products, on the emulator and on a GPU.
 #pragma once
 

@@ -10,7 +10,7 @@
 //         per k-tile, as matmul.cu v1). Shared tiles are stored with K contiguous for both
 //         operands ([m][k] and [n][k]) in rows of 20 words: the 4-word pad makes the fragment
 //         reads (8 rows x 4 words per warp) hit 32 different banks.
-// Instructions (kernels/ptx.cuh): mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 and
+// Instructions (kernels/common/ptx.cuh): mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 and
 //         mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 (PTX ISA, "Matrix Fragments for
 //         mma.m16n8k8 / m16n8k16"). With g = lane / 4 and t = lane % 4, both read A words
 //         (g, t), (g + 8, t), (g, t + 4), (g + 8, t + 4) and B words (n = g; t), (g; t + 4) of an

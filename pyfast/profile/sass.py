@@ -2,7 +2,7 @@
 (ptxas -v), theoretical occupancy on a card, and the SASS of every source line (nvcc -lineinfo,
 disassembled by nvdisasm), by instruction class.
 
-Each kernels/*.cu is compiled once more to a cubin for one architecture (default sm_90, the H100
+Each kernels/<family>/*.cu is compiled once more to a cubin for one architecture (default sm_90, the H100
 and H200), with the flags of the real build, into build/sass/ (kept until its sources change).
 nvdisasm comes from the CUDA toolkit or PyPI (``pip install nvidia-cuda-nvdisasm``, the
 ``profile`` extra).
@@ -100,7 +100,7 @@ class KernelSass:
     spill_loads: int
     stack: int
     static_shared: int
-    lines: dict  # "kernels/x.cu:123" -> Counter of instruction classes
+    lines: dict  # "kernels/family/x.cu:123" -> Counter of instruction classes
     blocks: list = dataclasses.field(default_factory=list)  # SassBlock per basic block, in order
 
     @property
@@ -113,9 +113,14 @@ def _flags(arch):
             f"-I{os.path.join(ROOT, 'kernels')}", "-Xptxas", "-v"]
 
 
+def _sources(pattern):
+    """The kernel files (kernels/<family>/, kernels/common/) matching `pattern`, in order."""
+    return sorted(glob.glob(os.path.join(ROOT, "kernels", "**", pattern), recursive=True))
+
+
 def _digest(source, arch):
     total = hashlib.sha256(" ".join(_flags(arch)).encode())
-    for path in [source, *sorted(glob.glob(os.path.join(ROOT, "kernels", "*.cuh")))]:
+    for path in [source, *_sources("*.cuh")]:
         with open(path, "rb") as f:
             total.update(f.read())
     return total.hexdigest()[:16]
@@ -128,7 +133,8 @@ def _compiled(source, arch):
     own and renames into place, the .sass last, so a reader that finds the .sass finds both whole."""
     nvcc, nvdisasm = tools()
     os.makedirs(CACHE, exist_ok=True)
-    stem = os.path.join(CACHE, f"{os.path.basename(source)}.sm{arch}.{_digest(source, arch)}")
+    name = os.path.relpath(source, ROOT).replace(os.sep, "_")
+    stem = os.path.join(CACHE, f"{name}.sm{arch}.{_digest(source, arch)}")
     if not os.path.isfile(stem + ".sass"):
         own = tempfile.mkdtemp(dir=CACHE)
         try:
@@ -232,7 +238,7 @@ def canonical(kernel):
 
 @functools.lru_cache(maxsize=None)
 def source_kernels(source, arch="90"):
-    """{canonical demangled kernel name: KernelSass} of one kernels/*.cu for sm_`arch`."""
+    """{canonical demangled kernel name: KernelSass} of one kernel file for sm_`arch`."""
     found = {}
     log, text = _compiled(source, arch)
     facts, lines = parse_ptxas(log), parse_sass(text)
@@ -246,20 +252,20 @@ def source_kernels(source, arch="90"):
 
 
 def kernels(arch="90"):
-    """{canonical demangled kernel name: KernelSass} of every kernels/*.cu for sm_`arch` (the
+    """{canonical demangled kernel name: KernelSass} of every kernels/**/*.cu for sm_`arch` (the
     first call compiles them all: about 2 minutes on 2 cores; cached in build/sass/)."""
     found = {}
-    for source in sorted(glob.glob(os.path.join(ROOT, "kernels", "*.cu"))):
+    for source in _sources("*.cu"):
         found.update(source_kernels(source, arch))
     return found
 
 
 def for_launch(launch, arch="90"):
-    """The KernelSass of a profiled launch's kernel (None where no kernels/*.cu has it), compiling
+    """The KernelSass of a profiled launch's kernel (None where no kernel file has it), compiling
     first the files its accesses name, then the rest."""
     named = [location.split(":")[0] for location in (s.location for s in launch.sites)]
     first = [os.path.join(ROOT, path) for path in dict.fromkeys(named) if path.endswith(".cu")]
-    rest = sorted(set(glob.glob(os.path.join(ROOT, "kernels", "*.cu"))) - set(first))
+    rest = [source for source in _sources("*.cu") if source not in first]
     for source in first + rest:
         if os.path.isfile(source):
             found = source_kernels(source, arch).get(canonical(launch.kernel))

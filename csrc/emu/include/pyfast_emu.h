@@ -12,7 +12,7 @@
 // Static __shared__ variables are function statics: blocks run one at a time, so each block has
 // them to itself; they are poisoned (all bits set: NaN as float) before every block, as is the
 // dynamic shared memory (a __shared__ variable of a device function the kernel calls is not).
-// Kernel sources use PYFAST_DYNAMIC_SHARED and pyfast::launch_kernel (kernels/common.cuh) so that
+// Kernel sources use PYFAST_DYNAMIC_SHARED and pyfast::launch_kernel (kernels/common/common.cuh) so that
 // they compile unchanged here and under nvcc.
 #pragma once
 
