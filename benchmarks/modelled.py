@@ -119,9 +119,9 @@ def run(sample_blocks=3, log=print):
 
 
 def main(argv=None):
-    from pyfast import _emulation
+    from pyfast.emulator import loader
 
-    if not (_emulation.active() and _emulation.extension().emulator.profiled()):
+    if not (loader.active() and loader.extension().emulator.profiled()):
         from pyfast.profile.__main__ import profiled_module
 
         env = dict(os.environ, PYFAST_EMULATE="1", PYFAST_EMU_MODULE=profiled_module())

@@ -8,10 +8,10 @@
   debugging them without a GPU.
 """
 
-from pyfast import _emulation
+from pyfast.emulator import loader
 
-if _emulation.requested():  # PYFAST_EMULATE=1: the CPU emulator, before anything imports cupy or _C
-    _emulation.install()
+if loader.requested():  # PYFAST_EMULATE=1: the CPU emulator, before anything imports cupy or _C
+    loader.install()
 
 from pyfast import emulator, ops, reference  # noqa: E402
 from pyfast._device import is_available, set_sync, unavailable_reason  # noqa: E402

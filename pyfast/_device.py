@@ -6,10 +6,10 @@ import functools
 @functools.lru_cache(maxsize=None)
 def _gpu_status():
     """(usable, reason it is not). Never raises, never crashes without a GPU."""
-    from pyfast import _emulation
+    from pyfast.emulator import loader
 
-    if _emulation.requested() and not _emulation.active():
-        return False, _emulation.error()
+    if loader.requested() and not loader.active():
+        return False, loader.error()
     try:
         from pyfast import _C
     except ImportError as error:

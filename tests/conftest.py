@@ -49,7 +49,7 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     if pyfast.is_available():
         return
-    if pyfast._emulation.requested():
+    if pyfast.emulator.loader.requested():
         # Asked for the emulator and did not get it: skipping every GPU test would pass vacuously.
         raise pytest.UsageError(f"PYFAST_EMULATE is set, but {pyfast.unavailable_reason()}")
     skip = pytest.mark.skip(reason=f"needs a GPU, or the CPU emulator (PYFAST_EMULATE=1, tests/emulated.sh): "

@@ -15,7 +15,7 @@ PACKAGE = ROOT / "pyfast"
 # Low to high, as docs/ARCHITECTURE.md draws them (a module may import its own layer or lower).
 LAYERS = [
     ["pyfast._C", "pyfast._C_emu", "pyfast.errors", "pyfast.testing", "pyfast.emulator.cupy", "pyfast.emulator.cupyx"],
-    ["pyfast._emulation"],
+    ["pyfast.emulator.loader"],
     ["pyfast._device", "pyfast._checks", "pyfast._tuning"],
     ["pyfast._arrays", "pyfast._numpy_operands"],
     ["pyfast.ops", "pyfast.reference", "pyfast.cpu", "pyfast.emulator"],

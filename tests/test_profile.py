@@ -18,13 +18,13 @@ import pyfast
 ROOT = Path(__file__).resolve().parent.parent
 PROBES = ROOT / "csrc" / "emu" / "profile_probe.cu"
 
-if not (pyfast.emulator.enabled() and pyfast._emulation.extension().emulator.profiled()):
+if not (pyfast.emulator.enabled() and pyfast.emulator.loader.extension().emulator.profiled()):
     pytest.skip("needs the profiled emulated build (bash tests/emulated.sh profile)", allow_module_level=True)
 
 from pyfast import profile  # noqa: E402
 from pyfast.profile import report  # noqa: E402
 
-emu = pyfast._emulation.extension().emulator
+emu = pyfast.emulator.loader.extension().emulator
 
 
 def probe(name, **options):

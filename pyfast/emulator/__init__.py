@@ -24,16 +24,16 @@ Environment (read once, at import):
   PYFAST_EMU_STACK_KB  each thread's stack (default 128 KB, 512 KB under AddressSanitizer)
 """
 
-from pyfast import _emulation
+from pyfast.emulator import loader
 
 
 def enabled():
     """True when pyfast's GPU ops run on the emulator."""
-    return _emulation.active()
+    return loader.active()
 
 
 def _controls():
-    return _emulation.extension().emulator
+    return loader.extension().emulator
 
 
 def properties():

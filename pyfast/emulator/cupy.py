@@ -29,11 +29,11 @@ from numpy.lib.mixins import NDArrayOperatorsMixin
 
 __version__ = "emulated"
 _pyfast_emulator = True  # how pyfast recognises this module in sys.modules
-_extension = None  # pyfast._C_emu, handed over by pyfast._emulation.install (which imports this module)
+_extension = None  # pyfast._C_emu, handed over by pyfast.emulator.loader.install (which imports this module)
 
 
 def use(extension):
-    """Run on `extension` (the emulated module), the one pyfast._emulation loaded."""
+    """Run on `extension` (the emulated module), the one pyfast.emulator.loader loaded."""
     global _extension
     _extension = extension
 

@@ -68,12 +68,12 @@ def parser():
 def _on_profiled_emulator(argv):
     """None where the profiled emulator runs here; else the exit code of this command rerun on it."""
     import pyfast  # noqa: F401  (starts the emulator when asked for)
-    from pyfast import _emulation
+    from pyfast.emulator import loader
 
-    if _emulation.active() and _emulation.extension().emulator.profiled():
+    if loader.active() and loader.extension().emulator.profiled():
         return None
     if os.environ.get("PYFAST_PROFILE_CHILD"):
-        raise SystemExit(f"pyfast.profile: the profiled emulator did not start: {_emulation.error()}")
+        raise SystemExit(f"pyfast.profile: the profiled emulator did not start: {loader.error()}")
     env = dict(os.environ, PYFAST_EMULATE="1", PYFAST_EMU_MODULE=profiled_module(), PYFAST_PROFILE_CHILD="1")
     return subprocess.run([sys.executable, "-m", "pyfast.profile", *argv], env=env).returncode
 

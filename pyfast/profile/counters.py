@@ -19,7 +19,7 @@ import os
 import re
 import subprocess
 
-from pyfast import _emulation
+from pyfast.emulator import loader
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SECTOR = 32
@@ -28,10 +28,10 @@ SECTOR = 32
 def controls():
     """The emulator's controls when the profiled build is the one running, else a RuntimeError
     saying how to get it."""
-    if not _emulation.active():
-        raise RuntimeError(f"the profiler runs on the emulator, which is not active ({_emulation.error()}); "
+    if not loader.active():
+        raise RuntimeError(f"the profiler runs on the emulator, which is not active ({loader.error()}); "
                            f"use `python -m pyfast.profile`, which starts it with the profiled build")
-    emulator = _emulation.extension().emulator
+    emulator = loader.extension().emulator
     if not emulator.profiled():
         raise RuntimeError("the emulated build running does not count memory accesses: build it with "
                            "PYFAST_EMU_PROFILE=1 (python -m pyfast.profile does, into build/emu-profile/)")
