@@ -85,16 +85,19 @@ def history(commit, path):
     return name, changed
 
 
+def _changed(histories):
+    """How many commits changed any of these files (history's answers); None where git could not
+    tell for one of them."""
+    histories = list(histories)
+    if None in histories:
+        return None
+    return len(set().union(*(changed for _, changed in histories)))
+
+
 def commits_since(commit, paths):
     """Commits after `commit` that changed the content of any of `paths`, each followed across
     moves; None where git cannot tell."""
-    changed = set()
-    for path in paths:
-        found = history(commit, path)
-        if found is None:
-            return None
-        changed |= found[1]
-    return len(changed)
+    return _changed(history(commit, path) for path in paths)
 
 
 def existed(commit, path):
@@ -112,9 +115,10 @@ def table(runs):
     lines = ["| kernel | last GPU run | since then |", "| --- | --- | --- |"]
     for kernel in [*sorted((ROOT / "kernels").rglob("*.cu")), *sorted((ROOT / "tests" / "kernels").glob("*.cu"))]:
         path = str(kernel.relative_to(ROOT))
-        changed = commits_since(last["commit"], kernel_inputs(kernel))
+        histories = {name: history(last["commit"], name) for name in kernel_inputs(kernel)}  # the kernel's own too
+        changed = _changed(histories.values())
         where = f"{last['card']}, {last['commit']} ({last['date']})"
-        then = history(last["commit"], path)
+        then = histories[path]
         if not existed(last["commit"], then[0] if then else path):
             where, since = "none", f"**written after {last['commit']}: never run on a GPU**"
         elif changed is None:

@@ -56,13 +56,15 @@ def imports(name, path, known):
 
 
 def layer(name):
-    best = None
+    """The index in LAYERS of `name`: its own entry, else the first "package*" holding it."""
+    for index, members in enumerate(LAYERS):
+        if name in members:
+            return index
     for index, members in enumerate(LAYERS):
         for member in members:
-            if name == member or (member.endswith("*") and (name == member[:-1] or
-                                                            name.startswith(member[:-1] + "."))):
-                best = index if name == member or best is None else best
-    return best
+            if member.endswith("*") and (name == member[:-1] or name.startswith(member[:-1] + ".")):
+                return index
+    return None
 
 
 def graph():
