@@ -37,13 +37,14 @@ def main(argv=None):
     for index, (label, shape, kernel, stride, padding) in enumerate(cases(args.quick)):
         rng = cupy.random.default_rng(index)
         x = rng.standard_normal(shape, dtype=cupy.float32)
-        y, indices = ops.max_pool2d(x, kernel, stride, padding)
+        y, indices = ops.max_pool2d(x, kernel, stride, padding, return_indices=True)
         dy = rng.standard_normal(y.shape, dtype=cupy.float32)
         relu_x = cupy.maximum(x, 0)  # a ReLU's output, pooled: what the fold's relu_output describes
-        relu_y, relu_indices = ops.max_pool2d(relu_x, kernel, stride, padding)
+        relu_y, relu_indices = ops.max_pool2d(relu_x, kernel, stride, padding, return_indices=True)
         n_in, n_out = x.size, y.size
         benches = {
-            "max forward": (lambda: ops.max_pool2d(x, kernel, stride, padding), 4 * n_in + 12 * n_out),
+            "max forward": (lambda: ops.max_pool2d(x, kernel, stride, padding, return_indices=True),
+                            4 * n_in + 12 * n_out),
             "max backward": (lambda: ops.max_pool2d_backward(dy, indices, shape), 12 * n_out + 4 * n_in),
             "max backward (window)": (lambda: ops.max_pool2d_backward(dy, indices, shape, kernel, stride, padding),
                                       12 * n_out + 4 * n_in),

@@ -53,8 +53,9 @@ def cases():
     found.append(("conv + ReLU + pool", "32->64 b1024 tiled", lambda: ops.conv2d_max_pool2d(
         x2, w2, ones(64), padding=1, activation="relu", version="tiled")))
     big = ones(256, 64, 112, 112)
-    pooled, indices = ops.max_pool2d(big, 2)
-    found.append(("pooling v1", "max 2x2 256x64x112x112 forward", lambda: ops.max_pool2d(big, 2)))
+    pooled, indices = ops.max_pool2d(big, 2, return_indices=True)
+    found.append(("pooling v1", "max 2x2 256x64x112x112 forward",
+                  lambda: ops.max_pool2d(big, 2, return_indices=True)))
     found.append(("pooling v1", "max 2x2 backward (window, relu_output)", lambda: ops.max_pool2d_backward(
         pooled, indices, big.shape, 2, relu_output=pooled)))
     found.append(("pooling v1", "avg 2x2 forward", lambda: ops.avg_pool2d(big, 2)))

@@ -88,10 +88,22 @@ Conv2dParams conv2d_params(const std::vector<std::int64_t>& v) {
 }
 
 Pool2dParams pool2d_params(const std::vector<std::int64_t>& v) {
-    if (v.size() != 12) throw std::invalid_argument("pool2d geometry: expected 12 values");
-    return Pool2dParams{v[0], v[1], v[2], v[3], v[4], static_cast<int>(v[5]), static_cast<int>(v[6]),
-                        static_cast<int>(v[7]), static_cast<int>(v[8]), static_cast<int>(v[9]),
-                        static_cast<int>(v[10]), v[11] != 0};
+    if (v.size() != 15) throw std::invalid_argument("pool2d geometry: expected 15 values");
+    return Pool2dParams{v[0],
+                        v[1],
+                        v[2],
+                        v[3],
+                        v[4],
+                        static_cast<int>(v[5]),
+                        static_cast<int>(v[6]),
+                        static_cast<int>(v[7]),
+                        static_cast<int>(v[8]),
+                        static_cast<int>(v[9]),
+                        static_cast<int>(v[10]),
+                        v[11] != 0,
+                        static_cast<int>(v[12]),
+                        static_cast<int>(v[13]),
+                        static_cast<int>(v[14])};
 }
 
 }  // namespace
@@ -373,7 +385,8 @@ PYBIND11_MODULE(PYFAST_MODULE_NAME, m) {
 
     // -------------------------------------------------------- convolution and pooling
     // geometry: conv (n, c, h, w, k, r, s, p, q, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w);
-    //           pool (planes, h, w, p, q, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, count_include_pad).
+    //           pool (planes, h, w, p, q, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, count_include_pad,
+    //           dilation_h, dilation_w, divisor_override or 0).
     // version: 0 direct, 1 gemm, 2 implicit, 3 tiled; pass: 0 forward, 1 input gradient, 2 weight
     // gradient; config: the tiled version's configuration (-1: its default; others ignore it).
     m.def("conv2d_tiled_fits", [](const std::vector<std::int64_t>& geometry) {

@@ -181,17 +181,66 @@ def reduction_scales(reduction, count):
     return (1.0 / count, 1.0 / count) if count else (float("nan"), float("nan"))
 
 
+def legacy_reduction(size_average, reduce):
+    """PyTorch's deprecated size_average / reduce: accepted as None only."""
+    for name, value in (("size_average", size_average), ("reduce", reduce)):
+        if value is not None:
+            raise ValueError(f"{name}: deprecated in PyTorch and not supported here; use reduction= "
+                             f"('mean' or 'sum'), got {value!r}")
+
+
+def no_loss_weight(weight):
+    """A per-element / per-class loss weight pyfast's loss kernels do not take (yet)."""
+    if weight is not None:
+        raise ValueError("weight: a loss weight is not supported yet; pass weight=None")
+
+
+def softmax_dim(dim, ndim):
+    """dim of softmax / log_softmax: pyfast's kernels run over the class axis (1, or -1) of
+    (N, C) logits. None (PyTorch's implicit choice) is that axis for 2-D input."""
+    if dim is None:
+        return 1
+    if not is_integer(dim):
+        raise TypeError(f"dim: expected an int or None, got {dim!r}")
+    if int(dim) not in (1, -1, ndim - 1):
+        raise ValueError(f"dim: pyfast's softmax runs over the class axis of (N, C) input (dim=1 or -1) only, "
+                         f"got dim={dim}")
+    return 1
+
+
+def softmax_dtype(dtype):
+    """softmax's dtype: None or float32 (pyfast computes and returns float32)."""
+    if dtype is None or str(dtype) == "torch.float32":
+        return
+    try:
+        float32 = np.dtype(dtype) == np.float32
+    except TypeError:
+        float32 = False
+    if not float32:
+        raise ValueError(f"dtype: pyfast's softmax computes in float32 only, got {dtype}")
+
+
+def relu_target(inplace, out, x):
+    """out of relu(input, inplace, out=): inplace=True writes into input (as torch's)."""
+    expect_bool("inplace", inplace)
+    if inplace:
+        if out is not None and out is not x:
+            raise ValueError("out: given with inplace=True (which writes into input)")
+        return x
+    return out
+
+
 def expect_labels(name, dtype):
     if np.dtype(dtype) not in LABEL_DTYPES:
         raise TypeError(f"{name}: expected dtype int32 or int64, got {np.dtype(dtype)}")
 
 
-def classifier_dims(logits_shape, labels_shape=None):
+def classifier_dims(logits_shape, labels_shape=None, name="logits"):
     """(rows, classes) of (N, C) logits, with (N,) labels when given."""
-    expect_ndim("logits", logits_shape, 2, " (N, C)")
+    expect_ndim(name, logits_shape, 2, " (N, C)")
     rows, classes = logits_shape
     if classes < 1:
-        raise ValueError(f"logits: expected at least one class, got shape {tuple(logits_shape)}")
+        raise ValueError(f"{name}: expected at least one class, got shape {tuple(logits_shape)}")
     if labels_shape is not None:
         expect_shape("labels", labels_shape, (rows,))
     return rows, classes
@@ -464,27 +513,63 @@ def conv2d_options(stride, padding, dilation):
     return pair("stride", stride, 1), pair("padding", padding, 0), pair("dilation", dilation, 1)
 
 
-def conv2d_dims(x_shape, w_shape, stride, padding, dilation):
+def conv2d_padding(padding, w_shape, stride, dilation):
+    """Padding as an (h, w) pair, PyTorch's strings included: "valid" is none, "same" keeps
+    the input size (stride 1 only, as in PyTorch)."""
+    if not isinstance(padding, str):
+        return pair("padding", padding, 0)
+    if padding == "valid":
+        return (0, 0)
+    if padding != "same":
+        raise ValueError(f"padding: expected an int, a pair of ints, 'valid' or 'same', got {padding!r}")
+    if stride != (1, 1):
+        raise ValueError(f"padding: 'same' is not supported for strided convolutions (stride={stride}), "
+                         "as in PyTorch")
+    extent = (dilation[0] * (w_shape[2] - 1), dilation[1] * (w_shape[3] - 1))
+    if extent[0] % 2 or extent[1] % 2:
+        raise ValueError(f"padding: 'same' for a dilated kernel of even size {extent[0] + 1}x{extent[1] + 1} "
+                         "needs one more row or column of padding on one side (PyTorch's asymmetric split), "
+                         "which pyfast does not support yet: pad the input or give padding as ints")
+    return (extent[0] // 2, extent[1] // 2)
+
+
+def conv2d_groups(groups):
+    """groups checked: an int >= 1; pyfast's kernels compute groups=1 only (for now)."""
+    if not is_integer(groups):
+        raise TypeError(f"groups: expected an int, got {groups!r}")
+    if groups < 1:
+        raise ValueError(f"groups: expected an int >= 1, got {groups}")
+    if groups != 1:
+        raise ValueError(f"groups: grouped and depthwise convolutions (groups={groups}) are not supported yet; "
+                         "groups=1 only")
+    return 1
+
+
+def conv2d_dims(x_shape, w_shape, stride, padding, dilation, groups=1, names=("x", "w")):
     """Checks a convolution and returns its geometry as a dict (PyTorch's output-size rule:
-    P = (H + 2 pad - dilation (R - 1) - 1) // stride + 1)."""
-    expect_ndim("x", x_shape, 4, " (N, C, H, W)")
-    expect_ndim("w", w_shape, 4, " (K, C, R, S)")
-    stride, padding, dilation = conv2d_options(stride, padding, dilation)
+    P = (H + 2 pad - dilation (R - 1) - 1) // stride + 1). `names`: the two arrays' argument
+    names, for the messages."""
+    x_name, w_name = names
+    expect_ndim(x_name, x_shape, 4, " (N, C, H, W)")
+    expect_ndim(w_name, w_shape, 4, " (K, C, R, S)")
+    conv2d_groups(groups)
+    stride, dilation = pair("stride", stride, 1), pair("dilation", dilation, 1)
+    padding = conv2d_padding(padding, w_shape, stride, dilation)
     n, c, h, w = x_shape
     k, c_w, r, s = w_shape
     if c != c_w:
-        raise ValueError(f"w: expected {c} input channels to match x.shape={tuple(x_shape)}, "
-                         f"got w.shape={tuple(w_shape)}")
+        raise ValueError(f"{w_name}: expected {c} input channels to match {x_name}.shape={tuple(x_shape)}, "
+                         f"got {w_name}.shape={tuple(w_shape)}")
     for dim_name, dim in (("R", r), ("S", s), ("K", k)):
         if dim < 1:
-            raise ValueError(f"w: expected a non-empty kernel, got shape {tuple(w_shape)} ({dim_name}={dim})")
+            raise ValueError(f"{w_name}: expected a non-empty kernel, got shape {tuple(w_shape)} ({dim_name}={dim})")
     padded = (h + 2 * padding[0], w + 2 * padding[1])
     kernel = (dilation[0] * (r - 1) + 1, dilation[1] * (s - 1) + 1)
     if padded[0] < kernel[0] or padded[1] < kernel[1]:
         raise ValueError(
-            f"x: padded input size per channel {padded[0]}x{padded[1]} is smaller than the dilated kernel "
-            f"{kernel[0]}x{kernel[1]} (x.shape={tuple(x_shape)}, w.shape={tuple(w_shape)}, padding={padding}, "
-            f"dilation={dilation})"
+            f"{x_name}: padded input size per channel {padded[0]}x{padded[1]} is smaller than the dilated kernel "
+            f"{kernel[0]}x{kernel[1]} ({x_name}.shape={tuple(x_shape)}, {w_name}.shape={tuple(w_shape)}, "
+            f"padding={padding}, dilation={dilation})"
         )
     p = (padded[0] - kernel[0]) // stride[0] + 1
     q = (padded[1] - kernel[1]) // stride[1] + 1
@@ -492,29 +577,56 @@ def conv2d_dims(x_shape, w_shape, stride, padding, dilation):
                 y_shape=(n, k, p, q))
 
 
-def pool2d_window(kernel_size, stride, padding):
-    """(kernel, stride, padding) of a pooling window as (h, w) pairs (stride None: the kernel),
-    padding at most half the window as in PyTorch."""
+def pool2d_window(kernel_size, stride, padding, dilation=1):
+    """(kernel, stride, padding, dilation) of a pooling window as (h, w) pairs (stride None or
+    empty: the kernel, as PyTorch), padding at most half the kernel as in PyTorch."""
     kernel = pair("kernel_size", kernel_size, 1)
-    stride = kernel if stride is None else pair("stride", stride, 1)
+    no_stride = stride is None or (isinstance(stride, (tuple, list)) and not stride)  # PyTorch's [] too
+    stride = kernel if no_stride else pair("stride", stride, 1)
     padding = pair("padding", padding, 0)
+    dilation = pair("dilation", dilation, 1)
     if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
         raise ValueError(f"padding: expected at most half the kernel size {kernel}, got {padding}")
-    return kernel, stride, padding
+    return kernel, stride, padding, dilation
 
 
-def pool2d_dims(x_shape, kernel_size, stride, padding):
-    """Checks a pooling window and returns its geometry (PyTorch's rules, ceil_mode=False:
-    padding at most half the window, output (H + 2 pad - k) // stride + 1 >= 1)."""
-    expect_ndim("x", x_shape, 4, " (N, C, H, W)")
-    kernel, stride, padding = pool2d_window(kernel_size, stride, padding)
+def pool2d_output_size(size, kernel, stride, padding, dilation, ceil_mode):
+    """PyTorch's pooled size along one axis: floor (or ceil) of (size + 2 pad - extent) / stride,
+    + 1, where a ceil_mode window must start inside the input or its left padding."""
+    span = size + 2 * padding - dilation * (kernel - 1) - 1
+    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def pool2d_dims(x_shape, kernel_size, stride, padding, dilation=1, ceil_mode=False, name="input"):
+    """Checks a pooling window and returns its geometry (PyTorch's rules: padding at most half
+    the kernel, dilated windows, ceil_mode's output size, at least one output)."""
+    expect_ndim(name, x_shape, 4, " (N, C, H, W)")
+    kernel, stride, padding, dilation = pool2d_window(kernel_size, stride, padding, dilation)
+    expect_bool("ceil_mode", ceil_mode)
     n, c, h, w = x_shape
-    p = (h + 2 * padding[0] - kernel[0]) // stride[0] + 1
-    q = (w + 2 * padding[1] - kernel[1]) // stride[1] + 1
+    p = pool2d_output_size(h, kernel[0], stride[0], padding[0], dilation[0], ceil_mode)
+    q = pool2d_output_size(w, kernel[1], stride[1], padding[1], dilation[1], ceil_mode)
     if p < 1 or q < 1:
-        raise ValueError(f"x: input {h}x{w} with padding {padding} is smaller than the window {kernel}: "
-                         f"the output would be {p}x{q}")
-    return dict(n=n, c=c, h=h, w=w, kernel=kernel, stride=stride, padding=padding, p=p, q=q, y_shape=(n, c, p, q))
+        raise ValueError(f"{name}: input {h}x{w} with padding {padding} is smaller than the window {kernel}"
+                         f"{'' if dilation == (1, 1) else f' dilated by {dilation}'}: the output would be {p}x{q}")
+    return dict(n=n, c=c, h=h, w=w, kernel=kernel, stride=stride, padding=padding, dilation=dilation,
+                ceil_mode=bool(ceil_mode), p=p, q=q, y_shape=(n, c, p, q))
+
+
+def divisor_override(value):
+    """avg_pool2d's divisor_override: None or a non-zero int (PyTorch's rule)."""
+    if value is None:
+        return None
+    if not is_integer(value):
+        raise TypeError(f"divisor_override: expected None or an int, got {value!r}")
+    if value == 0:
+        raise ValueError("divisor_override: expected a non-zero divisor, got 0")
+    if abs(int(value)) >= 2 ** 31:
+        raise ValueError(f"divisor_override: expected a divisor below 2^31, got {value}")
+    return int(value)
 
 
 def expect_indices(name, dtype):
@@ -537,22 +649,24 @@ def image_shape(name, shape):
 
 
 def max_pool2d_backward_dims(dy_shape, indices_shape, x_shape, kernel_size=None, stride=None, padding=0,
-                             relu_output_shape=None):
+                             dilation=1, ceil_mode=False, relu_output_shape=None):
     """Checks max_pool2d_backward's arguments: dy (N, C, P, Q), indices of dy's shape, and the
     input's (N, C, H, W) (checked with image_shape); with the window (kernel_size, stride,
-    padding) also that it gives dy's shape, and relu_output's shape (it needs the window).
+    padding, dilation, ceil_mode) also that it gives dy's shape, and relu_output's shape (it
+    needs the window).
     Returns (x_shape as a tuple, the window geometry or None)."""
     x_shape = image_shape("x_shape", x_shape)
     expect_ndim("dy", dy_shape, 4, " (N, C, P, Q)")
     expect_shape("indices", indices_shape, dy_shape)
     expect_shape("dy", tuple(dy_shape)[:2], x_shape[:2])
     if kernel_size is None:
-        if stride is not None or padding != 0:
-            raise ValueError("kernel_size: stride and padding describe a window, give its kernel_size too")
+        if stride is not None or padding != 0 or dilation != 1 or ceil_mode:
+            raise ValueError("kernel_size: stride, padding, dilation and ceil_mode describe a window, "
+                             "give its kernel_size too")
         if relu_output_shape is not None:
             raise ValueError("relu_output: needs the window (kernel_size, stride, padding) of the forward pass")
         return x_shape, None
-    g = pool2d_dims(x_shape, kernel_size, stride, padding)
+    g = pool2d_dims(x_shape, kernel_size, stride, padding, dilation, ceil_mode, name="x_shape")
     expect_shape("dy", dy_shape, g["y_shape"])
     if relu_output_shape is not None:
         expect_shape("relu_output", relu_output_shape, g["y_shape"])

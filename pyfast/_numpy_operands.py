@@ -166,10 +166,12 @@ def labels(labels, rows, classes):
     return labels.astype(np.int64, copy=False)
 
 
-def mse_loss(pred, target, reduction, dtype):
-    """(pred, target, loss scale, gradient scale)."""
-    pred, target = floats("pred", pred, dtype), floats("target", target, dtype)
+def mse_loss(pred, target, size_average, reduce, reduction, weight, dtype):
+    """(input, target, loss scale, gradient scale)."""
+    pred, target = floats("input", pred, dtype), floats("target", target, dtype)
     _checks.expect_shape("target", target.shape, pred.shape)
+    _checks.legacy_reduction(size_average, reduce)
+    _checks.no_loss_weight(weight)
     return (pred, target, *_checks.reduction_scales(reduction, pred.size))
 
 
@@ -182,10 +184,18 @@ def softmax_cross_entropy(logits, labels_, reduction, validate, dtype):
     return (x, y, *_checks.reduction_scales(reduction, rows))
 
 
-def softmax(logits, dtype):
-    x = floats("logits", logits, dtype)
-    _checks.classifier_dims(x.shape)
+def softmax(logits, dim, softmax_dtype, dtype):
+    x = floats("input", logits, dtype)
+    _checks.classifier_dims(x.shape, name="input")
+    _checks.softmax_dim(dim, x.ndim)
+    _checks.softmax_dtype(softmax_dtype)
     return x
+
+
+def relu(x, inplace, out, dtype):
+    """(input, out): inplace=True makes out the input."""
+    out = _checks.relu_target(inplace, out, x)
+    return floats("input", x, dtype), out
 
 
 def accuracy(logits, labels_, dtype):
@@ -249,11 +259,11 @@ def linear_mse_sgd_fit(x, y, weight, bias, lr, epochs, dtype):
 
 
 # --------------------------------------------------------------- convolution and pooling
-def conv2d(x, w, bias, stride, padding, dilation, activation, version, config, dtype):
-    """(x, w, bias, geometry, relu) of a forward convolution."""
-    x, w = floats("x", x, dtype), floats("w", w, dtype)
+def conv2d(x, w, bias, stride, padding, dilation, groups, activation, version, config, dtype):
+    """(input, weight, bias, geometry, relu) of a forward convolution."""
+    x, w = floats("input", x, dtype), floats("weight", w, dtype)
     bias = floats("bias", bias, dtype, optional=True)
-    g = _checks.conv2d_dims(x.shape, w.shape, stride, padding, dilation)
+    g = _checks.conv2d_dims(x.shape, w.shape, stride, padding, dilation, groups, names=("input", "weight"))
     if bias is not None:
         _checks.expect_shape("bias", bias.shape, (g["k"],))
     relu = _checks.conv2d_activation(activation)
@@ -261,10 +271,10 @@ def conv2d(x, w, bias, stride, padding, dilation, activation, version, config, d
     return x, w, bias, g, relu
 
 
-def conv2d_max_pool2d(x, w, bias, stride, padding, dilation, activation, version, config, dtype):
-    """(x, w, bias, convolution geometry, relu) of the convolution whose output is pooled 2x2."""
-    x, w = floats("x", x, dtype), floats("w", w, dtype)
-    g = _checks.conv2d_dims(x.shape, w.shape, stride, padding, dilation)
+def conv2d_max_pool2d(x, w, bias, stride, padding, dilation, groups, activation, version, config, dtype):
+    """(input, weight, bias, convolution geometry, relu) of the convolution whose output is pooled 2x2."""
+    x, w = floats("input", x, dtype), floats("weight", w, dtype)
+    g = _checks.conv2d_dims(x.shape, w.shape, stride, padding, dilation, groups, names=("input", "weight"))
     relu = _checks.conv2d_activation(activation)
     _checks.conv2d_max_pool2d_plan(g, version, config)
     bias = floats("bias", bias, dtype, optional=True)
@@ -299,22 +309,37 @@ def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, bias, out_
                                           config)
 
 
-def max_pool2d(x, kernel_size, stride, padding, bias, activation, dtype):
-    """(x, bias, geometry, relu)."""
-    x = floats("x", x, dtype)
+def max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode, return_indices, bias, activation, out_indices,
+               dtype):
+    """(input, bias, geometry, relu)."""
+    x = floats("input", x, dtype)
     bias = floats("bias", bias, dtype, optional=True)
-    g = _checks.pool2d_dims(x.shape, kernel_size, stride, padding)
+    g = _checks.pool2d_dims(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    _checks.expect_bool("return_indices", return_indices)
+    if out_indices is not None and not return_indices:
+        raise ValueError("out_indices: given with return_indices=False")
     if bias is not None:
         _checks.expect_shape("bias", bias.shape, (g["c"],))
     return x, bias, g, _checks.conv2d_activation(activation)
 
 
 def window_origin(g):
-    """Padded-plane row and column of each window's top-left element, (P, 1) and (1, Q)."""
+    """Padded-plane row and column of each window's top-left tap, (P, 1) and (1, Q)."""
     return (np.arange(g["p"])[:, None] * g["stride"][0], np.arange(g["q"])[None, :] * g["stride"][1])
 
 
-def max_pool2d_backward(dy, indices, x_shape, kernel_size, stride, padding, relu_output, dtype):
+def pool_padding(g):
+    """((top, bottom), (left, right)) rows and columns around the input that every window
+    (ceil_mode's last ones, which may reach past the padded input, included) stays inside."""
+    sides = []
+    for size, out, kernel, stride, pad, step in zip((g["h"], g["w"]), (g["p"], g["q"]), g["kernel"], g["stride"],
+                                                    g["padding"], g["dilation"]):
+        reach = (out - 1) * stride + (kernel - 1) * step + 1  # the padded rows the windows span
+        sides.append((pad, pad + max(0, reach - (size + 2 * pad))))
+    return tuple(sides)
+
+
+def max_pool2d_backward(dy, indices, x_shape, kernel_size, stride, padding, dilation, ceil_mode, relu_output, dtype):
     """(dy, indices, relu_output, x_shape, geometry or None): the indices must lie in the plane
     and, with the window given, each inside its own window."""
     dy = floats("dy", dy, dtype)
@@ -324,7 +349,8 @@ def max_pool2d_backward(dy, indices, x_shape, kernel_size, stride, padding, relu
     layout("indices", indices)
     relu_output = floats("relu_output", relu_output, dtype, optional=True)
     (n, c, h, w), g = _checks.max_pool2d_backward_dims(dy.shape, indices.shape, x_shape, kernel_size, stride,
-                                                       padding, None if relu_output is None else relu_output.shape)
+                                                       padding, dilation, ceil_mode,
+                                                       None if relu_output is None else relu_output.shape)
     if indices.size and (g is None or not _inside_windows(indices, g)):
         if indices.min() < 0 or indices.max() >= h * w:
             raise ValueError(f"indices: expected flat indices in [0, {h * w}) of the {h}x{w} input plane")
@@ -338,11 +364,12 @@ def _inside_windows(indices, g):
     one comparison per window tap against where that tap lies (an integer pass each, which
     NumPy runs far faster than dividing the indices into rows and columns)."""
     (ph, pw), (row0, col0), w = g["padding"], window_origin(g), g["w"]
+    (dh, dw) = g["dilation"]
     planes = indices.reshape(-1, g["p"] * g["q"])
     inside, equal = np.zeros(planes.shape, np.bool_), np.empty(planes.shape, np.bool_)
     for i in range(g["kernel"][0]):
         for j in range(g["kernel"][1]):
-            rows, cols = np.broadcast_arrays(row0 + i - ph, col0 + j - pw)
+            rows, cols = np.broadcast_arrays(row0 + i * dh - ph, col0 + j * dw - pw)
             # A tap in the padding has no flat index (-1 matches none).
             at = np.where((rows >= 0) & (rows < g["h"]) & (cols >= 0) & (cols < w), rows * w + cols, -1)
             np.equal(planes, at.reshape(-1), out=equal)
@@ -350,30 +377,38 @@ def _inside_windows(indices, g):
     return bool(inside.all())
 
 
-def avg_divisor(g, count_include_pad):
-    """Divisor of each window: its full size, or the number of real (unpadded) elements."""
+def avg_divisor(g, count_include_pad, divisor=None):
+    """Divisor of each window, (P, Q): divisor_override, the window's size inside the padded
+    plane (a ceil_mode window may reach past it), or the number of real (unpadded) elements."""
+    if divisor is not None:
+        return np.full((g["p"], g["q"]), divisor, np.float64)
     kh, kw = g["kernel"]
-    if count_include_pad:
-        return np.full((g["p"], g["q"]), kh * kw, np.float64)
     row0, col0 = window_origin(g)
     ph, pw = g["padding"]
-    rows = np.minimum(row0 + kh, g["h"] + ph) - np.maximum(row0, ph)
-    cols = np.minimum(col0 + kw, g["w"] + pw) - np.maximum(col0, pw)
+    if count_include_pad:
+        rows = np.minimum(row0 + kh, g["h"] + 2 * ph) - row0
+        cols = np.minimum(col0 + kw, g["w"] + 2 * pw) - col0
+    else:
+        rows = np.minimum(row0 + kh, g["h"] + ph) - np.maximum(row0, ph)
+        cols = np.minimum(col0 + kw, g["w"] + pw) - np.maximum(col0, pw)
     return (rows * cols).astype(np.float64)
 
 
-def avg_pool2d(x, kernel_size, stride, padding, count_include_pad, dtype):
-    """(x, geometry)."""
-    x = floats("x", x, dtype)
+def avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, dtype):
+    """(input, geometry, divisor_override)."""
+    x = floats("input", x, dtype)
     _checks.expect_bool("count_include_pad", count_include_pad)
-    return x, _checks.pool2d_dims(x.shape, kernel_size, stride, padding)
+    divisor = _checks.divisor_override(divisor_override)
+    return x, _checks.pool2d_dims(x.shape, kernel_size, stride, padding, 1, ceil_mode), divisor
 
 
-def avg_pool2d_backward(dy, x_shape, kernel_size, stride, padding, count_include_pad, dtype):
-    """(dy, geometry)."""
+def avg_pool2d_backward(dy, x_shape, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override,
+                        dtype):
+    """(dy, geometry, divisor_override)."""
     dy = floats("dy", dy, dtype)
     x_shape = _checks.image_shape("x_shape", x_shape)
     _checks.expect_bool("count_include_pad", count_include_pad)
-    g = _checks.pool2d_dims(x_shape, kernel_size, stride, padding)
+    divisor = _checks.divisor_override(divisor_override)
+    g = _checks.pool2d_dims(x_shape, kernel_size, stride, padding, 1, ceil_mode, name="x_shape")
     _checks.expect_shape("dy", dy.shape, g["y_shape"])
-    return dy, g
+    return dy, g, divisor

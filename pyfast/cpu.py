@@ -93,8 +93,8 @@ def gather_batch(x, index, shifts=None, *, out=None):
     return reference.gather_batch(x, index, shifts, out=out)
 
 
-def relu(x, *, out=None):
-    x = operands.floats("x", x, _F32)
+def relu(input, inplace=False, *, out=None):
+    x, out = operands.relu(input, inplace, out, _F32)
     y, out = _target(out, x.shape, x)
     np.maximum(x, 0, out=y)
     return _deliver(y, out)
@@ -121,9 +121,10 @@ def bias_grad(dy, *, out=None):
 
 
 # ------------------------------------------------------------------------------ losses
-def mse_loss(pred, target, *, reduction="mean", out_grad=None):
-    """(loss, dloss/dpred): loss = mean (or sum) of (pred - target)^2, a 0-d float32 array."""
-    pred, target, loss_scale, grad_scale = operands.mse_loss(pred, target, reduction, _F32)
+def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None, *, out_grad=None):
+    """(loss, dloss/dinput): loss = mean (or sum) of (input - target)^2, a 0-d float32 array."""
+    pred, target, loss_scale, grad_scale = operands.mse_loss(input, target, size_average, reduce, reduction, weight,
+                                                             _F32)
     grad, out_grad = _target(out_grad, pred.shape, pred, target, name="out_grad")
     np.subtract(pred, target, out=grad)
     flat = grad.reshape(-1)
@@ -155,16 +156,16 @@ def softmax_cross_entropy(logits, labels, *, reduction="mean", out_grad=None, va
     return _scalar(loss), _deliver(grad, out_grad)
 
 
-def softmax(logits, *, out=None):
-    x = operands.softmax(logits, _F32)
+def softmax(input, dim=None, dtype=None, *, out=None):
+    x = operands.softmax(input, dim, dtype, _F32)
     y, out = _target(out, x.shape, x)
     with np.errstate(invalid="ignore", over="ignore"):
         np.exp(_log_softmax(x, y), out=y)
     return _deliver(y, out)
 
 
-def log_softmax(logits, *, out=None):
-    x = operands.softmax(logits, _F32)
+def log_softmax(input, dim=None, dtype=None, *, out=None):
+    x = operands.softmax(input, dim, dtype, _F32)
     y, out = _target(out, x.shape, x)
     with np.errstate(invalid="ignore", over="ignore"):
         _log_softmax(x, y)
@@ -248,14 +249,15 @@ def _tap_view(planes, row, col, g):
 
 
 def _padded(name, x, padding, value):
-    """x with `padding` rows / columns of `value` around each plane: x itself when there is none,
-    else a scratch array whose border holds `value` (never written) and whose inside is x."""
-    ph, pw = padding
-    if ph == 0 and pw == 0:
+    """x with `padding` rows / columns of `value` around each plane ((ph, pw) on both sides, or
+    ((top, bottom), (left, right))): x itself when there is none, else a scratch array whose
+    border holds `value` (never written) and whose inside is x."""
+    (top, bottom), (left, right) = ((p, p) if isinstance(p, int) else p for p in padding)
+    if top == bottom == left == right == 0:
         return x
     n, c, h, w = x.shape
-    planes = _scratch(name, (n, c, h + 2 * ph, w + 2 * pw), fill=value)
-    planes[:, :, ph: ph + h, pw: pw + w] = x
+    planes = _scratch(name, (n, c, top + h + bottom, left + w + right), fill=value)
+    planes[:, :, top: top + h, left: left + w] = x
     return planes
 
 
@@ -292,22 +294,23 @@ def _conv_forward(x, w, bias, g, relu, y):
     return y
 
 
-def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, activation=None, out=None, version=None,
-           config=None):
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None, out=None,
+           version=None, config=None):
     """2D cross-correlation, NCHW x OIHW -> NCHW, as torch.nn.functional.conv2d (groups=1), then
     max(y, 0) with ``activation="relu"``: im2col and one float32 product per sample. ``version``
     and ``config`` are checked as on the GPU and otherwise ignored."""
-    x, w, bias, g, relu = operands.conv2d(x, w, bias, stride, padding, dilation, activation, version, config, _F32)
+    x, w, bias, g, relu = operands.conv2d(input, weight, bias, stride, padding, dilation, groups, activation, version,
+                                          config, _F32)
     y, out = _target(out, g["y_shape"], x, w, bias)
     return _deliver(_conv_forward(x, w, bias, g, relu, y), out)
 
 
-def conv2d_max_pool2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, activation=None, out=None,
-                      out_indices=None, version=None, config=None):
-    """(y, indices) = max_pool2d(conv2d(x, w, bias, activation=...), 2), the convolution's output
-    kept in scratch memory."""
-    x, w, bias, g, relu = operands.conv2d_max_pool2d(x, w, bias, stride, padding, dilation, activation, version,
-                                                     config, _F32)
+def conv2d_max_pool2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None,
+                      out=None, out_indices=None, version=None, config=None):
+    """(y, indices) = max_pool2d(conv2d(input, weight, bias, ..., activation=...), 2,
+    return_indices=True), the convolution's output kept in scratch memory."""
+    x, w, bias, g, relu = operands.conv2d_max_pool2d(input, weight, bias, stride, padding, dilation, groups,
+                                                     activation, version, config, _F32)
     conv = _convolve(x, w, g)
     if bias is not None:
         conv += bias[:, None, None]  # scratch: rounded to float32 as the kernel's epilogue rounds it
@@ -354,18 +357,20 @@ def conv2d_backward_weight(dy, x, w_shape, *, stride=1, padding=0, dilation=1, b
     return dw, operands.finish(dy3.sum(axis=(0, 2), dtype=_F32), out_bias)
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0, *, bias=None, activation=None, out=None, out_indices=None):
-    """(y, indices): the maximum of each window and its flat index h * W + w in the input plane,
-    as pyfast.reference.max_pool2d (padding never wins, the last NaN of a window wins, ties go to
-    the first maximum). The window's taps are gathered into contiguous rows first, so the
-    maximum is one reduction and the winner a few passes of arithmetic."""
-    x, bias, g, relu = operands.max_pool2d(x, kernel_size, stride, padding, bias, activation, _F32)
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False, *,
+               bias=None, activation=None, out=None, out_indices=None):
+    """The maximum of each window (and with ``return_indices=True`` its flat index h * W + w in
+    the input plane), as pyfast.reference.max_pool2d (padding never wins, the last NaN of a
+    window wins, ties go to the first maximum). The window's taps are gathered into contiguous
+    rows first, so the maximum is one reduction and the winner a few passes of arithmetic."""
+    x, bias, g, relu = operands.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices,
+                                           bias, activation, out_indices, _F32)
     y, out = _target(out, g["y_shape"], x, bias)
     indices = operands.indices_output(out_indices, g["y_shape"])
     if bias is not None:
         x = x + bias[None, :, None, None]  # rounded to float32, as the kernel rounds the sum
     y, indices = _max_pool(x, g, relu, y, indices)
-    return _deliver(y, out), indices
+    return (_deliver(y, out), indices) if return_indices else _deliver(y, out)
 
 
 def _max_pool(x, g, relu, y, indices):
@@ -373,8 +378,8 @@ def _max_pool(x, g, relu, y, indices):
     shape = g["y_shape"]
     if indices is None:
         indices = np.empty(shape, np.int64)
-    taps = _taps(*g["kernel"])
-    planes = _padded("pool_input", x, g["padding"], -np.inf)  # -inf never wins against a real element
+    taps = _taps(*g["kernel"], g["dilation"])
+    planes = _padded("pool_input", x, operands.pool_padding(g), -np.inf)  # -inf never wins against a real element
     gathered = _scratch("pool_taps", (len(taps), *shape))
     for tap, _, _, row, col in taps:
         gathered[tap] = _tap_view(planes, row, col, g)
@@ -400,7 +405,7 @@ def _max_pool(x, g, relu, y, indices):
     if np.isnan(y).any():
         for tap in range(len(taps)):
             np.putmask(winner, np.isnan(gathered[tap]), tap)
-    if g["padding"] != (0, 0):
+    if operands.pool_padding(g) != ((0, 0), (0, 0)):
         np.copyto(winner, _first_tap_inside(g, taps), where=np.isneginf(y) | (y == 0) if relu else np.isneginf(y),
                   casting="unsafe")  # tap numbers fit the winner's type
     elif relu:
@@ -424,19 +429,20 @@ def _first_tap_inside(g, taps):
     return first
 
 
-def max_pool2d_backward(dy, indices, x_shape, kernel_size=None, stride=None, padding=0, *, relu_output=None,
-                        out=None):
+def max_pool2d_backward(dy, indices, x_shape, kernel_size=None, stride=None, padding=0, dilation=1, ceil_mode=False,
+                        *, relu_output=None, out=None):
     """Gradient of max_pool2d: each dy added at its window's argmax (overlapping windows add);
     ``relu_output`` (the pooled y of a ReLU's output) zeroes the windows whose maximum is <= 0."""
     dy, indices, relu_output, (n, c, h, w), g = operands.max_pool2d_backward(dy, indices, x_shape, kernel_size, stride,
-                                                                             padding, relu_output, _F32)
+                                                                             padding, dilation, ceil_mode,
+                                                                             relu_output, _F32)
     dx, out = _target(out, (n, c, h, w), dy, indices, relu_output)
     if relu_output is not None:
         dy = np.where(relu_output <= 0, _F32(0), dy)  # NaN passes, as in relu_backward
     per_plane = dy.shape[2] * dy.shape[3]
     planes, dx_planes = dy.reshape(n * c, per_plane), dx.reshape(n * c, h * w)
     indices = indices.reshape(n * c, per_plane)
-    if g is not None and all(s >= k for s, k in zip(g["stride"], g["kernel"])):
+    if g is not None and all(s >= (k - 1) * d + 1 for s, k, d in zip(g["stride"], g["kernel"], g["dilation"])):
         dx_planes.fill(0)  # windows apart: each element is some window's winner at most once
         flat = _scratch("pool_grad_index", indices.shape, np.int64)
         np.add(indices, (np.arange(n * c) * (h * w))[:, None], out=flat)
@@ -447,29 +453,33 @@ def max_pool2d_backward(dy, indices, x_shape, kernel_size=None, stride=None, pad
     return _deliver(dx, out)
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True, *, out=None):
-    """Mean of each window, as torch's avg_pool2d (ceil_mode=False): a sum per window tap."""
-    x, g = operands.avg_pool2d(x, kernel_size, stride, padding, count_include_pad, _F32)
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None, *, out=None):
+    """Mean of each window, as torch's avg_pool2d: a sum per window tap, then the divisor."""
+    x, g, divisor = operands.avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                                        divisor_override, _F32)
     y, out = _target(out, g["y_shape"], x)
-    planes = _padded("pool_input", x, g["padding"], 0.0)
+    planes = _padded("pool_input", x, operands.pool_padding(g), 0.0)
     y.fill(0)
     for _, _, _, row, col in _taps(*g["kernel"]):
         y += _tap_view(planes, row, col, g)
-    y /= operands.avg_divisor(g, count_include_pad).astype(_F32)
+    y /= operands.avg_divisor(g, count_include_pad, divisor).astype(_F32)
     return _deliver(y, out)
 
 
-def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, count_include_pad=True, *, out=None):
+def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+                        divisor_override=None, *, out=None):
     """Gradient of avg_pool2d: dy / divisor spread over each window (overlaps add)."""
-    dy, g = operands.avg_pool2d_backward(dy, x_shape, kernel_size, stride, padding, count_include_pad, _F32)
-    (ph, pw), h, w = g["padding"], g["h"], g["w"]
+    dy, g, divisor = operands.avg_pool2d_backward(dy, x_shape, kernel_size, stride, padding, ceil_mode,
+                                                  count_include_pad, divisor_override, _F32)
+    ((top, bottom), (left, right)), h, w = operands.pool_padding(g), g["h"], g["w"]
     dx, out = _target(out, (g["n"], g["c"], h, w), dy)
-    share = dy / operands.avg_divisor(g, count_include_pad).astype(_F32)
-    planes = _scratch("pool_input_grad", (g["n"], g["c"], h + 2 * ph, w + 2 * pw))
+    share = dy / operands.avg_divisor(g, count_include_pad, divisor).astype(_F32)
+    planes = _scratch("pool_input_grad", (g["n"], g["c"], top + h + bottom, left + w + right))
     planes.fill(0)
     for _, _, _, row, col in _taps(*g["kernel"]):
         _tap_view(planes, row, col, g)[...] += share
-    dx[...] = planes[:, :, ph: ph + h, pw: pw + w]
+    dx[...] = planes[:, :, top: top + h, left: left + w]
     return _deliver(dx, out)
 
 

@@ -282,19 +282,22 @@ class Linear(_ParametrizedLayer):
 
 class Conv2d(_ParametrizedLayer):
     """2D convolution (NCHW, weight (out, in, kh, kw)) with bias, optionally with a fused ReLU
-    (``activation="relu"``; a Sequential also fuses a Conv2d followed by a ReLU layer).
-    ``version``: the conv kernels to run on the GPU (one of pyfast.ops.CONV2D_VERSIONS; None:
-    chosen per pass and shape)."""
+    (``activation="relu"``; a Sequential also fuses a Conv2d followed by a ReLU layer). The
+    arguments before ``*`` are torch.nn.Conv2d's, in its order (``padding`` "valid" / "same"
+    included, kept as the ints they mean; groups=1 only). ``version``: the conv kernels to run
+    on the GPU (one of pyfast.ops.CONV2D_VERSIONS; None: chosen per pass and shape)."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, *, stride=1, padding=0, dilation=1, init="default",
-                 rng=None, backend=None, version=None, activation=None):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, *,
+                 init="default", rng=None, backend=None, version=None, activation=None):
         super().__init__(backend)
         _checks.conv2d_version_code(version)
         _checks.conv2d_activation(activation)
+        _checks.conv2d_groups(groups)
         self.version, self.activation = version, activation
         self.in_channels, self.out_channels = _size("in_channels", in_channels), _size("out_channels", out_channels)
         kh, kw = self.kernel_size = _checks.pair("kernel_size", kernel_size, 1)
-        self.stride, self.padding, self.dilation = _checks.conv2d_options(stride, padding, dilation)
+        self.stride, self.dilation = _checks.pair("stride", stride, 1), _checks.pair("dilation", dilation, 1)
+        self.padding = _checks.conv2d_padding(padding, (out_channels, in_channels, kh, kw), self.stride, self.dilation)
         rng = rng if rng is not None else np.random.default_rng(0)
         fan_in, fan_out = in_channels * kh * kw, out_channels * kh * kw
         self._set_parameters(*_init_weight_and_bias(init, rng, (out_channels, in_channels, kh, kw), fan_in,
@@ -357,24 +360,43 @@ class ReLU(Module):
 class _Pool2d(Module):
     """The window settings both poolings check at construction (stride None: the kernel)."""
 
-    def __init__(self, kernel_size, stride, padding, backend):
+    def __init__(self, kernel_size, stride, padding, dilation, ceil_mode, backend):
         super().__init__(backend)
-        self.kernel_size, self.stride, self.padding = _checks.pool2d_window(kernel_size, stride, padding)
+        self.kernel_size, self.stride, self.padding, self.dilation = _checks.pool2d_window(kernel_size, stride,
+                                                                                         padding, dilation)
+        _checks.expect_bool("ceil_mode", ceil_mode)
+        self.ceil_mode = bool(ceil_mode)
 
     def _output_shape(self, x):
-        return _checks.pool2d_dims(x.shape, self.kernel_size, self.stride, self.padding)["y_shape"]
+        return _checks.pool2d_dims(x.shape, self.kernel_size, self.stride, self.padding, self.dilation,
+                                   self.ceil_mode)["y_shape"]
 
     def config(self):
         return dict(super().config(), kernel_size=list(self.kernel_size), stride=list(self.stride),
-                    padding=list(self.padding))
+                    padding=list(self.padding), ceil_mode=self.ceil_mode)
 
     def extra_repr(self):
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+                + (", ceil_mode=True" if self.ceil_mode else ""))
 
 
 class MaxPool2d(_Pool2d):
-    def __init__(self, kernel_size, stride=None, padding=0, *, backend=None):
-        super().__init__(kernel_size, stride, padding, backend)
+    """torch.nn.MaxPool2d's arguments in its order (``return_indices`` False only: a layer's
+    backward keeps the indices itself)."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False, *,
+                 backend=None):
+        super().__init__(kernel_size, stride, padding, dilation, ceil_mode, backend)
+        _checks.expect_bool("return_indices", return_indices)
+        if return_indices:
+            raise ValueError("return_indices: a layer returns the pooled output only (its backward keeps the "
+                             "indices); call pyfast.ops.max_pool2d(..., return_indices=True) for them")
+
+    def config(self):
+        return dict(super().config(), dilation=list(self.dilation))
+
+    def extra_repr(self):
+        return super().extra_repr() + (f", dilation={self.dilation}" if self.dilation != (1, 1) else "")
 
     def forward(self, x):
         return self._forward(x, None)
@@ -383,14 +405,18 @@ class MaxPool2d(_Pool2d):
         """activation="relu": pools relu(x) in the same pass (a Sequential's Conv2d, ReLU, MaxPool2d)."""
         shape = self._output_shape(x)
         self._x_shape = x.shape
-        self._y, self._indices = self.backend.ops.max_pool2d(x, self.kernel_size, self.stride, self.padding,
+        self._y, self._indices = self.backend.ops.max_pool2d(x, *self._window(), return_indices=True,
                                                              activation=activation, out=self._buffer("y", shape),
                                                              out_indices=self._buffer("indices", shape, np.int64))
         return self._y
 
+    def _window(self):
+        return self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode
+
     def _pairs(self):
         """Whether this is the 2x2 stride-2 unpadded window (what conv2d_max_pool2d pools)."""
-        return self.kernel_size == (2, 2) and self.stride == (2, 2) and self.padding == (0, 0)
+        return (self.kernel_size == (2, 2) and self.stride == (2, 2) and self.padding == (0, 0)
+                and self.dilation == (1, 1) and not self.ceil_mode)
 
     def _forward_after_conv(self, conv, x):
         """relu(conv(x)) pooled in one op (a Sequential's Conv2d, ReLU, MaxPool2d): the conv
@@ -412,19 +438,23 @@ class MaxPool2d(_Pool2d):
     def _backward(self, dy, relu_output):
         """The gradient from the window geometry (each dx written once); with relu_output also
         through the ReLU whose output this layer pooled (a Sequential's ReLU then MaxPool2d)."""
-        return self.backend.ops.max_pool2d_backward(dy, self._indices, self._x_shape, self.kernel_size, self.stride,
-                                                    self.padding, relu_output=relu_output,
-                                                    out=self._buffer("dx", self._x_shape))
+        return self.backend.ops.max_pool2d_backward(dy, self._indices, self._x_shape, *self._window(),
+                                                    relu_output=relu_output, out=self._buffer("dx", self._x_shape))
 
 
 class AvgPool2d(_Pool2d):
-    def __init__(self, kernel_size, stride=None, padding=0, count_include_pad=True, *, backend=None):
-        super().__init__(kernel_size, stride, padding, backend)
+    """torch.nn.AvgPool2d's arguments in its order."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+                 divisor_override=None, *, backend=None):
+        super().__init__(kernel_size, stride, padding, 1, ceil_mode, backend)
         _checks.expect_bool("count_include_pad", count_include_pad)
         self.count_include_pad = count_include_pad
+        self.divisor_override = _checks.divisor_override(divisor_override)
 
     def _args(self):
-        return self.kernel_size, self.stride, self.padding, self.count_include_pad
+        return (self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad,
+                self.divisor_override)
 
     def forward(self, x):
         shape = self._output_shape(x)
@@ -438,10 +468,11 @@ class AvgPool2d(_Pool2d):
                                                     out=self._buffer("dx", self._x_shape))
 
     def config(self):
-        return dict(super().config(), count_include_pad=self.count_include_pad)
+        return dict(super().config(), count_include_pad=self.count_include_pad, divisor_override=self.divisor_override)
 
     def extra_repr(self):
-        return super().extra_repr() + ("" if self.count_include_pad else ", count_include_pad=False")
+        return (super().extra_repr() + ("" if self.count_include_pad else ", count_include_pad=False")
+                + (f", divisor_override={self.divisor_override}" if self.divisor_override is not None else ""))
 
 
 class Flatten(Module):

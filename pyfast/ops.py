@@ -126,12 +126,14 @@ def gather_batch(x, index, shifts=None, *, out=None):
 
 
 # ------------------------------------------------------------------------ element-wise
-def relu(x, *, out=None):
-    """max(x, 0) element-wise; NaN propagates (as torch.relu). ``out`` may be ``x`` (in place)."""
-    x_op = checked_input("x", x)
+def relu(input, inplace=False, *, out=None):
+    """max(input, 0) element-wise; NaN propagates (as torch.nn.functional.relu).
+    ``inplace=True`` writes into ``input``; ``out`` may also be ``input``."""
+    x_op = checked_input("input", input)
+    out = _checks.relu_target(inplace, out, input)
     require_gpu("relu")
     x = on_gpu(x_op)
-    out = output(out, x.shape, {"x": x}, in_place_ok=("x",))
+    out = output(out, x.shape, {"input": x}, in_place_ok=("input",))
     if out.size:
         _C.relu(ptr(x), ptr(out), out.size, *launch_args())
     return out
@@ -191,17 +193,21 @@ def _labels(labels):
     return op
 
 
-def mse_loss(pred, target, *, reduction="mean", out_grad=None):
+def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None, *, out_grad=None):
     """(loss, grad) of the mean (or sum) squared error, from one pass over the data:
-    loss = mean((pred - target)^2) as a 0-d CuPy float32 array (not synchronized: read it with
-    float(loss) when needed), grad = dloss/dpred (into ``out_grad`` when given). The loss sum
-    has a fixed order: bitwise the same on every run and every GPU."""
-    pred_op, target_op = checked_input("pred", pred), checked_input("target", target)
+    loss = mean((input - target)^2) as a 0-d CuPy float32 array (not synchronized: read it with
+    float(loss) when needed), grad = dloss/dinput (into ``out_grad`` when given). The loss sum
+    has a fixed order: bitwise the same on every run and every GPU. The arguments are
+    torch.nn.functional.mse_loss's (``size_average`` / ``reduce``, deprecated there, and
+    ``weight`` must stay None); unlike it, the gradient comes back too."""
+    pred_op, target_op = checked_input("input", input), checked_input("target", target)
     _checks.expect_shape("target", target_op.shape, pred_op.shape)
+    _checks.legacy_reduction(size_average, reduce)
+    _checks.no_loss_weight(weight)
     loss_scale, grad_scale = _checks.reduction_scales(reduction, pred_op.size)
     require_gpu("mse_loss")
     pred, target = on_gpu(pred_op), on_gpu(target_op)
-    grad = output(out_grad, pred.shape, {"pred": pred, "target": target}, name="out_grad")
+    grad = output(out_grad, pred.shape, {"input": pred, "target": target}, name="out_grad")
     loss = empty((), cupy.float32)
     device, stream = launch_args()
     workspace = empty(_C.mse_loss_workspace_size(pred.size), cupy.float32)
@@ -245,25 +251,29 @@ def softmax_cross_entropy(logits, labels, *, reduction="mean", out_grad=None, va
     return loss, grad
 
 
-def _softmax(name, logits, out, log):
-    logits_op = checked_input("logits", logits)
-    rows, classes = _checks.classifier_dims(logits_op.shape)
+def _softmax(name, logits, dim, dtype, out, log):
+    logits_op = checked_input("input", logits)
+    rows, classes = _checks.classifier_dims(logits_op.shape, name="input")
+    _checks.softmax_dim(dim, len(logits_op.shape))
+    _checks.softmax_dtype(dtype)
     require_gpu(name)
     logits = on_gpu(logits_op)
-    out = output(out, logits.shape, {"logits": logits}, in_place_ok=("logits",))
+    out = output(out, logits.shape, {"input": logits}, in_place_ok=("input",))
     if out.size:
         _C.softmax(ptr(logits), ptr(out), rows, classes, log, *launch_args())
     return out
 
 
-def softmax(logits, *, out=None):
-    """Row-wise softmax of (N, C) logits (max-subtracted). ``out`` may be ``logits``."""
-    return _softmax("softmax", logits, out, False)
+def softmax(input, dim=None, dtype=None, *, out=None):
+    """Row-wise softmax of (N, C) logits (max-subtracted), as torch.nn.functional.softmax over
+    the class axis (``dim`` 1, -1 or None; ``dtype`` None or float32). ``out`` may be ``input``."""
+    return _softmax("softmax", input, dim, dtype, out, False)
 
 
-def log_softmax(logits, *, out=None):
-    """Row-wise log-softmax of (N, C) logits: x - max - log(sum(exp(x - max))). ``out`` may be ``logits``."""
-    return _softmax("log_softmax", logits, out, True)
+def log_softmax(input, dim=None, dtype=None, *, out=None):
+    """Row-wise log-softmax of (N, C) logits: x - max - log(sum(exp(x - max))), as
+    torch.nn.functional.log_softmax over the class axis. ``out`` may be ``input``."""
+    return _softmax("log_softmax", input, dim, dtype, out, True)
 
 
 def accuracy(logits, labels):
@@ -464,24 +474,26 @@ def _conv_workspace(g, version_code, pass_name, config):
     return empty(size, cupy.float32) if size else None
 
 
-def _conv_forward_operands(x, w, bias, stride, padding, dilation):
-    """((x, w, bias) operands, geometry) of a forward convolution after their checks (no GPU)."""
-    x_op, w_op = checked_input("x", x), checked_input("w", w)
+def _conv_forward_operands(x, w, bias, stride, padding, dilation, groups):
+    """((input, weight, bias) operands, geometry) of a forward convolution after their checks (no GPU)."""
+    x_op, w_op = checked_input("input", x), checked_input("weight", w)
     bias_op = checked_input("bias", bias, optional=True)
-    g = _checks.conv2d_dims(x_op.shape, w_op.shape, stride, padding, dilation)
+    g = _checks.conv2d_dims(x_op.shape, w_op.shape, stride, padding, dilation, groups, names=("input", "weight"))
     if bias_op is not None:
         _checks.expect_shape("bias", bias_op.shape, (g["k"],))
     return (x_op, w_op, bias_op), g
 
 
-def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, activation=None, out=None, version=None,
-           config=None):
-    """2D cross-correlation of NCHW ``x`` with OIHW ``w`` (+ ``bias`` per output channel), as
-    torch.nn.functional.conv2d with groups=1. ``stride``, ``padding``, ``dilation``: an int or
-    an (h, w) pair; output size (H + 2 pad - dilation (R - 1) - 1) // stride + 1. An input
-    smaller than the dilated kernel is a ValueError. ``activation="relu"``: max(y, 0) on the
-    way out (NaN kept, as torch.relu; fused into the tiled kernel's epilogue, a second pass for
-    the others).
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None, out=None,
+           version=None, config=None):
+    """2D cross-correlation of NCHW ``input`` with OIHW ``weight`` (+ ``bias`` per output
+    channel), as torch.nn.functional.conv2d (same arguments, same order; groups=1 only for
+    now). ``stride``, ``padding``, ``dilation``: an int or an (h, w) pair; ``padding`` also
+    "valid" (none) or "same" (stride 1, an odd dilated kernel); output size
+    (H + 2 pad - dilation (R - 1) - 1) // stride + 1. An input smaller than the dilated kernel
+    is a ValueError. pyfast's own options are keyword-only: ``activation="relu"``: max(y, 0)
+    on the way out (NaN kept, as torch.relu; fused into the tiled kernel's epilogue, a second
+    pass for the others).
 
     ``version``: None (default) chooses per pass and shape, from the card's measured table
     (``pyfast/conv_tuning.json``), else a rule from the latest measurements (``conv2d_plan``
@@ -490,12 +502,12 @@ def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, activation=None,
     then the tiled matmul), "implicit" (the tiled matmul gathering its tiles straight from x and
     w), "tiled" (direct convolution through shared-memory tiles: stride 1, dilation 1, 3x3 or
     5x5). ``config``: one of the tiled version's configurations (benchmarks and the tuner)."""
-    operands, g = _conv_forward_operands(x, w, bias, stride, padding, dilation)
+    operands, g = _conv_forward_operands(input, weight, bias, stride, padding, dilation, groups)
     relu = _checks.conv2d_activation(activation)
     plan = _checks.conv2d_plan(g, "forward", version, config)
     require_gpu("conv2d")
     x, w, bias = (on_gpu(op) if op is not None else None for op in operands)
-    out = output(out, g["y_shape"], {"x": x, "w": w, "bias": bias})
+    out = output(out, g["y_shape"], {"input": x, "weight": w, "bias": bias})
     device, stream = launch_args()
     version_code, config_code = _conv_plan_on(g, "forward", plan, device)
     if out.size:
@@ -505,20 +517,21 @@ def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, activation=None,
     return out
 
 
-def conv2d_max_pool2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, activation=None, out=None,
-                      out_indices=None, version=None, config=None):
-    """(y, indices) = max_pool2d(conv2d(x, w, bias, activation=...), 2): a convolution and the
+def conv2d_max_pool2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None,
+                      out=None, out_indices=None, version=None, config=None):
+    """(y, indices) = max_pool2d(conv2d(input, weight, bias, stride, padding, dilation, groups,
+    activation=...), 2, return_indices=True): a convolution and the
     2x2 stride-2 max-pool of its output (the CNN's layer pairs). With the tiled version the
     output is pooled in registers and never written (configurations
     ``CONV2D_TILED_POOL_CONFIGS``); other versions write it to scratch memory and pool it in a
     second pass. ``indices`` are flat in the convolution's output plane, as max_pool2d's; the
     results are those of the two ops run one after the other, bit for bit."""
-    operands, g = _conv_forward_operands(x, w, bias, stride, padding, dilation)
+    operands, g = _conv_forward_operands(input, weight, bias, stride, padding, dilation, groups)
     relu = _checks.conv2d_activation(activation)
     pool, plan = _checks.conv2d_max_pool2d_plan(g, version, config)
     require_gpu("conv2d_max_pool2d")
     x, w, bias = (on_gpu(op) if op is not None else None for op in operands)
-    y = output(out, pool["y_shape"], {"x": x, "w": w, "bias": bias})
+    y = output(out, pool["y_shape"], {"input": x, "weight": w, "bias": bias})
     indices = _indices_output(out_indices, pool["y_shape"])
     if y.size == 0:
         return y, indices
@@ -534,7 +547,7 @@ def conv2d_max_pool2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, activ
     workspace = _conv_workspace(g, version_code, "forward", config_code)  # alive until queued
     _C.conv2d(ptr(x), ptr(w), ptr(bias), ptr(conv_out), ptr(workspace), _conv_geometry(g), version_code,
               config_code, False, device, stream)
-    return max_pool2d(conv_out, 2, activation=activation, out=y, out_indices=indices)
+    return max_pool2d(conv_out, 2, activation=activation, return_indices=True, out=y, out_indices=indices)
 
 
 def _conv_gradient(op_name, dy, other_name, other, x_shape, w_shape, stride, padding, dilation, version, config):
@@ -594,9 +607,9 @@ def conv2d_backward_weight(dy, x, w_shape, *, stride=1, padding=0, dilation=1, b
     return out if db is None else (out, db)
 
 
-def _pool_geometry(g, count_include_pad=True):
+def _pool_geometry(g, count_include_pad=True, divisor=None):
     return [g["n"] * g["c"], g["h"], g["w"], g["p"], g["q"], *g["kernel"], *g["stride"], *g["padding"],
-            int(count_include_pad)]
+            int(count_include_pad), *g["dilation"], divisor or 0]
 
 
 def _indices_output(out_indices, shape):
@@ -612,16 +625,25 @@ def _indices_output(out_indices, shape):
     return out_indices
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0, *, bias=None, activation=None, out=None, out_indices=None):
-    """(y, indices): each window's maximum (padding never wins, NaN propagates: the last NaN
-    of a window) and its flat index h * W + w in the input plane (int64), as PyTorch's
-    max_pool2d(return_indices=True). ``stride`` defaults to ``kernel_size``; ``padding`` is at
-    most half the window. ``bias`` (C,) and ``activation="relu"`` pool relu(x + bias[c])
-    instead, in the same pass (a conv output's bias, ReLU and pooling: the same y and indices
-    as the three run one after another). ``out`` / ``out_indices``: arrays to write into."""
-    x_op = checked_input("x", x)
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False, *,
+               bias=None, activation=None, out=None, out_indices=None):
+    """Each window's maximum, as torch.nn.functional.max_pool2d (same arguments, same order):
+    padding never wins, NaN propagates (the last NaN of a window), ties keep the first maximum.
+    With ``return_indices=True``, ``(y, indices)``: also each winner's flat index h * W + w in
+    its input plane (int64), what max_pool2d_backward takes. ``stride`` defaults to
+    ``kernel_size``; ``padding`` is at most half the kernel; ``dilation`` spaces the taps;
+    ``ceil_mode`` rounds the output size up (a last window may reach past the padded input).
+
+    pyfast's own options (keyword-only): ``bias`` (C,) and ``activation="relu"`` pool
+    relu(input + bias[c]) instead, in the same pass (a conv output's bias, ReLU and pooling:
+    the same y and indices as the three run one after another); ``out`` / ``out_indices``:
+    arrays to write into (``out_indices`` needs ``return_indices=True``)."""
+    x_op = checked_input("input", input)
     bias_op = checked_input("bias", bias, optional=True)
-    g = _checks.pool2d_dims(x_op.shape, kernel_size, stride, padding)
+    g = _checks.pool2d_dims(x_op.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    _checks.expect_bool("return_indices", return_indices)
+    if out_indices is not None and not return_indices:
+        raise ValueError("out_indices: given with return_indices=False")
     if bias_op is not None:
         _checks.expect_shape("bias", bias_op.shape, (g["c"],))
     relu = _checks.conv2d_activation(activation)
@@ -629,26 +651,27 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, bias=None, activation=
     x = on_gpu(x_op)
     bias = on_gpu(bias_op) if bias_op is not None else None
     shape = g["y_shape"]
-    y = output(out, shape, {"x": x, "bias": bias})
+    y = output(out, shape, {"input": x, "bias": bias})
     indices = _indices_output(out_indices, shape)
     if y.size:
         _C.max_pool2d(ptr(x), ptr(y), ptr(indices), _pool_geometry(g), ptr(bias), g["c"], relu, *launch_args())
-    return y, indices
+    return (y, indices) if return_indices else y
 
 
-def max_pool2d_backward(dy, indices, x_shape, kernel_size=None, stride=None, padding=0, *, relu_output=None,
-                        out=None):
+def max_pool2d_backward(dy, indices, x_shape, kernel_size=None, stride=None, padding=0, dilation=1, ceil_mode=False,
+                        *, relu_output=None, out=None):
     """dL/dx of max_pool2d: each dy goes to its window's recorded index (overlapping windows
     add, in a fixed order: deterministic).
 
-    With the forward's window (``kernel_size``, ``stride``, ``padding``; stride None: the
-    kernel) each dx element gathers from the windows that hold it and is written once, zeros
-    included (the fast path); then ``relu_output``, the pooled output of a ReLU's output (the
-    ``y`` max_pool2d returned), also applies that ReLU's backward: a window whose maximum is
-    <= 0 passes nothing, so the ReLU layer's own backward pass is not needed. Without the window
-    (the older call form) dx is zeroed and each plane's dy added at its indices in order. Either
-    way indices outside the plane (or, with the window, outside their window) count nowhere here
-    (checking would need a synchronization); the NumPy twin raises for them."""
+    With the forward's window (``kernel_size``, ``stride``, ``padding``, ``dilation``,
+    ``ceil_mode``; stride None: the kernel) each dx element gathers from the windows that hold
+    it and is written once, zeros included (the fast path); then ``relu_output``, the pooled
+    output of a ReLU's output (the ``y`` max_pool2d returned), also applies that ReLU's
+    backward: a window whose maximum is <= 0 passes nothing, so the ReLU layer's own backward
+    pass is not needed. Without the window (the older call form) dx is zeroed and each plane's
+    dy added at its indices in order. Either way indices outside the plane (or, with the
+    window, outside their window) count nowhere here (checking would need a synchronization);
+    the NumPy twin raises for them."""
     dy_op = checked_input("dy", dy)
     indices_op = operand("indices", indices)
     _checks.expect_indices("indices", indices_op.dtype)
@@ -656,7 +679,8 @@ def max_pool2d_backward(dy, indices, x_shape, kernel_size=None, stride=None, pad
         raise _checks.not_contiguous("indices", indices_op.shape, "cupy")
     relu_op = checked_input("relu_output", relu_output, optional=True)
     x_shape, g = _checks.max_pool2d_backward_dims(dy_op.shape, indices_op.shape, x_shape, kernel_size, stride,
-                                                  padding, None if relu_op is None else relu_op.shape)
+                                                  padding, dilation, ceil_mode,
+                                                  None if relu_op is None else relu_op.shape)
     require_gpu("max_pool2d_backward")
     dy, indices = on_gpu(dy_op), on_gpu(indices_op)
     relu_output = on_gpu(relu_op) if relu_op is not None else None
@@ -664,8 +688,8 @@ def max_pool2d_backward(dy, indices, x_shape, kernel_size=None, stride=None, pad
     if out.size:
         n, c, h, w = x_shape
         if g is None:
-            # The scatter needs only the plane and output sizes; the window fields are unused (1, 1, 0).
-            geometry = [n * c, h, w, dy.shape[2], dy.shape[3], 1, 1, 1, 1, 0, 0, 1]
+            # The scatter needs only the plane and output sizes; the window fields are unused.
+            geometry = [n * c, h, w, dy.shape[2], dy.shape[3], 1, 1, 1, 1, 0, 0, 1, 1, 1, 0]
             _C.max_pool2d_backward(ptr(dy), ptr(indices), ptr(out), geometry, *launch_args())
         else:
             _C.max_pool2d_backward_gather(ptr(dy), ptr(indices), ptr(relu_output), ptr(out), _pool_geometry(g),
@@ -673,32 +697,39 @@ def max_pool2d_backward(dy, indices, x_shape, kernel_size=None, stride=None, pad
     return out
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True, *, out=None):
-    """Each window's mean, as PyTorch's avg_pool2d (ceil_mode=False): padding counts as zeros,
-    and in the divisor unless ``count_include_pad=False``."""
-    x_op = checked_input("x", x)
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None, *, out=None):
+    """Each window's mean, as torch.nn.functional.avg_pool2d (same arguments, same order):
+    padding counts as zeros, and in the divisor unless ``count_include_pad=False`` (a
+    ``ceil_mode`` window's part past the padded input never counts); ``divisor_override``
+    divides every window by that number instead."""
+    x_op = checked_input("input", input)
     _checks.expect_bool("count_include_pad", count_include_pad)
-    g = _checks.pool2d_dims(x_op.shape, kernel_size, stride, padding)
+    divisor = _checks.divisor_override(divisor_override)
+    g = _checks.pool2d_dims(x_op.shape, kernel_size, stride, padding, 1, ceil_mode)
     require_gpu("avg_pool2d")
     x = on_gpu(x_op)
-    y = output(out, g["y_shape"], {"x": x})
+    y = output(out, g["y_shape"], {"input": x})
     if y.size:
-        _C.avg_pool2d(ptr(x), ptr(y), _pool_geometry(g, count_include_pad), *launch_args())
+        _C.avg_pool2d(ptr(x), ptr(y), _pool_geometry(g, count_include_pad, divisor), *launch_args())
     return y
 
 
-def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, count_include_pad=True, *, out=None):
-    """dL/dx of avg_pool2d: each input element gathers dy / divisor of its windows."""
+def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+                        divisor_override=None, *, out=None):
+    """dL/dx of avg_pool2d (the forward's arguments after ``x_shape``): each input element
+    gathers dy / divisor of its windows."""
     dy_op = checked_input("dy", dy)
     x_shape = _checks.image_shape("x_shape", x_shape)
     _checks.expect_bool("count_include_pad", count_include_pad)
-    g = _checks.pool2d_dims(x_shape, kernel_size, stride, padding)
+    divisor = _checks.divisor_override(divisor_override)
+    g = _checks.pool2d_dims(x_shape, kernel_size, stride, padding, 1, ceil_mode, name="x_shape")
     _checks.expect_shape("dy", dy_op.shape, g["y_shape"])
     require_gpu("avg_pool2d_backward")
     dy = on_gpu(dy_op)
     out = output(out, x_shape, {"dy": dy})
     if out.size:
-        _C.avg_pool2d_backward(ptr(dy), ptr(out), _pool_geometry(g, count_include_pad), *launch_args())
+        _C.avg_pool2d_backward(ptr(dy), ptr(out), _pool_geometry(g, count_include_pad, divisor), *launch_args())
     return out
 
 

@@ -65,8 +65,9 @@ def shift_image_into(dst, src, dy, dx):
         dst[..., top + dy: bottom + dy, left + dx: right + dx] = src[..., top:bottom, left:right]
 
 
-def relu(x, *, out=None):
-    return _finish(_relu(operands.floats("x", x, _F64)), out)
+def relu(input, inplace=False, *, out=None):
+    x64, out = operands.relu(input, inplace, out, _F64)
+    return _finish(_relu(x64), out)
 
 
 def relu_backward(dy, y, *, out=None):
@@ -89,9 +90,10 @@ def _scalar(value):
     return np.array(value, dtype=np.float32)
 
 
-def mse_loss(pred, target, *, reduction="mean", out_grad=None):
-    """(loss, dloss/dpred): loss = mean (or sum) of (pred - target)^2, a 0-d float32 array."""
-    p64, t64, loss_scale, grad_scale = operands.mse_loss(pred, target, reduction, _F64)
+def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None, *, out_grad=None):
+    """(loss, dloss/dinput): loss = mean (or sum) of (input - target)^2, a 0-d float32 array,
+    with torch.nn.functional.mse_loss's arguments (``weight`` None only)."""
+    p64, t64, loss_scale, grad_scale = operands.mse_loss(input, target, size_average, reduce, reduction, weight, _F64)
     d = p64 - t64
     return _scalar(np.sum(d * d) * loss_scale), _finish(2.0 * grad_scale * d, out_grad)
 
@@ -116,12 +118,13 @@ def softmax_cross_entropy(logits, labels, *, reduction="mean", out_grad=None, va
     return _scalar(loss), _finish(grad * grad_scale, out_grad)
 
 
-def softmax(logits, *, out=None):
-    return _finish(np.exp(_log_softmax64(operands.softmax(logits, _F64))), out)
+def softmax(input, dim=None, dtype=None, *, out=None):
+    """Softmax over the class axis of (N, C) input (``dim`` 1, -1 or None)."""
+    return _finish(np.exp(_log_softmax64(operands.softmax(input, dim, dtype, _F64))), out)
 
 
-def log_softmax(logits, *, out=None):
-    return _finish(_log_softmax64(operands.softmax(logits, _F64)), out)
+def log_softmax(input, dim=None, dtype=None, *, out=None):
+    return _finish(_log_softmax64(operands.softmax(input, dim, dtype, _F64)), out)
 
 
 def accuracy(logits, labels):
@@ -205,13 +208,14 @@ def _pad(x, padding, value=0.0):
     return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
 
 
-def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, activation=None, out=None, version=None,
-           config=None):
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None, out=None,
+           version=None, config=None):
     """2D cross-correlation, NCHW x OIHW -> NCHW, as torch.nn.functional.conv2d (groups=1):
     y[n,k,p,q] = sum_{c,r,s} x[n, c, p*sh - ph + r*dh, q*sw - pw + s*dw] * w[k,c,r,s] (+ bias[k]),
     then max(y, 0) with ``activation="relu"`` (NaN kept). ``version`` and ``config`` are
     checked as on the GPU and otherwise ignored here."""
-    x64, w64, bias64, g, relu = operands.conv2d(x, w, bias, stride, padding, dilation, activation, version, config, _F64)
+    x64, w64, bias64, g, relu = operands.conv2d(input, weight, bias, stride, padding, dilation, groups, activation,
+                                                version, config, _F64)
     patches = _windows(_pad(x64, g["padding"]), g["r"], g["s"], g["stride"], g["dilation"])
     y = np.tensordot(w64, patches, axes=([1, 2, 3], [1, 2, 3]))  # (K, N, P, Q)
     y = y.transpose(1, 0, 2, 3)
@@ -220,13 +224,15 @@ def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, activation=None,
     return _finish(_relu(y) if relu else y, out)
 
 
-def conv2d_max_pool2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, activation=None, out=None,
-                      out_indices=None, version=None, config=None):
-    """(y, indices) = max_pool2d(conv2d(x, w, bias, activation=...), 2): the convolution (rounded
-    to float32, as the GPU's) and the 2x2 stride-2 max-pool of its output."""
-    operands.conv2d_max_pool2d(x, w, bias, stride, padding, dilation, activation, version, config, _F64)
-    conv = conv2d(x, w, bias, stride=stride, padding=padding, dilation=dilation)
-    return max_pool2d(conv, 2, activation=activation, out=out, out_indices=out_indices)
+def conv2d_max_pool2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None,
+                      out=None, out_indices=None, version=None, config=None):
+    """(y, indices) = max_pool2d(conv2d(input, weight, bias, ..., activation=...), 2,
+    return_indices=True): the convolution (rounded to float32, as the GPU's) and the 2x2
+    stride-2 max-pool of its output."""
+    operands.conv2d_max_pool2d(input, weight, bias, stride, padding, dilation, groups, activation, version, config,
+                               _F64)
+    conv = conv2d(input, weight, bias, stride, padding, dilation)
+    return max_pool2d(conv, 2, activation=activation, return_indices=True, out=out, out_indices=out_indices)
 
 
 def conv2d_backward_input(dy, w, x_shape, *, stride=1, padding=0, dilation=1, out=None, version=None, config=None):
@@ -258,19 +264,25 @@ def conv2d_backward_weight(dy, x, w_shape, *, stride=1, padding=0, dilation=1, b
 
 
 def _pool_windows(x64, g, pad_value):
-    """(N, C, P, Q, kh * kw) windows of the padded input."""
-    windows = _windows(_pad(x64, g["padding"], pad_value), *g["kernel"], g["stride"], (1, 1))
+    """(N, C, P, Q, kh * kw) windows (taps `dilation` apart) of the padded input; ceil_mode's
+    windows past the padded input see `pad_value` there too."""
+    (top, bottom), (left, right) = operands.pool_padding(g)
+    padded = np.pad(x64, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=pad_value)
+    windows = _windows(padded, *g["kernel"], g["stride"], g["dilation"])[..., :g["p"], :g["q"]]
     n, c, kh, kw, p, q = windows.shape
     return windows.transpose(0, 1, 4, 5, 2, 3).reshape(n, c, p, q, kh * kw)
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0, *, bias=None, activation=None, out=None, out_indices=None):
-    """(y, indices): the maximum of each window (padding counts as -inf) and its flat index
-    h * W + w in the input plane, as torch's max_pool2d(return_indices=True). A NaN in a window
-    wins (the last NaN, as PyTorch's scan does); ties go to the first maximum. With ``bias``
-    and / or ``activation="relu"`` the pooled values are relu(x + bias[c]), the sum rounded to
-    float32 as the kernel rounds it (so ties and winners match)."""
-    x64, bias64, g, relu = operands.max_pool2d(x, kernel_size, stride, padding, bias, activation, _F64)
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False, *,
+               bias=None, activation=None, out=None, out_indices=None):
+    """The maximum of each window (padding counts as -inf), as torch's max_pool2d (same
+    arguments); with ``return_indices=True`` ``(y, indices)``, each winner's flat index
+    h * W + w in the input plane. A NaN in a window wins (the last NaN, as PyTorch's scan
+    does); ties go to the first maximum. With ``bias`` and / or ``activation="relu"`` the
+    pooled values are relu(input + bias[c]), the sum rounded to float32 as the kernel rounds it
+    (so ties and winners match)."""
+    x64, bias64, g, relu = operands.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode,
+                                               return_indices, bias, activation, out_indices, _F64)
     if bias64 is not None:
         x64 = (x64 + bias64[None, :, None, None]).astype(np.float32).astype(np.float64)
     if relu:
@@ -286,10 +298,12 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, bias=None, activation=
                          np.argmax(real, axis=-1))
     choice = np.where(nan.any(axis=-1), last_nan, first_max)
     y = np.take_along_axis(windows, choice[..., None], axis=-1)[..., 0]
+    if not return_indices:
+        return _finish(y, out)
     kh, kw = g["kernel"]
-    row0, col0 = window_origin(g)
-    rows = row0 + choice // kw - g["padding"][0]
-    cols = col0 + choice % kw - g["padding"][1]
+    (dh, dw), (row0, col0) = g["dilation"], window_origin(g)
+    rows = row0 + choice // kw * dh - g["padding"][0]
+    cols = col0 + choice % kw * dw - g["padding"][1]
     indices = (rows * g["w"] + cols).astype(np.int64)
     if operands.indices_output(out_indices, indices.shape) is not None:
         out_indices[...] = indices
@@ -297,13 +311,14 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, bias=None, activation=
     return _finish(y, out), indices
 
 
-def max_pool2d_backward(dy, indices, x_shape, kernel_size=None, stride=None, padding=0, *, relu_output=None,
-                        out=None):
+def max_pool2d_backward(dy, indices, x_shape, kernel_size=None, stride=None, padding=0, dilation=1, ceil_mode=False,
+                        *, relu_output=None, out=None):
     """Gradient of max_pool2d: each dy added at its window's argmax (overlapping windows add).
     With the window given, each index must lie inside its own window, and ``relu_output`` (the
     pooled y of a ReLU's output) zeroes the windows whose maximum is <= 0 (the ReLU's backward)."""
     dy64, indices, relu64, (n, c, h, w), _ = operands.max_pool2d_backward(dy, indices, x_shape, kernel_size, stride,
-                                                                          padding, relu_output, _F64)
+                                                                          padding, dilation, ceil_mode, relu_output,
+                                                                          _F64)
     if relu64 is not None:
         dy64 = np.where(relu64 <= 0, 0.0, dy64)  # NaN passes, as in relu_backward
     dx = np.zeros((n * c, h * w))
@@ -312,23 +327,29 @@ def max_pool2d_backward(dy, indices, x_shape, kernel_size=None, stride=None, pad
     return _finish(dx.reshape(n, c, h, w), out)
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True, *, out=None):
-    """Mean of each window, as torch's avg_pool2d (ceil_mode=False): padding counts as zeros,
-    and in the divisor unless count_include_pad=False."""
-    x64, g = operands.avg_pool2d(x, kernel_size, stride, padding, count_include_pad, _F64)
-    return _finish(_pool_windows(x64, g, 0.0).sum(axis=-1) / operands.avg_divisor(g, count_include_pad), out)
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None, *, out=None):
+    """Mean of each window, as torch's avg_pool2d (same arguments): padding counts as zeros, and
+    in the divisor unless count_include_pad=False (never the part of a ceil_mode window past the
+    padded input); divisor_override divides every window by that number instead."""
+    x64, g, divisor = operands.avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                                          divisor_override, _F64)
+    return _finish(_pool_windows(x64, g, 0.0).sum(axis=-1) / operands.avg_divisor(g, count_include_pad, divisor), out)
 
 
-def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, count_include_pad=True, *, out=None):
+def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+                        divisor_override=None, *, out=None):
     """Gradient of avg_pool2d: dy / divisor spread over each window (overlaps add)."""
-    dy64, g = operands.avg_pool2d_backward(dy, x_shape, kernel_size, stride, padding, count_include_pad, _F64)
-    (kh, kw), (sh, sw), (ph, pw) = g["kernel"], g["stride"], g["padding"]
-    share = dy64 / operands.avg_divisor(g, count_include_pad)
-    dx = np.zeros((g["n"], g["c"], g["h"] + 2 * ph, g["w"] + 2 * pw))
+    dy64, g, divisor = operands.avg_pool2d_backward(dy, x_shape, kernel_size, stride, padding, ceil_mode,
+                                                    count_include_pad, divisor_override, _F64)
+    (kh, kw), (sh, sw) = g["kernel"], g["stride"]
+    (top, bottom), (left, right) = operands.pool_padding(g)
+    share = dy64 / operands.avg_divisor(g, count_include_pad, divisor)
+    dx = np.zeros((g["n"], g["c"], top + g["h"] + bottom, left + g["w"] + right))
     for r in range(kh):
         for s in range(kw):
             dx[:, :, r: r + sh * (g["p"] - 1) + 1: sh, s: s + sw * (g["q"] - 1) + 1: sw] += share
-    return _finish(dx[:, :, ph: ph + g["h"], pw: pw + g["w"]], out)
+    return _finish(dx[:, :, top: top + g["h"], left: left + g["w"]], out)
 
 
 # Keep the two backends in step: every public op of one exists in the other.

@@ -27,7 +27,7 @@ def test_numpy_input_is_a_type_error_that_says_how_to_convert():
 
 @pytest.mark.parametrize("value", [[1.0, 2.0], 3.0, "x", object()])
 def test_non_arrays_are_type_errors(value):
-    with pytest.raises(TypeError, match=r"^x: expected a CuPy array"):
+    with pytest.raises(TypeError, match=r"^input: expected a CuPy array"):
         ops.relu(value)
 
 
@@ -64,10 +64,10 @@ def test_non_contiguous_is_a_value_error():
     with pytest.raises(ValueError, match=r"a: expected a C-contiguous array or the transpose of one.*"
                                          r"ascontiguousarray\(a\)"):
         ops.matmul(every_other_column, GOOD_B)
-    with pytest.raises(ValueError, match=r"x: expected a C-contiguous array \(shape \(3, 4\)\)"):
+    with pytest.raises(ValueError, match=r"input: expected a C-contiguous array \(shape \(3, 4\)\)"):
         ops.relu(fake(3, 4, strides=(4, 12)))  # transposed views are for matmul only
     negative = fake(5, strides=(-4,))
-    with pytest.raises(ValueError, match=r"x: expected a C-contiguous"):
+    with pytest.raises(ValueError, match=r"input: expected a C-contiguous"):
         ops.relu(negative)
 
 
@@ -100,7 +100,7 @@ def test_contiguous_strides_and_size_one_dimensions_are_accepted():
 ])
 def test_malformed_interface_is_a_type_error(interface):
     obj = type("Malformed", (), {"__cuda_array_interface__": interface})()
-    with pytest.raises(TypeError, match=r"^x: .*__cuda_array_interface__"):
+    with pytest.raises(TypeError, match=r"^input: .*__cuda_array_interface__"):
         ops.relu(obj)
 
 
@@ -115,7 +115,7 @@ def test_interface_that_raises_is_a_type_error():
         def __cuda_array_interface__(self):
             raise RuntimeError("Can't get __cuda_array_interface__ on Variable that requires grad")
 
-    with pytest.raises(TypeError, match="x: cannot read its __cuda_array_interface__"):
+    with pytest.raises(TypeError, match="input: cannot read its __cuda_array_interface__"):
         ops.relu(RequiresGrad())
 
 
@@ -145,7 +145,7 @@ def test_cpu_dlpack_array_is_rejected():
         def __dlpack_device__(self):
             return (1, 0)  # kDLCPU
 
-    with pytest.raises(TypeError, match="x: expected an array on a CUDA device"):
+    with pytest.raises(TypeError, match="input: expected an array on a CUDA device"):
         ops.relu(CpuDLPack())
 
 

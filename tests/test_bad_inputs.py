@@ -15,27 +15,27 @@ LABELS = "<i8"
 # for non-float arrays)
 CALLS = {
     "matmul": (lambda mod, a, b, bias: mod.matmul(a, b, bias=bias), {"a": (4, 3), "b": (3, 5), "bias": (5,)}, {}),
-    "relu": (lambda mod, x: mod.relu(x), {"x": (4, 3)}, {}),
+    "relu": (lambda mod, input: mod.relu(input), {"input": (4, 3)}, {}),
     "relu_backward": (lambda mod, dy, y: mod.relu_backward(dy, y), {"dy": (4, 3), "y": (4, 3)}, {}),
     "add_bias": (lambda mod, x, bias: mod.add_bias(x, bias), {"x": (2, 3, 4, 4), "bias": (3,)}, {}),
     "bias_grad": (lambda mod, dy: mod.bias_grad(dy), {"dy": (6, 3)}, {}),
-    "mse_loss": (lambda mod, pred, target: mod.mse_loss(pred, target), {"pred": (5, 2), "target": (5, 2)}, {}),
+    "mse_loss": (lambda mod, input, target: mod.mse_loss(input, target), {"input": (5, 2), "target": (5, 2)}, {}),
     "softmax_cross_entropy": (lambda mod, logits, labels: mod.softmax_cross_entropy(logits, labels),
                               {"logits": (4, 10), "labels": (4,)}, {"labels": LABELS}),
-    "softmax": (lambda mod, logits: mod.softmax(logits), {"logits": (4, 10)}, {}),
-    "log_softmax": (lambda mod, logits: mod.log_softmax(logits), {"logits": (4, 10)}, {}),
+    "softmax": (lambda mod, input: mod.softmax(input), {"input": (4, 10)}, {}),
+    "log_softmax": (lambda mod, input: mod.log_softmax(input), {"input": (4, 10)}, {}),
     "accuracy": (lambda mod, logits, labels: mod.accuracy(logits, labels), {"logits": (4, 10), "labels": (4,)},
                  {"labels": LABELS}),
-    "conv2d": (lambda mod, x, w, bias: mod.conv2d(x, w, bias, padding=1), {"x": (1, 2, 5, 5), "w": (3, 2, 3, 3),
-                                                                     "bias": (3,)}, {}),
+    "conv2d": (lambda mod, input, weight, bias: mod.conv2d(input, weight, bias, padding=1),
+               {"input": (1, 2, 5, 5), "weight": (3, 2, 3, 3), "bias": (3,)}, {}),
     "conv2d_backward_input": (lambda mod, dy, w: mod.conv2d_backward_input(dy, w, (1, 2, 5, 5), padding=1),
                               {"dy": (1, 3, 5, 5), "w": (3, 2, 3, 3)}, {}),
     "conv2d_backward_weight": (lambda mod, dy, x: mod.conv2d_backward_weight(dy, x, (3, 2, 3, 3), padding=1),
                                {"dy": (1, 3, 5, 5), "x": (1, 2, 5, 5)}, {}),
-    "max_pool2d": (lambda mod, x: mod.max_pool2d(x, 2), {"x": (1, 2, 4, 4)}, {}),
+    "max_pool2d": (lambda mod, input: mod.max_pool2d(input, 2, return_indices=True), {"input": (1, 2, 4, 4)}, {}),
     "max_pool2d_backward": (lambda mod, dy, indices: mod.max_pool2d_backward(dy, indices, (1, 2, 4, 4)),
                             {"dy": (1, 2, 2, 2), "indices": (1, 2, 2, 2)}, {"indices": LABELS}),
-    "avg_pool2d": (lambda mod, x: mod.avg_pool2d(x, 2), {"x": (1, 2, 4, 4)}, {}),
+    "avg_pool2d": (lambda mod, input: mod.avg_pool2d(input, 2), {"input": (1, 2, 4, 4)}, {}),
     "avg_pool2d_backward": (lambda mod, dy: mod.avg_pool2d_backward(dy, (1, 2, 4, 4), 2), {"dy": (1, 2, 2, 2)}, {}),
     "sgd_step": (lambda mod, p, g: mod.sgd_step([p], [g], lr=0.1), {"p": (3, 2), "g": (3, 2)}, {}),
     "adam_step": (lambda mod, p, g, m, v: mod.adam_step([p], [g], [m], [v], step=1),
@@ -43,7 +43,7 @@ CALLS = {
     "linear_mse_sgd_fit": (lambda mod, x, y, weight, bias: mod.linear_mse_sgd_fit(x, y, weight, bias, lr=0.01, epochs=3),
                            {"x": (10, 3), "y": (10, 2), "weight": (2, 3), "bias": (2,)}, {}),
 }
-ANY_RANK = {("relu", "x"), ("bias_grad", "dy")}  # any (N, C, ...) shape is valid: no rank to get wrong
+ANY_RANK = {("relu", "input"), ("bias_grad", "dy")}  # any (N, C, ...) shape is valid: no rank to get wrong
 TRANSPOSABLE = {("matmul", "a"), ("matmul", "b")}  # a transposed view is read as such (tests/test_matmul.py)
 LIST_ARGS = {"p": "params[0]", "g": "grads[0]", "m": "exp_avg[0]", "v": "exp_avg_sq[0]"}
 
@@ -141,15 +141,16 @@ def test_bad_array_argument_is_rejected_by_name(op, arg, kind, bad_typestr, erro
     (lambda: ops.conv2d(fake(1, 2, 5, 5), fake(3, 2, 3, 3), stride=-2), ValueError, "stride: expected values >= 1"),
     (lambda: ops.conv2d(fake(1, 2, 5, 5), fake(3, 2, 3, 3), padding=-1), ValueError, "padding: expected values >= 0"),
     (lambda: ops.conv2d(fake(1, 2, 5, 5), fake(3, 2, 3, 3), dilation=0), ValueError, "dilation: expected values >= 1"),
-    (lambda: ops.conv2d(fake(1, 2, 5, 5), fake(3, 2, 7, 7)), ValueError, "x: padded input size"),
+    (lambda: ops.conv2d(fake(1, 2, 5, 5), fake(3, 2, 7, 7)), ValueError, "input: padded input size"),
     (lambda: ops.conv2d(fake(1, 2, 5, 5), fake(3, 2, 3, 3), stride=(1, 2, 3)), TypeError, "stride: expected an int"),
-    (lambda: ops.conv2d(fake(1, 2, 5, 5), fake(0, 2, 3, 3)), ValueError, "w: expected a non-empty kernel"),
+    (lambda: ops.conv2d(fake(1, 2, 5, 5), fake(0, 2, 3, 3)), ValueError, "weight: expected a non-empty kernel"),
     (lambda: ops.conv2d_backward_input(fake(1, 3, 5, 5), fake(3, 2, 3, 3), (1, 2, -5, 5), padding=1), ValueError,
      "x_shape: expected a tuple"),
-    (lambda: ops.max_pool2d(fake(1, 2, 4, 4), 0), ValueError, "kernel_size: expected values >= 1"),
-    (lambda: ops.max_pool2d(fake(1, 2, 4, 4), 2, stride=0), ValueError, "stride: expected values >= 1"),
+    (lambda: ops.max_pool2d(fake(1, 2, 4, 4), 0, return_indices=True), ValueError, "kernel_size: expected values >= 1"),
+    (lambda: ops.max_pool2d(fake(1, 2, 4, 4), 2, stride=0, return_indices=True), ValueError,
+     "stride: expected values >= 1"),
     (lambda: ops.avg_pool2d(fake(1, 2, 4, 4), 3, padding=2), ValueError, "padding: expected at most half"),
-    (lambda: ops.avg_pool2d(fake(1, 2, 4, 4), 5), ValueError, "x: input 4x4"),
+    (lambda: ops.avg_pool2d(fake(1, 2, 4, 4), 5), ValueError, "input: input 4x4"),
     (lambda: ops.avg_pool2d(fake(1, 2, 4, 4), 2, count_include_pad=1), TypeError, "count_include_pad"),
     (lambda: ops.softmax_cross_entropy(fake(4, 0), fake(4, typestr=LABELS)), ValueError, "logits: expected at least"),
     (lambda: ops.mse_loss(fake(3), fake(3), reduction="max"), ValueError, "reduction:"),
@@ -173,10 +174,10 @@ def test_reference_backend_rejects_the_same_matrix():
     x = np.zeros((1, 2, 5, 5), np.float32)
     with pytest.raises(ValueError, match="stride: expected values >= 1"):
         reference.conv2d(x, np.zeros((3, 2, 3, 3), np.float32), stride=0)
-    with pytest.raises(TypeError, match="logits: expected dtype float32"):
+    with pytest.raises(TypeError, match="input: expected dtype float32"):
         reference.softmax(np.zeros((2, 3)))
     with pytest.raises(ValueError, match="padding: expected at most half"):
-        reference.max_pool2d(x, 2, padding=2)
+        reference.max_pool2d(x, 2, padding=2, return_indices=True)
 
 
 # ======================================================================= GPU
@@ -212,7 +213,8 @@ def test_gpu_nan_and_inf_propagate_like_the_reference(rng):
     checks = [
         (ops.relu(cupy.asarray(x)), reference.relu(x)),
         (ops.conv2d(cupy.asarray(x), cupy.asarray(w), padding=1), reference.conv2d(x, w, padding=1)),
-        (ops.max_pool2d(cupy.asarray(x), 2)[0], reference.max_pool2d(x, 2)[0]),
+        (ops.max_pool2d(cupy.asarray(x), 2, return_indices=True)[0], reference.max_pool2d(x, 2,
+                                                                                          return_indices=True)[0]),
         (ops.avg_pool2d(cupy.asarray(x), 2), reference.avg_pool2d(x, 2)),
         (ops.softmax(cupy.asarray(x.reshape(6, -1))), reference.softmax(x.reshape(6, -1))),
     ]

@@ -97,12 +97,13 @@ def test_reference_matches_torch(rng, x_shape, w_shape, stride, padding, dilatio
 
 def test_conv_argument_errors():
     x, w = np.zeros((1, 2, 4, 4), np.float32), np.zeros((3, 2, 5, 5), np.float32)
-    with pytest.raises(ValueError, match=r"x: padded input size per channel 4x4 is smaller than the dilated kernel"):
+    with pytest.raises(ValueError,
+                       match=r"input: padded input size per channel 4x4 is smaller than the dilated kernel"):
         reference.conv2d(x, w)
     reference.conv2d(x, w, padding=1)  # 6x6 >= 5x5: fine
     with pytest.raises(ValueError, match=r"dilated kernel 9x9"):
         reference.conv2d(x, w, padding=1, dilation=2)
-    with pytest.raises(ValueError, match=r"w: expected 2 input channels"):
+    with pytest.raises(ValueError, match=r"weight: expected 2 input channels"):
         reference.conv2d(x, np.zeros((3, 1, 3, 3), np.float32))
     with pytest.raises(ValueError, match=r"stride: expected values >= 1, got \(0, 0\)"):
         reference.conv2d(x, w, stride=0, padding=1)
@@ -110,7 +111,7 @@ def test_conv_argument_errors():
         reference.conv2d(x, w, padding=(-1, 1))
     with pytest.raises(TypeError, match=r"dilation: expected an int or a pair of ints"):
         reference.conv2d(x, w, padding=1, dilation=1.5)
-    with pytest.raises(ValueError, match=r"x: expected a 4-D array"):
+    with pytest.raises(ValueError, match=r"input: expected a 4-D array"):
         reference.conv2d(np.zeros((2, 4, 4), np.float32), w)
     with pytest.raises(ValueError, match=r"dy: expected shape \(1, 3, 2, 2\), got \(1, 3, 3, 3\)"):
         reference.conv2d_backward_input(np.zeros((1, 3, 3, 3), np.float32), w, (1, 2, 4, 4), padding=1)
@@ -121,7 +122,7 @@ def test_conv_argument_errors():
 def test_gpu_conv_argument_checks_without_touching_memory():
     with pytest.raises(ValueError, match="smaller than the dilated kernel"):
         ops.conv2d(fake(1, 2, 4, 4), fake(3, 2, 5, 5))
-    with pytest.raises(TypeError, match="w: expected dtype float32"):
+    with pytest.raises(TypeError, match="weight: expected dtype float32"):
         ops.conv2d(fake(1, 2, 4, 4), fake(3, 2, 3, 3, typestr="<f8"))
     with pytest.raises(ValueError, match=r"bias: expected shape \(3,\)"):
         ops.conv2d(fake(1, 2, 4, 4), fake(3, 2, 3, 3), fake(2))

@@ -544,7 +544,7 @@ def test_gpu_pooled_forward_equals_conv_then_pool(rng, x_shape, w_shape, padding
         pytest.skip("the convolution's output is smaller than the window (checked by the bad-input tests)")
     for version in ("tiled", "implicit", "direct"):
         conv = ops.conv2d(xg, wg, bg, padding=padding, version=version)
-        y_steps, idx_steps = ops.max_pool2d(conv, 2, activation="relu")
+        y_steps, idx_steps = ops.max_pool2d(conv, 2, activation="relu", return_indices=True)
         configs = _checks.CONV2D_TILED_POOL_CONFIGS if version == "tiled" else (None,)
         for config in configs:
             shape = y_steps.shape

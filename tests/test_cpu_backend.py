@@ -253,9 +253,10 @@ def _with_nan_inf_and_ties(rng, shape):
 def test_max_pool_and_its_gradient(rng, x_shape, kernel, stride, padding, activation, with_bias):
     x = _with_nan_inf_and_ties(rng, x_shape)
     bias = randn(rng, x_shape[1]) if with_bias else None
-    expected, expected_indices = reference.max_pool2d(x, kernel, stride, padding, bias=bias, activation=activation)
+    expected, expected_indices = reference.max_pool2d(x, kernel, stride, padding, bias=bias, activation=activation,
+                                                      return_indices=True)
     got, indices = cpu.max_pool2d(x, kernel, stride, padding, bias=bias, activation=activation,
-                                  out=_poisoned(expected.shape))
+                                  out=_poisoned(expected.shape), return_indices=True)
     assert_close(got, expected, atol=0)
     np.testing.assert_array_equal(indices, expected_indices)
     dy = randn(rng, *expected.shape)
@@ -271,13 +272,13 @@ def test_max_pool_and_its_gradient(rng, x_shape, kernel, stride, padding, activa
 def test_max_pool_windows_of_only_minus_infinity_keep_their_first_element_inside():
     x = np.full((1, 1, 3, 3), -np.inf, np.float32)
     for padding in (0, 1):
-        _, expected = reference.max_pool2d(x, 3, 1, padding)
-        np.testing.assert_array_equal(cpu.max_pool2d(x, 3, 1, padding)[1], expected)
+        _, expected = reference.max_pool2d(x, 3, 1, padding, return_indices=True)
+        np.testing.assert_array_equal(cpu.max_pool2d(x, 3, 1, padding, return_indices=True)[1], expected)
 
 
 def test_max_pool_gradient_refuses_indices_outside_their_windows(rng):
     x = randn(rng, 1, 1, 4, 4)
-    y, indices = cpu.max_pool2d(x, 2)
+    y, indices = cpu.max_pool2d(x, 2, return_indices=True)
     dy = np.ones_like(y)
     moved = indices.copy()
     moved[0, 0, 0, 0] = 10  # inside the plane, in another window
@@ -287,7 +288,7 @@ def test_max_pool_gradient_refuses_indices_outside_their_windows(rng):
     with pytest.raises(ValueError, match=r"indices: expected flat indices in \[0, 16\)"):
         cpu.max_pool2d_backward(dy, moved, x.shape, 2)
     padded = randn(rng, 1, 1, 5, 5)
-    _, indices = cpu.max_pool2d(padded, 3, 2, 1)
+    _, indices = cpu.max_pool2d(padded, 3, 2, 1, return_indices=True)
     indices[0, 0, 0, 1] = 4  # the previous row's end: left of a window that starts in the padding
     with pytest.raises(ValueError, match="inside its own window"):
         cpu.max_pool2d_backward(np.ones((1, 1, 3, 3), np.float32), indices, padded.shape, 3, 2, 1)
@@ -297,13 +298,15 @@ def test_max_pool_gradient_refuses_indices_outside_their_windows(rng):
 @pytest.mark.parametrize("count_include_pad", [True, False])
 def test_avg_pool_and_its_gradient(rng, x_shape, kernel, stride, padding, count_include_pad):
     x = randn(rng, *x_shape)
-    expected = reference.avg_pool2d(x, kernel, stride, padding, count_include_pad)
-    assert_close(cpu.avg_pool2d(x, kernel, stride, padding, count_include_pad, out=_poisoned(expected.shape)),
+    expected = reference.avg_pool2d(x, kernel, stride, padding, count_include_pad=count_include_pad)
+    assert_close(cpu.avg_pool2d(x, kernel, stride, padding, count_include_pad=count_include_pad,
+                                out=_poisoned(expected.shape)),
                  expected, atol=1e-6)
     dy = randn(rng, *expected.shape)
-    assert_close(cpu.avg_pool2d_backward(dy, x_shape, kernel, stride, padding, count_include_pad,
+    assert_close(cpu.avg_pool2d_backward(dy, x_shape, kernel, stride, padding, count_include_pad=count_include_pad,
                                          out=_poisoned(x_shape)),
-                 reference.avg_pool2d_backward(dy, x_shape, kernel, stride, padding, count_include_pad), atol=1e-6)
+                 reference.avg_pool2d_backward(dy, x_shape, kernel, stride, padding,
+                                               count_include_pad=count_include_pad), atol=1e-6)
 
 
 # ---------------------------------------------------------------------------- scratch
@@ -319,7 +322,8 @@ def test_scratch_memory_is_reused_and_never_leaks_one_call_into_the_next(rng):
         assert_close(cpu.conv2d_backward_input(dy, w, x.shape, padding=2),
                      reference.conv2d_backward_input(dy, w, x.shape, padding=2), atol=reduction_atol(27, 3))
         big = -np.abs(randn(rng, 2, 2, 6, 6)) - 10
-        np.testing.assert_array_equal(cpu.max_pool2d(big, 3, 1, 1)[1], reference.max_pool2d(big, 3, 1, 1)[1])
+        np.testing.assert_array_equal(cpu.max_pool2d(big, 3, 1, 1, return_indices=True)[1],
+                                      reference.max_pool2d(big, 3, 1, 1, return_indices=True)[1])
     before = cpu._scratch("columns", (2, 2, 3, 3, 8, 8))
     cpu.conv2d(x, w, padding=2)
     assert cpu._scratch("columns", (2, 2, 3, 3, 8, 8)) is before

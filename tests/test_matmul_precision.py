@@ -355,5 +355,5 @@ def test_pytorch_bfloat16_is_recognised_from_its_raw_typestr():
     assert _checks.is_bfloat16(_arrays.operand("a", a).dtype)
     with pytest.raises(TypeError, match="bfloat16 operands need precision='bf16'"):
         ops.matmul(a, b)
-    with pytest.raises(TypeError, match="x: expected dtype float32, got bfloat16"):
+    with pytest.raises(TypeError, match="input: expected dtype float32, got bfloat16"):
         ops.relu(a)

@@ -28,7 +28,7 @@ CONFIGS = [
 
 def test_max_pool_by_hand():
     x = np.array([[[[1, 5, 2, 0], [3, 4, 7, 8], [0, 0, 1, 1], [9, 0, 1, 2]]]], np.float32)
-    y, indices = reference.max_pool2d(x, 2)
+    y, indices = reference.max_pool2d(x, 2, return_indices=True)
     np.testing.assert_array_equal(y[0, 0], [[5, 8], [9, 2]])
     np.testing.assert_array_equal(indices[0, 0], [[1, 7], [12, 15]])
     dx = reference.max_pool2d_backward(np.ones((1, 1, 2, 2), np.float32), indices, x.shape)
@@ -48,20 +48,23 @@ def test_pool_gradients_by_finite_differences(rng, x_shape, kernel, stride, padd
     x = randn(rng, *x_shape)
     x_small = x[:1, :1, :6, :6].copy()
     for count_include_pad in (True, False):
-        y = reference.avg_pool2d(x_small, kernel, stride, padding, count_include_pad)
+        y = reference.avg_pool2d(x_small, kernel, stride, padding, count_include_pad=count_include_pad)
         dy = randn(rng, *y.shape)
 
         def loss():
-            return float(np.sum(reference.avg_pool2d(x_small, kernel, stride, padding, count_include_pad)
+            return float(np.sum(reference.avg_pool2d(x_small, kernel, stride, padding,
+                                                     count_include_pad=count_include_pad)
                                 .astype(np.float64) * dy))
 
-        got = reference.avg_pool2d_backward(dy, x_small.shape, kernel, stride, padding, count_include_pad)
+        got = reference.avg_pool2d_backward(dy, x_small.shape, kernel, stride, padding,
+                                            count_include_pad=count_include_pad)
         assert_close(got, numeric_gradient(loss, x_small), atol=2e-3, rtol=2e-3)
-    y, indices = reference.max_pool2d(x_small, kernel, stride, padding)
+    y, indices = reference.max_pool2d(x_small, kernel, stride, padding, return_indices=True)
     dy = randn(rng, *y.shape)
 
     def max_loss():
-        return float(np.sum(reference.max_pool2d(x_small, kernel, stride, padding)[0].astype(np.float64) * dy))
+        return float(np.sum(reference.max_pool2d(x_small, kernel, stride, padding,
+                                                 return_indices=True)[0].astype(np.float64) * dy))
 
     # Random normal values: no two within the step of each other in a window, so no kink.
     assert_close(reference.max_pool2d_backward(dy, indices, x_small.shape), numeric_gradient(max_loss, x_small, h=1e-4),
@@ -75,7 +78,7 @@ def test_reference_matches_torch(rng, x_shape, kernel, stride, padding):
     x[0, 0, 0, :3] = np.nan  # NaN propagates through max (PyTorch picks the last NaN of a window)
     xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
     yt, it = F.max_pool2d(xt, kernel, stride, padding, return_indices=True)
-    y, indices = reference.max_pool2d(x, kernel, stride, padding)
+    y, indices = reference.max_pool2d(x, kernel, stride, padding, return_indices=True)
     assert_close(y, yt.detach().numpy(), atol=0, rtol=0)
     np.testing.assert_array_equal(indices, it.numpy())
     dy = randn(rng, *y.shape)
@@ -85,21 +88,23 @@ def test_reference_matches_torch(rng, x_shape, kernel, stride, padding):
     for count_include_pad in (True, False):
         xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
         yt = F.avg_pool2d(xt, kernel, stride, padding, count_include_pad=count_include_pad)
-        assert_close(reference.avg_pool2d(x, kernel, stride, padding, count_include_pad), yt.detach().numpy(),
+        assert_close(reference.avg_pool2d(x, kernel, stride, padding, count_include_pad=count_include_pad),
+                     yt.detach().numpy(),
                      atol=1e-6)
         yt.backward(torch.tensor(dy, dtype=torch.float64))
-        assert_close(reference.avg_pool2d_backward(dy, x_shape, kernel, stride, padding, count_include_pad),
+        assert_close(reference.avg_pool2d_backward(dy, x_shape, kernel, stride, padding,
+                                                   count_include_pad=count_include_pad),
                      xt.grad.numpy(), atol=1e-6)
 
 
 def test_pool_argument_errors():
     x = np.zeros((1, 1, 4, 4), np.float32)
     with pytest.raises(ValueError, match=r"padding: expected at most half the kernel size \(3, 3\), got \(2, 2\)"):
-        reference.max_pool2d(x, 3, 1, 2)
-    with pytest.raises(ValueError, match=r"x: input 4x4 with padding \(0, 0\) is smaller than the window \(5, 5\)"):
+        reference.max_pool2d(x, 3, 1, 2, return_indices=True)
+    with pytest.raises(ValueError, match=r"input: input 4x4 with padding \(0, 0\) is smaller than the window \(5, 5\)"):
         reference.avg_pool2d(x, 5)
     with pytest.raises(ValueError, match=r"kernel_size: expected values >= 1"):
-        reference.max_pool2d(x, 0)
+        reference.max_pool2d(x, 0, return_indices=True)
     with pytest.raises(ValueError, match=r"indices: expected flat indices in \[0, 16\)"):
         reference.max_pool2d_backward(np.ones((1, 1, 2, 2), np.float32), np.full((1, 1, 2, 2), 16), x.shape)
     with pytest.raises(TypeError, match=r"indices: expected dtype int64"):
@@ -108,7 +113,7 @@ def test_pool_argument_errors():
 
 def test_gpu_pool_argument_checks_without_touching_memory():
     with pytest.raises(ValueError, match="padding: expected at most half"):
-        ops.max_pool2d(fake(1, 1, 4, 4), 2, 1, 2)
+        ops.max_pool2d(fake(1, 1, 4, 4), 2, 1, 2, return_indices=True)
     with pytest.raises(ValueError, match=r"dy: expected shape \(1, 1, 2, 2\)"):
         ops.avg_pool2d_backward(fake(1, 1, 3, 3), (1, 1, 4, 4), 2)
     with pytest.raises(ValueError, match=r"indices: expected shape \(1, 1, 2, 2\)"):
@@ -135,8 +140,8 @@ def test_gpu_pooling_against_reference(rng, x_shape, kernel, stride, padding):
 
     x = randn(rng, *x_shape)
     x.reshape(-1)[:: 97] = np.nan  # NaN propagates through max
-    y, indices = ops.max_pool2d(cupy.asarray(x), kernel, stride, padding)
-    ref_y, ref_indices = reference.max_pool2d(x, kernel, stride, padding)
+    y, indices = ops.max_pool2d(cupy.asarray(x), kernel, stride, padding, return_indices=True)
+    ref_y, ref_indices = reference.max_pool2d(x, kernel, stride, padding, return_indices=True)
     assert_close(y, ref_y, atol=0, rtol=0)
     np.testing.assert_array_equal(indices.get(), ref_indices)
     dy = randn(rng, *ref_y.shape)
@@ -144,11 +149,14 @@ def test_gpu_pooling_against_reference(rng, x_shape, kernel, stride, padding):
     assert_close(dx, reference.max_pool2d_backward(dy, ref_indices, x_shape), atol=1e-6)
     x = randn(rng, *x_shape)
     for count_include_pad in (True, False):
-        y = ops.avg_pool2d(cupy.asarray(x), kernel, stride, padding, count_include_pad)
-        assert_close(y, reference.avg_pool2d(x, kernel, stride, padding, count_include_pad), atol=1e-6)
-        dx = ops.avg_pool2d_backward(cupy.asarray(dy), x_shape, kernel, stride, padding, count_include_pad,
+        y = ops.avg_pool2d(cupy.asarray(x), kernel, stride, padding, count_include_pad=count_include_pad)
+        assert_close(y, reference.avg_pool2d(x, kernel, stride, padding, count_include_pad=count_include_pad),
+                     atol=1e-6)
+        dx = ops.avg_pool2d_backward(cupy.asarray(dy), x_shape, kernel, stride, padding,
+                                     count_include_pad=count_include_pad,
                                      out=cupy.full(x_shape, cupy.nan, cupy.float32))
-        assert_close(dx, reference.avg_pool2d_backward(dy, x_shape, kernel, stride, padding, count_include_pad),
+        assert_close(dx, reference.avg_pool2d_backward(dy, x_shape, kernel, stride, padding,
+                                                       count_include_pad=count_include_pad),
                      atol=1e-6)
 
 
@@ -157,7 +165,7 @@ def test_gpu_pooling_is_deterministic_with_overlaps(rng):
     import cupy
 
     x = cupy.asarray(randn(rng, 16, 8, 15, 15))
-    y, indices = ops.max_pool2d(x, 3, 1, 1)
+    y, indices = ops.max_pool2d(x, 3, 1, 1, return_indices=True)
     dy = cupy.asarray(randn(rng, *y.shape))
     first = ops.max_pool2d_backward(dy, indices, x.shape).get()
     for _ in range(3):
@@ -203,7 +211,7 @@ def test_gather_backward_index_math_and_relu_fold_against_reference(rng, x_shape
     x = randn(rng, *x_shape)
     relu_x = np.maximum(x, 0)  # a ReLU's output, so some windows' maxima are 0
     relu_x.reshape(-1)[::7] = 0
-    y, indices = reference.max_pool2d(relu_x, kernel, stride, padding)
+    y, indices = reference.max_pool2d(relu_x, kernel, stride, padding, return_indices=True)
     dy = randn(rng, *y.shape)
     plain = reference.max_pool2d_backward(dy, indices, x_shape)
     windowed = reference.max_pool2d_backward(dy, indices, x_shape, kernel, stride, padding)
@@ -220,7 +228,7 @@ def test_windowed_backward_argument_errors():
     for module, make_dy, make_idx in ((reference, lambda *s: np.zeros(s, np.float32),
                                        lambda *s: np.zeros(s, np.int64)),
                                       (ops, fake, lambda *s: fake(*s, typestr="<i8"))):
-        with pytest.raises(ValueError, match="kernel_size: stride and padding describe a window"):
+        with pytest.raises(ValueError, match="kernel_size: stride, padding, dilation and ceil_mode describe a window"):
             module.max_pool2d_backward(make_dy(1, 1, 2, 2), make_idx(1, 1, 2, 2), (1, 1, 4, 4), stride=2)
         with pytest.raises(ValueError, match="relu_output: needs the window"):
             module.max_pool2d_backward(make_dy(1, 1, 2, 2), make_idx(1, 1, 2, 2), (1, 1, 4, 4),
@@ -244,8 +252,8 @@ def test_gpu_windowed_backward_and_relu_fold(rng, x_shape, kernel, stride, paddi
 
     x = np.maximum(randn(rng, *x_shape), 0)
     x.reshape(-1)[::53] = np.nan
-    y, indices = ops.max_pool2d(cupy.asarray(x), kernel, stride, padding)
-    ref_y, ref_indices = reference.max_pool2d(x, kernel, stride, padding)
+    y, indices = ops.max_pool2d(cupy.asarray(x), kernel, stride, padding, return_indices=True)
+    ref_y, ref_indices = reference.max_pool2d(x, kernel, stride, padding, return_indices=True)
     np.testing.assert_array_equal(indices.get(), ref_indices)
     dy = randn(rng, *ref_y.shape)
     poisoned = cupy.full(x_shape, cupy.nan, cupy.float32)
@@ -264,20 +272,21 @@ def test_pooling_relu_of_biased_input_matches_the_three_steps(rng, x_shape, kern
     x, b = randn(rng, *x_shape), randn(rng, x_shape[1])
     x.reshape(-1)[::11] = np.nan
     biased = (x + b[None, :, None, None]).astype(np.float32)
-    y, indices = reference.max_pool2d(x, kernel, stride, padding, bias=b, activation="relu")
-    y_ref, indices_ref = reference.max_pool2d(reference.relu(biased), kernel, stride, padding)
+    y, indices = reference.max_pool2d(x, kernel, stride, padding, bias=b, activation="relu", return_indices=True)
+    y_ref, indices_ref = reference.max_pool2d(reference.relu(biased), kernel, stride, padding, return_indices=True)
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(indices, indices_ref)
-    y, indices = reference.max_pool2d(x, kernel, stride, padding, activation="relu")
-    np.testing.assert_array_equal(indices, reference.max_pool2d(reference.relu(x), kernel, stride, padding)[1])
+    y, indices = reference.max_pool2d(x, kernel, stride, padding, activation="relu", return_indices=True)
+    np.testing.assert_array_equal(indices, reference.max_pool2d(reference.relu(x), kernel, stride, padding,
+                                                                return_indices=True)[1])
 
 
 def test_pool_bias_and_activation_checks_on_both_backends():
     for module, make in ((reference, lambda *s: np.zeros(s, np.float32)), (ops, fake)):
         with pytest.raises(ValueError, match=r"bias: expected shape \(3,\)"):
-            module.max_pool2d(make(1, 3, 4, 4), 2, bias=make(2))
+            module.max_pool2d(make(1, 3, 4, 4), 2, bias=make(2), return_indices=True)
         with pytest.raises(ValueError, match="activation: expected None or 'relu'"):
-            module.max_pool2d(make(1, 3, 4, 4), 2, activation="gelu")
+            module.max_pool2d(make(1, 3, 4, 4), 2, activation="gelu", return_indices=True)
 
 
 @pytest.mark.gpu
@@ -287,13 +296,15 @@ def test_gpu_pooling_of_relu_biased_input(rng, x_shape, kernel, stride, padding)
 
     x, b = randn(rng, *x_shape), randn(rng, x_shape[1])
     x.reshape(-1)[::97] = np.nan
-    out = cupy.full(reference.max_pool2d(x, kernel, stride, padding)[0].shape, cupy.nan, cupy.float32)
+    out = cupy.full(reference.max_pool2d(x, kernel, stride, padding, return_indices=True)[0].shape, cupy.nan,
+                    cupy.float32)
     y, indices = ops.max_pool2d(cupy.asarray(x), kernel, stride, padding, bias=cupy.asarray(b), activation="relu",
-                                out=out)
-    y_ref, indices_ref = reference.max_pool2d(x, kernel, stride, padding, bias=b, activation="relu")
+                                out=out, return_indices=True)
+    y_ref, indices_ref = reference.max_pool2d(x, kernel, stride, padding, bias=b, activation="relu",
+                                              return_indices=True)
     np.testing.assert_array_equal(y.get(), y_ref)
     np.testing.assert_array_equal(indices.get(), indices_ref)
     relu_x = ops.relu(ops.add_bias(cupy.asarray(x), cupy.asarray(b)))
-    y_steps, indices_steps = ops.max_pool2d(relu_x, kernel, stride, padding)
+    y_steps, indices_steps = ops.max_pool2d(relu_x, kernel, stride, padding, return_indices=True)
     np.testing.assert_array_equal(y.get(), y_steps.get())
     np.testing.assert_array_equal(indices.get(), indices_steps.get())

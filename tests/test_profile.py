@@ -176,7 +176,7 @@ def test_the_tiled_gemm_transposing_stores_conflict_two_ways():
 def test_the_command_profiles_a_snippet(tmp_path):
     code = ("import pyfast, cupy\nfrom pyfast import ops\n"
             "x = cupy.ones((64, 1, 28, 28), cupy.float32)\n"
-            "ops.max_pool2d(ops.conv2d(x, cupy.ones((8, 1, 3, 3), cupy.float32), padding=1), 2)\n")
+            "ops.max_pool2d(ops.conv2d(x, cupy.ones((8, 1, 3, 3), cupy.float32), padding=1), 2, return_indices=True)\n")
     result = subprocess.run([sys.executable, "-m", "pyfast.profile", "-c", code], capture_output=True, text=True,
                             timeout=600, cwd=tmp_path, env=dict(os.environ))
     assert result.returncode == 0, result.stderr[-3000:]

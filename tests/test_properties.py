@@ -67,14 +67,15 @@ def test_conv_gradients_are_adjoints(case):
 def test_pool_gradients_are_adjoints(case):
     shape, kernel, stride, padding, seed = case
     x = arrays(seed, *shape)
-    y, indices = reference.max_pool2d(x, kernel, stride, padding)
-    dy = arrays(seed + 1, *y.shape)
-    # Max pooling is linear in x once the winners are fixed.
-    assert_close(inner(x, reference.max_pool2d_backward(dy, indices, shape)), inner(y, dy), atol=1e-4, rtol=1e-5)
-    for include in (True, False):
-        avg = reference.avg_pool2d(x, kernel, stride, padding, include)
-        back = reference.avg_pool2d_backward(dy, shape, kernel, stride, padding, include)
-        assert_close(inner(x, back), inner(avg, dy), atol=1e-4, rtol=1e-5)
+    for ceil_mode in (False, True):
+        y, indices = reference.max_pool2d(x, kernel, stride, padding, 1, ceil_mode, True)
+        dy = arrays(seed + 1, *y.shape)
+        # Max pooling is linear in x once the winners are fixed.
+        assert_close(inner(x, reference.max_pool2d_backward(dy, indices, shape)), inner(y, dy), atol=1e-4, rtol=1e-5)
+        for include in (True, False):
+            avg = reference.avg_pool2d(x, kernel, stride, padding, ceil_mode, include)
+            back = reference.avg_pool2d_backward(dy, shape, kernel, stride, padding, ceil_mode, include)
+            assert_close(inner(x, back), inner(avg, dy), atol=1e-4, rtol=1e-5)
 
 
 @given(SIZES, SIZES, SIZES, st.booleans(), st.booleans(), st.integers(0, 99))
@@ -175,18 +176,21 @@ def test_gpu_pool_fuzz(case):
     cupy = _cupy()
     shape, kernel, stride, padding, seed = case
     x = arrays(seed, *shape)
-    y, indices = ops.max_pool2d(cupy.asarray(x), kernel, stride, padding)
-    ref_y, ref_indices = reference.max_pool2d(x, kernel, stride, padding)
-    assert_close(y, ref_y, atol=0, rtol=0)
-    np.testing.assert_array_equal(indices.get(), ref_indices)
-    dy = arrays(seed + 1, *ref_y.shape)
-    assert_close(ops.max_pool2d_backward(cupy.asarray(dy), indices, shape),
-                 reference.max_pool2d_backward(dy, ref_indices, shape), atol=1e-5)
-    for include in (True, False):
-        assert_close(ops.avg_pool2d(cupy.asarray(x), kernel, stride, padding, include),
-                     reference.avg_pool2d(x, kernel, stride, padding, include), atol=1e-6)
-        assert_close(ops.avg_pool2d_backward(cupy.asarray(dy), shape, kernel, stride, padding, include),
-                     reference.avg_pool2d_backward(dy, shape, kernel, stride, padding, include), atol=1e-6)
+    for ceil_mode in (False, True):
+        window = (kernel, stride, padding, 1, ceil_mode)
+        y, indices = ops.max_pool2d(cupy.asarray(x), *window, True)
+        ref_y, ref_indices = reference.max_pool2d(x, *window, True)
+        assert_close(y, ref_y, atol=0, rtol=0)
+        np.testing.assert_array_equal(indices.get(), ref_indices)
+        dy = arrays(seed + 1, *ref_y.shape)
+        expected = reference.max_pool2d_backward(dy, ref_indices, shape)
+        assert_close(ops.max_pool2d_backward(cupy.asarray(dy), indices, shape), expected, atol=1e-5)
+        assert_close(ops.max_pool2d_backward(cupy.asarray(dy), indices, shape, *window), expected, atol=1e-5)
+        for include in (True, False):
+            args = (kernel, stride, padding, ceil_mode, include)
+            assert_close(ops.avg_pool2d(cupy.asarray(x), *args), reference.avg_pool2d(x, *args), atol=1e-6)
+            assert_close(ops.avg_pool2d_backward(cupy.asarray(dy), shape, *args),
+                         reference.avg_pool2d_backward(dy, shape, *args), atol=1e-6)
 
 
 @gpu

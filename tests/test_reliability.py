@@ -46,7 +46,7 @@ def test_every_op_is_bitwise_repeatable(rng):
     x, w, dy = r(16, 8, 15, 15), r(12, 8, 3, 3), r(16, 12, 15, 15)
     labels = cupy.asarray(rng.integers(0, 300, 512))
     logits, a, b = r(512, 300), r(300, 200), r(200, 100)
-    pooled, indices = ops.max_pool2d(x, 3, 1, 1)
+    pooled, indices = ops.max_pool2d(x, 3, 1, 1, return_indices=True)
     fit_x, fit_y, fit_w = r(300, 8), r(300, 2), r(2, 8)
     calls = [
         lambda: ops.matmul(a, b), lambda: ops.bias_grad(dy), lambda: ops.conv2d(x, w, padding=1),
@@ -107,7 +107,7 @@ def test_pooling_past_2_31_elements():
     _need_free_bytes(4 * 2 * int(np.prod(shape)))
     x = cupy.zeros(shape, cupy.float32)
     x[1, 0, -2, -2] = 5.0  # inside the last full 2x2 window of the second image
-    y, indices = ops.max_pool2d(x, 2)
+    y, indices = ops.max_pool2d(x, 2, return_indices=True)
     assert float(y[1, 0, -1, -1]) == 5.0
     assert int(indices[1, 0, -1, -1]) == (shape[2] - 2) * shape[3] + shape[3] - 2
     assert float(y.sum()) == 5.0

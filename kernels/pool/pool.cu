@@ -1,8 +1,9 @@
-// pool.cu - 2D max / average pooling, forward and backward, NCHW float32 (PyTorch's semantics,
-// ceil_mode=False, dilation 1).
-// Math: max: y = max over the window's real elements (padding never wins), NaN propagates;
-//       avg: y = sum over the window's real elements / divisor, divisor = kh*kw
-//            (count_include_pad) or the number of real elements.
+// pool.cu - 2D max / average pooling, forward and backward, NCHW float32 (PyTorch's semantics:
+// dilated max windows, ceil_mode's last windows reaching past the padded input, divisor_override).
+// Math: max: y = max over the window's real taps (padding never wins), NaN propagates;
+//       avg: y = sum over the window's real elements / divisor, divisor = divisor_override, or
+//            the window's size inside the padded plane (count_include_pad: kh*kw unless a
+//            ceil_mode window reaches past it), or the number of real elements.
 // Versions: v0 direct - one thread per output (forward); avg backward: one thread per input
 //           element gathering from the windows that contain it; max backward: a memset, then one
 //           thread per plane adding dy at the recorded indices in order. No atomics: deterministic, and
@@ -18,7 +19,7 @@
 //           pooled output of a ReLU's output) folds ReLU's backward in: a window whose maximum
 //           is <= 0 passes nothing (relu_backward's rule at the element that won).
 //           Average pooling v1: the same grid; the backward gathers dy times the reciprocal
-//           of the full window (count_include_pad) or divides by the window's real size.
+//           of the divisor when all windows share one, else divides by each window's.
 // References: PyTorch's max_pool2d_with_indices and avg_pool2d CUDA kernels (the scan order and
 //             NaN rule are theirs).
 
@@ -31,26 +32,42 @@ namespace {
 __device__ __forceinline__ std::int64_t max64(std::int64_t a, std::int64_t b) { return a > b ? a : b; }
 __device__ __forceinline__ std::int64_t min64(std::int64_t a, std::int64_t b) { return a < b ? a : b; }
 
-// The window of output (p, q) clipped to the real input: rows [i0, i1), columns [j0, j1).
+// The first tap at or after 0 of a window starting at `start` (taps start + i * step).
+template <typename T>
+__device__ __forceinline__ T first_tap(T start, int step) {
+    return start >= 0 ? start : start + (-start + step - 1) / step * step;
+}
+
+// The taps of output (p, q) inside the real input: rows i0, i0 + dilation_h, ... below i1,
+// columns likewise from j0 below j1.
 struct Window {
     std::int64_t i0, i1, j0, j1;
 };
 
 __device__ __forceinline__ Window window_of(const Pool2dParams& g, std::int64_t p, std::int64_t q) {
     const std::int64_t top = p * g.stride_h - g.pad_h, left = q * g.stride_w - g.pad_w;
-    return Window{max64(top, 0), min64(top + g.kernel_h, g.h), max64(left, 0), min64(left + g.kernel_w, g.w)};
+    return Window{first_tap(top, g.dilation_h), min64(top + (g.kernel_h - 1) * g.dilation_h + 1, g.h),
+                  first_tap(left, g.dilation_w), min64(left + (g.kernel_w - 1) * g.dilation_w + 1, g.w)};
 }
 
-__device__ __forceinline__ float avg_divisor(const Pool2dParams& g, const Window& win) {
-    return g.count_include_pad ? static_cast<float>(g.kernel_h * g.kernel_w)
-                               : static_cast<float>((win.i1 - win.i0) * (win.j1 - win.j0));
+// Average pooling's divisor of output (p, q) (no dilation there).
+__device__ __forceinline__ float avg_divisor(const Pool2dParams& g, std::int64_t p, std::int64_t q) {
+    if (g.divisor != 0) return static_cast<float>(g.divisor);
+    const std::int64_t top = p * g.stride_h - g.pad_h, left = q * g.stride_w - g.pad_w;
+    if (g.count_include_pad) {  // the window inside the padded plane
+        return static_cast<float>((min64(top + g.kernel_h, g.h + g.pad_h) - top) *
+                                  (min64(left + g.kernel_w, g.w + g.pad_w) - left));
+    }
+    return static_cast<float>((min64(top + g.kernel_h, g.h) - max64(top, 0)) *
+                              (min64(left + g.kernel_w, g.w) - max64(left, 0)));
 }
 
-// Outputs (p, q) whose window holds input row i: p in [first, last] along one axis.
-__device__ __forceinline__ void windows_holding(std::int64_t i, int kernel, int stride, int pad, std::int64_t outputs,
+// Outputs p in [first, last] whose window (`extent` = (kernel - 1) * dilation + 1 rows from
+// p * stride - pad) spans input row i; with dilation a spanned row may fall between taps.
+__device__ __forceinline__ void windows_holding(std::int64_t i, int extent, int stride, int pad, std::int64_t outputs,
                                                 std::int64_t* first, std::int64_t* last) {
-    const std::int64_t padded = i + pad;  // window p covers padded rows [p*stride, p*stride + kernel)
-    *first = padded < kernel ? 0 : (padded - kernel) / stride + 1;
+    const std::int64_t padded = i + pad;  // window p spans padded rows [p*stride, p*stride + extent)
+    *first = padded < extent ? 0 : (padded - extent) / stride + 1;
     *last = min64(padded / stride, outputs - 1);
 }
 
@@ -64,8 +81,8 @@ __global__ void max_pool2d_kernel(const float* __restrict__ x, float* __restrict
         const Window win = window_of(g, p, q);
         float best = -INFINITY;
         std::int64_t best_index = win.i0 * g.w + win.j0;
-        for (std::int64_t i = win.i0; i < win.i1; ++i) {
-            for (std::int64_t j = win.j0; j < win.j1; ++j) {
+        for (std::int64_t i = win.i0; i < win.i1; i += g.dilation_h) {
+            for (std::int64_t j = win.j0; j < win.j1; j += g.dilation_w) {
                 const float value = in[i * g.w + j];
                 if (value > best || isnan(value)) {
                     best = value;
@@ -105,7 +122,7 @@ __global__ void avg_pool2d_kernel(const float* __restrict__ x, float* __restrict
         float sum = 0.0f;
         for (std::int64_t i = win.i0; i < win.i1; ++i)
             for (std::int64_t j = win.j0; j < win.j1; ++j) sum += in[i * g.w + j];
-        y[e] = sum / avg_divisor(g, win);
+        y[e] = sum / avg_divisor(g, p, q);
     }
 }
 
@@ -121,7 +138,7 @@ __global__ void avg_pool2d_backward_kernel(const float* __restrict__ dy, float* 
         float acc = 0.0f;
         for (std::int64_t p = p0; p <= p1; ++p)
             for (std::int64_t q = q0; q <= q1; ++q)
-                acc += dy[(plane * g.p + p) * g.q + q] / avg_divisor(g, window_of(g, p, q));
+                acc += dy[(plane * g.p + p) * g.q + q] / avg_divisor(g, p, q);
         dx[e] = acc;
     }
 }
@@ -129,12 +146,14 @@ __global__ void avg_pool2d_backward_kernel(const float* __restrict__ dy, float* 
 // ------------------------------------------------------------------ v1: planes x positions
 // 32-bit sizes of one plane (pool_plane_fits checks them).
 struct PlaneShape {
-    int h, w, p, q, kh, kw, sh, sw, ph, pw;
+    int h, w, p, q, kh, kw, sh, sw, ph, pw, dh, dw;
+    int divisor;  // average pooling's divisor_override (0: none)
 };
 
 PlaneShape plane_shape(const Pool2dParams& g) {
     return PlaneShape{static_cast<int>(g.h), static_cast<int>(g.w), static_cast<int>(g.p), static_cast<int>(g.q),
-                      g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_h, g.pad_w};
+                      g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dilation_h, g.dilation_w,
+                      g.divisor};
 }
 
 // One output of plane `in`: the scan of v0 (row by row, `>` keeps the first maximum, a NaN wins
@@ -142,11 +161,12 @@ PlaneShape plane_shape(const Pool2dParams& g) {
 __device__ __forceinline__ void max_window(const float* __restrict__ in, const PlaneShape& s, int p, int q,
                                            float* best_out, int* index_out) {
     const int top = p * s.sh - s.ph, left = q * s.sw - s.pw;
-    const int i0 = max(top, 0), i1 = min(top + s.kh, s.h), j0 = max(left, 0), j1 = min(left + s.kw, s.w);
+    const int i0 = first_tap(top, s.dh), i1 = min(top + (s.kh - 1) * s.dh + 1, s.h);
+    const int j0 = first_tap(left, s.dw), j1 = min(left + (s.kw - 1) * s.dw + 1, s.w);
     float best = -INFINITY;
     int best_index = i0 * s.w + j0;
-    for (int i = i0; i < i1; ++i) {
-        for (int j = j0; j < j1; ++j) {
+    for (int i = i0; i < i1; i += s.dh) {
+        for (int j = j0; j < j1; j += s.dw) {
             const float value = __ldg(in + i * s.w + j);
             if (value > best || isnan(value)) {
                 best = value;
@@ -172,8 +192,9 @@ struct PoolInput {
     }
 };
 
-// PAIRS: the 2x2 stride-2 unpadded window with W even: each row of the window is one aligned
-// 8-byte load (the same scan order: (0,0), (0,1), (1,0), (1,1)).
+// PAIRS: the 2x2 stride-2 unpadded undilated window with W even and every window inside the
+// plane: each row of the window is one aligned 8-byte load (the same scan order: (0,0), (0,1),
+// (1,0), (1,1)).
 template <bool PAIRS, bool TRANSFORM>
 __global__ void max_pool2d_planes_kernel(const float* __restrict__ x, float* __restrict__ y,
                                          long long* __restrict__ indices, std::int64_t planes, PlaneShape s,
@@ -188,7 +209,8 @@ __global__ void max_pool2d_planes_kernel(const float* __restrict__ x, float* __r
             int best_index;
             if constexpr (PAIRS || TRANSFORM) {
                 const int top = p * s.sh - s.ph, left = q * s.sw - s.pw;
-                const int i0 = max(top, 0), i1 = min(top + s.kh, s.h), j0 = max(left, 0), j1 = min(left + s.kw, s.w);
+                const int i0 = first_tap(top, s.dh), i1 = min(top + (s.kh - 1) * s.dh + 1, s.h);
+                const int j0 = first_tap(left, s.dw), j1 = min(left + (s.kw - 1) * s.dw + 1, s.w);
                 best = -INFINITY;
                 best_index = i0 * s.w + j0;
                 auto scan = [&](float value, int index) {
@@ -207,8 +229,8 @@ __global__ void max_pool2d_planes_kernel(const float* __restrict__ x, float* __r
                     scan(rows[1].x, corner + s.w);
                     scan(rows[1].y, corner + s.w + 1);
                 } else {
-                    for (int i = i0; i < i1; ++i)
-                        for (int j = j0; j < j1; ++j) scan(__ldg(in + i * s.w + j), i * s.w + j);
+                    for (int i = i0; i < i1; i += s.dh)
+                        for (int j = j0; j < j1; j += s.dw) scan(__ldg(in + i * s.w + j), i * s.w + j);
                 }
             } else {
                 max_window(in, s, p, q, &best, &best_index);
@@ -219,22 +241,23 @@ __global__ void max_pool2d_planes_kernel(const float* __restrict__ x, float* __r
     }
 }
 
-// Outputs p in [*first, *last] whose window (of `kernel` at p*stride - pad) holds row i.
-__device__ __forceinline__ void windows_holding32(int i, int kernel, int stride, int pad, int outputs, int* first,
+// Outputs p in [*first, *last] whose window (`extent` rows from p*stride - pad) spans row i.
+__device__ __forceinline__ void windows_holding32(int i, int extent, int stride, int pad, int outputs, int* first,
                                                   int* last) {
     const int padded = i + pad;
-    *first = padded < kernel ? 0 : (padded - kernel) / stride + 1;
+    *first = padded < extent ? 0 : (padded - extent) / stride + 1;
     *last = min(padded / stride, outputs - 1);
 }
 
-// Calls visit(p, q) for each window holding element e = i * W + j of a plane, in the order p,
-// then q (the order the gathers add in).
+// Calls visit(p, q) for each window spanning element e = i * W + j of a plane, in the order p,
+// then q (the order the gathers add in). With dilation e may fall between a window's taps: the
+// max gather's index test skips those windows (average pooling has no dilation).
 template <typename Visit>
 __device__ __forceinline__ void for_windows_holding(const PlaneShape& s, int e, Visit&& visit) {
     const int i = e / s.w, j = e - i * s.w;
     int p0, p1, q0, q1;
-    windows_holding32(i, s.kh, s.sh, s.ph, s.p, &p0, &p1);
-    windows_holding32(j, s.kw, s.sw, s.pw, s.q, &q0, &q1);
+    windows_holding32(i, (s.kh - 1) * s.dh + 1, s.sh, s.ph, s.p, &p0, &p1);
+    windows_holding32(j, (s.kw - 1) * s.dw + 1, s.sw, s.pw, s.q, &q0, &q1);
     for (int p = p0; p <= p1; ++p)
         for (int q = q0; q <= q1; ++q) visit(p, q);
 }
@@ -258,11 +281,12 @@ __global__ void max_pool2d_backward_gather_kernel(const float* __restrict__ dy, 
     }
 }
 
-// Average pooling v1: the same grid. The divisor of window (p, q): the whole window, or its
-// real (unpadded) part.
+// Average pooling v1: the same grid. The divisor of window (p, q): divisor_override, the window
+// inside the padded plane, or its real (unpadded) part.
 __device__ __forceinline__ int avg_window_divisor(const PlaneShape& s, int p, int q, bool count_include_pad) {
-    if (count_include_pad) return s.kh * s.kw;
+    if (s.divisor != 0) return s.divisor;
     const int top = p * s.sh - s.ph, left = q * s.sw - s.pw;
+    if (count_include_pad) return (min(top + s.kh, s.h + s.ph) - top) * (min(left + s.kw, s.w + s.pw) - left);
     return (min(top + s.kh, s.h) - max(top, 0)) * (min(left + s.kw, s.w) - max(left, 0));
 }
 
@@ -284,19 +308,21 @@ __global__ void avg_pool2d_planes_kernel(const float* __restrict__ x, float* __r
 }
 
 // dx[i, j] = sum over the windows holding (i, j) of dy / divisor, in the order p then q.
-// With count_include_pad every divisor is kh * kw: one reciprocal, a multiply per window.
+// uniform_reciprocal (> 0 when every window has the same divisor: divisor_override, or
+// count_include_pad with no window past the padded plane): a multiply per window.
 __global__ void avg_pool2d_backward_gather_kernel(const float* __restrict__ dy, float* __restrict__ dx,
-                                                  std::int64_t planes, PlaneShape s, bool count_include_pad) {
+                                                  std::int64_t planes, PlaneShape s, bool count_include_pad,
+                                                  float uniform_reciprocal) {
     const int positions = s.h * s.w;
-    const float full_reciprocal = 1.0f / static_cast<float>(s.kh * s.kw);
     for (std::int64_t plane = blockIdx.y; plane < planes; plane += gridDim.y) {
         const float* grad = dy + plane * s.p * s.q;
         for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < positions; e += gridDim.x * blockDim.x) {
             float acc = 0.0f;
             for_windows_holding(s, e, [&](int p, int q) {
                 const float g = __ldg(grad + p * s.q + q);
-                acc += count_include_pad ? g * full_reciprocal
-                                         : g / static_cast<float>(avg_window_divisor(s, p, q, false));
+                acc += uniform_reciprocal > 0.0f
+                           ? g * uniform_reciprocal
+                           : g / static_cast<float>(avg_window_divisor(s, p, q, count_include_pad));
             });
             dx[plane * positions + e] = acc;
         }
@@ -308,6 +334,14 @@ dim3 plane_grid(std::int64_t positions, std::int64_t planes, int threads) {
     const std::int64_t x = ceil_div<std::int64_t>(positions, threads);
     const std::int64_t y = planes < kMaxGridY ? planes : kMaxGridY;
     return dim3(static_cast<unsigned>(x < 1024 ? x : 1024), static_cast<unsigned>(y));
+}
+
+// 1 / the divisor every window of average pooling shares, or 0 when they differ.
+float uniform_avg_reciprocal(const Pool2dParams& g) {
+    if (g.divisor != 0) return 1.0f / static_cast<float>(g.divisor);
+    const bool past_padding = (g.p - 1) * g.stride_h + g.kernel_h > g.h + 2 * g.pad_h ||
+                              (g.q - 1) * g.stride_w + g.kernel_w > g.w + 2 * g.pad_w;
+    return g.count_include_pad && !past_padding ? 1.0f / static_cast<float>(g.kernel_h * g.kernel_w) : 0.0f;
 }
 
 bool pool_plane_fits(const Pool2dParams& g) {
@@ -328,8 +362,8 @@ cudaError_t max_pool2d(const float* x, float* y, long long* indices, const Pool2
     }
     constexpr int kThreads = 256;
     const PlaneShape s = plane_shape(g);
-    const bool pairs = s.kh == 2 && s.kw == 2 && s.sh == 2 && s.sw == 2 && s.ph == 0 && s.pw == 0 && s.w % 2 == 0 &&
-                       is_aligned16(x);
+    const bool pairs = s.kh == 2 && s.kw == 2 && s.sh == 2 && s.sw == 2 && s.ph == 0 && s.pw == 0 && s.dh == 1 &&
+                       s.dw == 1 && s.w % 2 == 0 && 2 * s.p <= s.h && 2 * s.q <= s.w && is_aligned16(x);
     const dim3 grid = plane_grid(g.p * g.q, g.planes, kThreads);
     const PoolInput input{bias, channels, relu};
     auto launch = [&](auto kernel) {
@@ -373,7 +407,7 @@ cudaError_t avg_pool2d_backward(const float* dy, float* dx, const Pool2dParams& 
     }
     constexpr int kThreads = 256;
     return launch_kernel(avg_pool2d_backward_gather_kernel, plane_grid(g.h * g.w, g.planes, kThreads), kThreads, 0,
-                         stream, dy, dx, g.planes, plane_shape(g), g.count_include_pad);
+                         stream, dy, dx, g.planes, plane_shape(g), g.count_include_pad, uniform_avg_reciprocal(g));
 }
 
 }  // namespace pyfast

@@ -11,8 +11,14 @@ struct Pool2dParams {
     std::int64_t h, w;    // input plane
     std::int64_t p, q;    // output plane
     int kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w;
-    bool count_include_pad;  // average pooling: divide by the full window, padding included
+    bool count_include_pad;  // average pooling: divide by the window's size in the padded plane
+    int dilation_h = 1, dilation_w = 1;  // max pooling: taps p * stride - pad + i * dilation
+    int divisor = 0;                     // average pooling: divide by this instead (0: none)
 };
+
+// Windows: output p covers input rows p * stride - pad + i * dilation, i in [0, kernel) (PyTorch's;
+// the output size, ceil_mode's included, is the caller's: a window may reach past the padded
+// input, and what lies outside the input never counts).
 
 // y = max of each window, indices = flat h * W + w of the winner in its input plane
 // (NaN wins, the last NaN of the window; ties keep the first maximum). With bias (per channel,
