@@ -88,7 +88,7 @@ def torch_cnn(torch, model):
 class PyfastStep:
     def __init__(self, batch):
         self.model = train.cnn_model("numpy", seed=0)
-        self.loss = nn.CrossEntropyLoss(self.model.backend)
+        self.loss = nn.CrossEntropyLoss(backend=self.model.backend)
         self.optimizer = optim.Adam(self.model.parameters(), lr=1e-3)
         self.x, self.y = batch
 

@@ -33,7 +33,7 @@ def linreg_pyfast(x, y, weight, bias, epochs=1000, lr=0.01, fused=True):
     model = nn.Linear(x.shape[1], 1, backend=backend)
     model.weight[...] = backend.asarray(weight)
     model.bias[...] = backend.asarray(bias)
-    loss, opt = nn.MSELoss(backend), optim.SGD(model, lr=lr)
+    loss, opt = nn.MSELoss(backend=backend), optim.SGD(model, lr=lr)
     xd, yd = backend.asarray(x), backend.asarray(y)
     cupy.cuda.get_current_stream().synchronize()
     start = time.perf_counter()
@@ -116,7 +116,7 @@ def epoch_rows(torch, rows, quick):
     for name, x, y, batch in cases:
         x, y = np.ascontiguousarray(x, np.float32), np.ascontiguousarray(y, np.int64)
         model = train.cnn_model("cuda", seed=0)
-        loss, opt = nn.CrossEntropyLoss("cuda"), optim.Adam(model, capturable=True)
+        loss, opt = nn.CrossEntropyLoss(backend="cuda"), optim.Adam(model, capturable=True)
         train.fit(model, loss, opt, (x[:batch * 4], y[:batch * 4]), epochs=1, batch_size=batch, progress=False,
                   log=None)  # warm-up: kernels loaded, graphs of this shape captured once
         history = train.fit(model, loss, opt, (x, y), epochs=1, batch_size=batch, progress=False, log=None)
@@ -155,7 +155,7 @@ def graph_row(rows, eager_row, batch, xb, yb, conv_version=None):
     losses = []
     for use_graph in (False, True):
         model = train.cnn_model("cuda", seed=0, conv_version=conv_version)
-        loss, opt = nn.CrossEntropyLoss("cuda"), optim.Adam(model, capturable=True)
+        loss, opt = nn.CrossEntropyLoss(backend="cuda"), optim.Adam(model, capturable=True)
         stream = cupy.cuda.Stream(non_blocking=True)
         with stream:
             xs, ys = xb.copy(), yb.copy()
@@ -217,7 +217,7 @@ def main(argv=None):
     for batch in ([64, 1024] if args.quick else [64, 256, 1024]):
         backend = nn.get_backend("cuda")
         model = train.cnn_model(backend, seed=0)
-        loss, opt = nn.CrossEntropyLoss(backend), optim.Adam(model)
+        loss, opt = nn.CrossEntropyLoss(backend=backend), optim.Adam(model)
         rng = cupy.random.default_rng(batch)
         xb = rng.standard_normal((batch, 1, 28, 28), dtype=cupy.float32)
         yb = rng.integers(0, 10, batch, dtype=cupy.int64)

@@ -72,7 +72,7 @@ def cases():
 
     for batch, version in ((64, None), (256, None), (1024, None), (64, "tiled"), (1024, "tiled")):
         model = train.cnn_model("cuda", seed=0, conv_version=version)
-        loss, opt = nn.CrossEntropyLoss("cuda"), optim.Adam(model.parameters(), lr=1e-3)
+        loss, opt = nn.CrossEntropyLoss(backend="cuda"), optim.Adam(model.parameters(), lr=1e-3)
         xb, yb = ones(batch, 1, 28, 28), cupy.zeros(batch, cupy.int64)
 
         def step(model=model, loss=loss, opt=opt, xb=xb, yb=yb):

@@ -290,16 +290,17 @@ PYBIND11_MODULE(PYFAST_MODULE_NAME, m) {
     m.def("mse_loss",
           [](std::uintptr_t pred, std::uintptr_t target, std::uintptr_t grad, std::uintptr_t loss,
              std::uintptr_t workspace, std::int64_t n, float loss_scale, float grad_scale, int device,
-             std::uintptr_t stream) {
+             std::uintptr_t stream, std::uintptr_t squares) {
               run_op("mse_loss", device, stream, [&](cudaStream_t s) {
                   return mse_loss(device_ptr<const float>(pred), device_ptr<const float>(target),
                                   device_ptr<float>(grad), device_ptr<float>(loss), device_ptr<float>(workspace), n,
-                                  loss_scale, grad_scale, s);
+                                  loss_scale, grad_scale, s, device_ptr<float>(squares));
               });
           },
           py::arg("pred"), py::arg("target"), py::arg("grad"), py::arg("loss"), py::arg("workspace"), py::arg("n"),
-          py::arg("loss_scale"), py::arg("grad_scale"), py::arg("device"), py::arg("stream"),
-          "loss = loss_scale * sum (pred - target)^2, grad = grad_scale * 2 (pred - target), one pass.");
+          py::arg("loss_scale"), py::arg("grad_scale"), py::arg("device"), py::arg("stream"), py::arg("squares") = 0,
+          "loss = loss_scale * sum (pred - target)^2, grad = grad_scale * 2 (pred - target), one pass; with "
+          "squares (reduction \"none\") (pred - target)^2 per element there, and loss may be 0.");
 
     m.def("softmax_cross_entropy_workspace_size", &softmax_cross_entropy_workspace_size, py::arg("rows"),
           py::arg("classes"), "Floats of scratch memory softmax_cross_entropy needs.");
@@ -318,6 +319,37 @@ PYBIND11_MODULE(PYFAST_MODULE_NAME, m) {
           py::arg("invalid_labels"), py::arg("row_loss"), py::arg("rows"), py::arg("classes"), py::arg("loss_scale"),
           py::arg("grad_scale"), py::arg("device"), py::arg("stream"),
           "Fused softmax cross-entropy: loss, gradient, and the count of labels outside [0, classes).");
+
+    m.def("cross_entropy",
+          [](std::uintptr_t logits, std::uintptr_t labels, bool labels_int64, std::uintptr_t target_probs,
+             std::uintptr_t weight, std::uintptr_t grad, std::uintptr_t row_loss, std::uintptr_t loss,
+             std::uintptr_t invalid_labels, std::uintptr_t scales, long long ignore_index, float label_smoothing,
+             int reduction, std::int64_t rows, std::int64_t classes, std::int64_t inner, int device,
+             std::uintptr_t stream) {
+              const CrossEntropyParams params{device_ptr<const float>(logits),
+                                              device_ptr<const void>(labels),
+                                              labels_int64,
+                                              device_ptr<const float>(target_probs),
+                                              device_ptr<const float>(weight),
+                                              device_ptr<float>(grad),
+                                              device_ptr<float>(row_loss),
+                                              device_ptr<float>(loss),
+                                              device_ptr<long long>(invalid_labels),
+                                              device_ptr<float>(scales),
+                                              ignore_index,
+                                              label_smoothing,
+                                              reduction,
+                                              rows,
+                                              classes,
+                                              inner};
+              run_op("cross_entropy", device, stream, [&](cudaStream_t s) { return cross_entropy(params, s); });
+          },
+          py::arg("logits"), py::arg("labels"), py::arg("labels_int64"), py::arg("target_probs"), py::arg("weight"),
+          py::arg("grad"), py::arg("row_loss"), py::arg("loss"), py::arg("invalid_labels"), py::arg("scales"),
+          py::arg("ignore_index"), py::arg("label_smoothing"), py::arg("reduction"), py::arg("rows"),
+          py::arg("classes"), py::arg("inner"), py::arg("device"), py::arg("stream"),
+          "PyTorch's cross_entropy with weight, ignore_index, label_smoothing, reduction (0 mean, 1 sum, 2 "
+          "none) and class-index or probability targets: row losses, loss, gradient, invalid-label count.");
 
     m.def("softmax",
           [](std::uintptr_t logits, std::uintptr_t out, std::int64_t rows, std::int64_t classes, bool log, int device,

@@ -196,16 +196,17 @@ def no_loss_weight(weight):
 
 
 def softmax_dim(dim, ndim):
-    """dim of softmax / log_softmax: pyfast's kernels run over the class axis (1, or -1) of
-    (N, C) logits. None (PyTorch's implicit choice) is that axis for 2-D input."""
+    """The axis softmax / log_softmax run over, as PyTorch: ``dim`` in [-ndim, ndim), or None
+    for PyTorch's implicit choice (axis 0 for 1-D and 3-D input, else 1)."""
+    if ndim < 1:
+        raise ValueError("input: expected at least one dimension, got a 0-d array")
     if dim is None:
-        return 1
+        return 0 if ndim in (1, 3) else 1
     if not is_integer(dim):
         raise TypeError(f"dim: expected an int or None, got {dim!r}")
-    if int(dim) not in (1, -1, ndim - 1):
-        raise ValueError(f"dim: pyfast's softmax runs over the class axis of (N, C) input (dim=1 or -1) only, "
-                         f"got dim={dim}")
-    return 1
+    if not -ndim <= int(dim) < ndim:
+        raise ValueError(f"dim: expected a dimension in [{-ndim}, {ndim}) of the {ndim}-D input, got {dim}")
+    return int(dim) % ndim
 
 
 def softmax_dtype(dtype):
@@ -228,6 +229,64 @@ def relu_target(inplace, out, x):
             raise ValueError("out: given with inplace=True (which writes into input)")
         return x
     return out
+
+
+CROSS_ENTROPY_REDUCTIONS = ("mean", "sum", "none")
+
+
+def cross_entropy_options(ignore_index, reduction, label_smoothing):
+    """cross_entropy's options checked: (ignore_index, reduction code 0 mean / 1 sum / 2 none,
+    label_smoothing as a float in [0, 1])."""
+    if not is_integer(ignore_index):
+        raise TypeError(f"ignore_index: expected an int, got {ignore_index!r}")
+    if not -2 ** 63 <= int(ignore_index) < 2 ** 63:
+        raise ValueError(f"ignore_index: expected a 64-bit int, got {ignore_index}")
+    if reduction not in CROSS_ENTROPY_REDUCTIONS:
+        raise ValueError(f"reduction: expected one of {list(CROSS_ENTROPY_REDUCTIONS)}, got {reduction!r}")
+    smoothing = expect_real("label_smoothing", label_smoothing)
+    if not 0.0 <= smoothing <= 1.0:
+        raise ValueError(f"label_smoothing: expected a value in [0, 1], got {label_smoothing}")
+    return int(ignore_index), CROSS_ENTROPY_REDUCTIONS.index(reduction), smoothing
+
+
+def cross_entropy_dims(input_shape, target_shape, target_dtype, weight_shape):
+    """(rows, classes, inner, probabilities?, the row losses' shape) of cross_entropy: (N, C) or
+    (N, C, d1, ...) input (rows = N * d1 * ..., classes `inner` = d1 * ... apart), and
+    (N, d1, ...) int32 / int64 class indices or float32 probabilities of the input's shape;
+    weight (C,) when given."""
+    if len(input_shape) < 2:
+        raise ValueError(f"input: expected (N, C) or (N, C, d1, ...) logits, got shape {tuple(input_shape)}")
+    n, classes, spatial = input_shape[0], input_shape[1], tuple(input_shape[2:])
+    if classes < 1:
+        raise ValueError(f"input: expected at least one class, got shape {tuple(input_shape)}")
+    kind = np.dtype(target_dtype)
+    if kind in LABEL_DTYPES:
+        expect_shape("target", target_shape, (n, *spatial))
+        probabilities = False
+    elif kind == np.float32:
+        expect_shape("target", target_shape, tuple(input_shape))
+        probabilities = True
+    else:
+        raise TypeError(f"target: expected int32 / int64 class indices or float32 probabilities, got {kind}")
+    if weight_shape is not None:
+        expect_shape("weight", weight_shape, (classes,))
+    inner = math.prod(spatial)
+    return n * inner, classes, inner, probabilities, (n, *spatial)
+
+
+def invalid_targets_error(count, classes, ignore_index):
+    return ValueError(f"target: {count} label(s) outside [0, {classes}) (the number of classes) and not "
+                      f"ignore_index={ignore_index}")
+
+
+def mse_reduction(reduction, count):
+    """(loss scale, gradient scale, per element?) of mse_loss: reduction_scales', or (1, 1, True)
+    for "none" (the squares themselves, and the gradient of their sum)."""
+    if reduction == "none":
+        return 1.0, 1.0, True
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction: expected one of {[*REDUCTIONS, 'none']}, got {reduction!r}")
+    return (*reduction_scales(reduction, count), False)
 
 
 def expect_labels(name, dtype):
@@ -514,23 +573,21 @@ def conv2d_options(stride, padding, dilation):
 
 
 def conv2d_padding(padding, w_shape, stride, dilation):
-    """Padding as an (h, w) pair, PyTorch's strings included: "valid" is none, "same" keeps
-    the input size (stride 1 only, as in PyTorch)."""
+    """Padding as ((top, bottom), (left, right)), PyTorch's strings included: "valid" is none,
+    "same" keeps the input size (stride 1 only, as in PyTorch), the odd row or column of an
+    even dilated kernel at the bottom / right (PyTorch's split)."""
     if not isinstance(padding, str):
-        return pair("padding", padding, 0)
+        ph, pw = pair("padding", padding, 0)
+        return (ph, ph), (pw, pw)
     if padding == "valid":
-        return (0, 0)
+        return (0, 0), (0, 0)
     if padding != "same":
         raise ValueError(f"padding: expected an int, a pair of ints, 'valid' or 'same', got {padding!r}")
     if stride != (1, 1):
         raise ValueError(f"padding: 'same' is not supported for strided convolutions (stride={stride}), "
                          "as in PyTorch")
     extent = (dilation[0] * (w_shape[2] - 1), dilation[1] * (w_shape[3] - 1))
-    if extent[0] % 2 or extent[1] % 2:
-        raise ValueError(f"padding: 'same' for a dilated kernel of even size {extent[0] + 1}x{extent[1] + 1} "
-                         "needs one more row or column of padding on one side (PyTorch's asymmetric split), "
-                         "which pyfast does not support yet: pad the input or give padding as ints")
-    return (extent[0] // 2, extent[1] // 2)
+    return tuple((total // 2, total - total // 2) for total in extent)
 
 
 def conv2d_groups(groups):
@@ -554,7 +611,8 @@ def conv2d_dims(x_shape, w_shape, stride, padding, dilation, groups=1, names=("x
     expect_ndim(w_name, w_shape, 4, " (K, C, R, S)")
     conv2d_groups(groups)
     stride, dilation = pair("stride", stride, 1), pair("dilation", dilation, 1)
-    padding = conv2d_padding(padding, w_shape, stride, dilation)
+    (top, bottom), (left, right) = conv2d_padding(padding, w_shape, stride, dilation)
+    padding, padding_end = (top, left), (bottom, right)
     n, c, h, w = x_shape
     k, c_w, r, s = w_shape
     if c != c_w:
@@ -563,7 +621,7 @@ def conv2d_dims(x_shape, w_shape, stride, padding, dilation, groups=1, names=("x
     for dim_name, dim in (("R", r), ("S", s), ("K", k)):
         if dim < 1:
             raise ValueError(f"{w_name}: expected a non-empty kernel, got shape {tuple(w_shape)} ({dim_name}={dim})")
-    padded = (h + 2 * padding[0], w + 2 * padding[1])
+    padded = (h + top + bottom, w + left + right)
     kernel = (dilation[0] * (r - 1) + 1, dilation[1] * (s - 1) + 1)
     if padded[0] < kernel[0] or padded[1] < kernel[1]:
         raise ValueError(
@@ -573,8 +631,10 @@ def conv2d_dims(x_shape, w_shape, stride, padding, dilation, groups=1, names=("x
         )
     p = (padded[0] - kernel[0]) // stride[0] + 1
     q = (padded[1] - kernel[1]) // stride[1] + 1
-    return dict(n=n, c=c, h=h, w=w, k=k, r=r, s=s, p=p, q=q, stride=stride, padding=padding, dilation=dilation,
-                y_shape=(n, k, p, q))
+    # padding: the top / left rows and columns the kernels take (an output's window starts at
+    # p * stride - padding); padding_end: the bottom / right ones, which only size the output.
+    return dict(n=n, c=c, h=h, w=w, k=k, r=r, s=s, p=p, q=q, stride=stride, padding=padding,
+                padding_end=padding_end, dilation=dilation, y_shape=(n, k, p, q))
 
 
 def pool2d_window(kernel_size, stride, padding, dilation=1):

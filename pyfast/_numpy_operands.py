@@ -167,12 +167,12 @@ def labels(labels, rows, classes):
 
 
 def mse_loss(pred, target, size_average, reduce, reduction, weight, dtype):
-    """(input, target, loss scale, gradient scale)."""
+    """(input, target, loss scale, gradient scale, per element?)."""
     pred, target = floats("input", pred, dtype), floats("target", target, dtype)
     _checks.expect_shape("target", target.shape, pred.shape)
     _checks.legacy_reduction(size_average, reduce)
     _checks.no_loss_weight(weight)
-    return (pred, target, *_checks.reduction_scales(reduction, pred.size))
+    return (pred, target, *_checks.mse_reduction(reduction, pred.size))
 
 
 def softmax_cross_entropy(logits, labels_, reduction, validate, dtype):
@@ -184,12 +184,34 @@ def softmax_cross_entropy(logits, labels_, reduction, validate, dtype):
     return (x, y, *_checks.reduction_scales(reduction, rows))
 
 
+def cross_entropy(x, target, weight, size_average, ignore_index, reduce, reduction, label_smoothing, validate, dtype):
+    """(input, target (int64 labels or probabilities), weight or None, ignore_index, reduction,
+    label_smoothing, probabilities?); labels neither in [0, C) nor ignore_index raise."""
+    x = floats("input", x, dtype)
+    array("target", target)
+    weight = floats("weight", weight, dtype, optional=True)
+    _checks.legacy_reduction(size_average, reduce)
+    ignore_index, _, smoothing = _checks.cross_entropy_options(ignore_index, reduction, label_smoothing)
+    _, classes, _, probabilities, _ = _checks.cross_entropy_dims(x.shape, target.shape, target.dtype,
+                                                                 None if weight is None else weight.shape)
+    _checks.expect_bool("validate", validate)
+    if probabilities:
+        target = floats("target", target, dtype)
+    else:
+        layout("target", target)
+        invalid = int(np.count_nonzero(((target < 0) | (target >= classes)) & (target != ignore_index)))
+        if invalid:
+            raise _checks.invalid_targets_error(invalid, classes, ignore_index)
+        target = target.astype(np.int64, copy=False)
+    return x, target, weight, ignore_index, reduction, smoothing, probabilities
+
+
 def softmax(logits, dim, softmax_dtype, dtype):
+    """(input, the axis to normalize)."""
     x = floats("input", logits, dtype)
-    _checks.classifier_dims(x.shape, name="input")
-    _checks.softmax_dim(dim, x.ndim)
+    axis = _checks.softmax_dim(dim, x.ndim)
     _checks.softmax_dtype(softmax_dtype)
-    return x
+    return x, axis
 
 
 def relu(x, inplace, out, dtype):
@@ -259,6 +281,12 @@ def linear_mse_sgd_fit(x, y, weight, bias, lr, epochs, dtype):
 
 
 # --------------------------------------------------------------- convolution and pooling
+def conv_padding(g):
+    """((top, bottom), (left, right)) of a convolution's geometry (PyTorch's "same" may pad the
+    bottom / right one more)."""
+    return tuple(zip(g["padding"], g["padding_end"]))
+
+
 def conv2d(x, w, bias, stride, padding, dilation, groups, activation, version, config, dtype):
     """(input, weight, bias, geometry, relu) of a forward convolution."""
     x, w = floats("input", x, dtype), floats("weight", w, dtype)

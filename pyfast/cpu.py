@@ -123,20 +123,25 @@ def bias_grad(dy, *, out=None):
 # ------------------------------------------------------------------------------ losses
 def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None, *, out_grad=None):
     """(loss, dloss/dinput): loss = mean (or sum) of (input - target)^2, a 0-d float32 array."""
-    pred, target, loss_scale, grad_scale = operands.mse_loss(input, target, size_average, reduce, reduction, weight,
-                                                             _F32)
+    pred, target, loss_scale, grad_scale, per_element = operands.mse_loss(input, target, size_average, reduce,
+                                                                          reduction, weight, _F32)
     grad, out_grad = _target(out_grad, pred.shape, pred, target, name="out_grad")
     np.subtract(pred, target, out=grad)
-    flat = grad.reshape(-1)
-    loss = float(np.dot(flat.astype(np.float64), flat)) * loss_scale
+    if per_element:
+        loss = np.square(grad)
+    else:
+        flat = grad.reshape(-1)
+        loss = _scalar(float(np.dot(flat.astype(np.float64), flat)) * loss_scale)
     grad *= _F32(2.0 * grad_scale)
-    return _scalar(loss), _deliver(grad, out_grad)
+    return loss, _deliver(grad, out_grad)
 
 
-def _log_softmax(x, out):
-    """log softmax of the rows of x into out (float32); returns (out, the rows' exp sums' logs)."""
-    np.subtract(x, x.max(axis=1, keepdims=True), out=out)
-    log_sum = np.log(np.exp(out).sum(axis=1, keepdims=True))
+def _log_softmax(x, out, axis=1):
+    """log softmax of x along `axis` into out (float32); returns out."""
+    if x.size == 0:
+        return out
+    np.subtract(x, x.max(axis=axis, keepdims=True), out=out)
+    log_sum = np.log(np.exp(out).sum(axis=axis, keepdims=True))
     out -= log_sum
     return out
 
@@ -156,19 +161,29 @@ def softmax_cross_entropy(logits, labels, *, reduction="mean", out_grad=None, va
     return _scalar(loss), _deliver(grad, out_grad)
 
 
+def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean",
+                  label_smoothing=0.0, *, out_grad=None, validate=True):
+    """(loss, grad) of torch.nn.functional.cross_entropy, as pyfast.reference.cross_entropy, in
+    float32 (the formulas are reference's, run on float32 arrays)."""
+    x, target, weight, ignore_index, reduction, smoothing, probabilities = operands.cross_entropy(
+        input, target, weight, size_average, ignore_index, reduce, reduction, label_smoothing, validate, _F32)
+    loss, grad = reference.cross_entropy_values(x, target, weight, ignore_index, reduction, smoothing, probabilities)
+    return loss, operands.finish(grad, out_grad)
+
+
 def softmax(input, dim=None, dtype=None, *, out=None):
-    x = operands.softmax(input, dim, dtype, _F32)
+    x, axis = operands.softmax(input, dim, dtype, _F32)
     y, out = _target(out, x.shape, x)
     with np.errstate(invalid="ignore", over="ignore"):
-        np.exp(_log_softmax(x, y), out=y)
+        np.exp(_log_softmax(x, y, axis), out=y)
     return _deliver(y, out)
 
 
 def log_softmax(input, dim=None, dtype=None, *, out=None):
-    x = operands.softmax(input, dim, dtype, _F32)
+    x, axis = operands.softmax(input, dim, dtype, _F32)
     y, out = _target(out, x.shape, x)
     with np.errstate(invalid="ignore", over="ignore"):
-        _log_softmax(x, y)
+        _log_softmax(x, y, axis)
     return _deliver(y, out)
 
 
@@ -266,9 +281,9 @@ def _columns(x, g):
     output reads (a view of x itself for a 1x1 stride-1 convolution without padding). Any
     stride; each tap is a strided copy of P x Q elements per plane."""
     n, c, r, s = g["n"], g["c"], g["r"], g["s"]
-    if r == s == 1 and g["stride"] == (1, 1) and g["padding"] == (0, 0):
+    if r == s == 1 and g["stride"] == (1, 1) and operands.conv_padding(g) == ((0, 0), (0, 0)):
         return x.reshape(n, c, g["p"] * g["q"])
-    planes = _padded("conv_input", x, g["padding"], 0.0)
+    planes = _padded("conv_input", x, operands.conv_padding(g), 0.0)
     columns = _scratch("columns", (n, c, r, s, g["p"], g["q"]))
     for _, i, j, row, col in _taps(r, s, g["dilation"]):
         columns[:, :, i, j] = _tap_view(planes, row, col, g)
@@ -326,13 +341,13 @@ def conv2d_backward_input(dy, w, x_shape, *, stride=1, padding=0, dilation=1, ou
     tap's share added where it came from (col2im)."""
     dy, w, g = operands.conv2d_backward_input(dy, w, x_shape, stride, padding, dilation, version, config, _F32)
     n, c, h, width, r, s = g["n"], g["c"], g["h"], g["w"], g["r"], g["s"]
-    ph, pw = g["padding"]
+    (ph, bottom), (pw, right) = operands.conv_padding(g)
     dx, out = _target(out, (n, c, h, width), dy, w)
     columns = _scratch("columns_grad", (n, c, r, s, g["p"], g["q"]))
     positions = g["p"] * g["q"]
     np.matmul(w.reshape(g["k"], c * r * s).T, dy.reshape(n, g["k"], positions),
               out=columns.reshape(n, c * r * s, positions))
-    planes = _scratch("conv_input_grad", (n, c, h + 2 * ph, width + 2 * pw))
+    planes = _scratch("conv_input_grad", (n, c, ph + h + bottom, pw + width + right))
     planes.fill(0)
     for _, i, j, row, col in _taps(r, s, g["dilation"]):
         _tap_view(planes, row, col, g)[...] += columns[:, :, i, j]

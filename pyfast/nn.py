@@ -297,7 +297,10 @@ class Conv2d(_ParametrizedLayer):
         self.in_channels, self.out_channels = _size("in_channels", in_channels), _size("out_channels", out_channels)
         kh, kw = self.kernel_size = _checks.pair("kernel_size", kernel_size, 1)
         self.stride, self.dilation = _checks.pair("stride", stride, 1), _checks.pair("dilation", dilation, 1)
-        self.padding = _checks.conv2d_padding(padding, (out_channels, in_channels, kh, kw), self.stride, self.dilation)
+        (top, bottom), (left, right) = _checks.conv2d_padding(padding, (out_channels, in_channels, kh, kw),
+                                                              self.stride, self.dilation)
+        # Ints where both sides match; "same" where PyTorch pads the bottom / right one more.
+        self.padding = (top, left) if (top, left) == (bottom, right) else "same"
         rng = rng if rng is not None else np.random.default_rng(0)
         fan_in, fan_out = in_channels * kh * kw, out_channels * kh * kw
         self._set_parameters(*_init_weight_and_bias(init, rng, (out_channels, in_channels, kh, kw), fan_in,
@@ -330,7 +333,8 @@ class Conv2d(_ParametrizedLayer):
 
     def config(self):
         config = dict(super().config(), in_channels=self.in_channels, out_channels=self.out_channels,
-                      kernel_size=list(self.kernel_size), stride=list(self.stride), padding=list(self.padding),
+                      kernel_size=list(self.kernel_size), stride=list(self.stride),
+                      padding=self.padding if isinstance(self.padding, str) else list(self.padding),
                       dilation=list(self.dilation), version=self.version)
         if self.activation:
             config["activation"] = self.activation
@@ -339,7 +343,7 @@ class Conv2d(_ParametrizedLayer):
     def extra_repr(self):
         text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
         if self.padding != (0, 0):
-            text += f", padding={self.padding}"
+            text += f", padding={self.padding!r}"
         if self.dilation != (1, 1):
             text += f", dilation={self.dilation}"
         text += f", version={self.version!r}" if self.version else ""
@@ -625,10 +629,22 @@ def from_config(config, backend=None):
 
 
 # --------------------------------------------------------------------------------- losses
-class MSELoss:
-    """(loss, dloss/dpred) of the mean squared error; the gradient buffer is reused."""
+def _not_a_backend(name, value):
+    """The losses once took the backend first; their first argument is PyTorch's now."""
+    if isinstance(value, (str, Backend)):
+        raise TypeError(f"{name}: got the backend {value!r}; the losses take torch.nn's arguments in its order, "
+                        "pass the backend as backend=")
 
-    def __init__(self, backend=None):
+
+class MSELoss:
+    """(loss, dloss/dinput) of the mean squared error; the gradient buffer is reused.
+    torch.nn.MSELoss's arguments (``size_average`` / ``reduce`` None only)."""
+
+    def __init__(self, size_average=None, reduce=None, reduction="mean", *, backend=None):
+        _not_a_backend("size_average", size_average)
+        _checks.legacy_reduction(size_average, reduce)
+        _checks.reduction_scales(reduction, 1)
+        self.reduction = reduction
         self.backend = get_backend(backend)
         self._grads = {}
 
@@ -639,25 +655,55 @@ class MSELoss:
             grad = self._grads[tuple(shape)] = self.backend.xp.empty(shape, np.float32)
         return grad
 
+    def config(self):
+        return {"type": "MSELoss", "reduction": self.reduction}
+
     def __call__(self, pred, target):
-        return self.backend.ops.mse_loss(pred, target, out_grad=self._grad(pred.shape))
+        return self.backend.ops.mse_loss(pred, target, reduction=self.reduction, out_grad=self._grad(pred.shape))
 
 
 class CrossEntropyLoss:
-    """(loss, dloss/dlogits) of softmax cross-entropy over class labels. The first call checks
-    the labels (a synchronization on the GPU); later ones trust them (a bad label then shows as
-    a NaN loss) so a training step never waits on the host."""
+    """(loss, dloss/dlogits) of softmax cross-entropy, with torch.nn.CrossEntropyLoss's
+    arguments in its order. Without a ``weight`` and ``label_smoothing``, with reduction "mean"
+    or "sum" and a negative ``ignore_index`` (the default, -100), it runs the single fused kernel
+    (softmax_cross_entropy), whose labels must lie in
+    [0, C): the first call checks them (a synchronization on the GPU) and raises naming a label
+    outside, ``ignore_index`` included; later calls trust them (a bad label then shows as a NaN
+    loss) so a training step never waits on the host. With any option set it runs
+    cross_entropy, PyTorch's semantics exactly (rows labelled ``ignore_index`` skipped)."""
 
-    def __init__(self, backend=None):
+    def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean",
+                 label_smoothing=0.0, *, backend=None):
+        _not_a_backend("weight", weight)
         self.backend = get_backend(backend)
+        _checks.legacy_reduction(size_average, reduce)
+        self.ignore_index, _, self.label_smoothing = _checks.cross_entropy_options(ignore_index, reduction,
+                                                                                   label_smoothing)
+        self.reduction = reduction
+        self.weight = None if weight is None else self.backend.asarray(weight)
+        if self.weight is not None and self.weight.ndim != 1:
+            raise ValueError(f"weight: expected a 1-D array (C,), got shape {tuple(self.weight.shape)}")
+        # The fused kernel knows no ignore_index: it may run only where no valid label can equal it.
+        self._fused = (self.weight is None and self.label_smoothing == 0.0 and reduction != "none"
+                       and self.ignore_index < 0)
         self._grads = {}
         self._validated = False
 
     _grad = MSELoss._grad
 
+    def config(self):
+        return {"type": "CrossEntropyLoss", "reduction": self.reduction, "ignore_index": self.ignore_index,
+                "label_smoothing": self.label_smoothing,
+                "weight": None if self.weight is None else self.backend.to_numpy(self.weight).tolist()}
+
     def __call__(self, logits, labels):
-        result = self.backend.ops.softmax_cross_entropy(logits, labels, out_grad=self._grad(logits.shape),
-                                                        validate=not self._validated)
+        ops, grad = self.backend.ops, self._grad(logits.shape)
+        if self._fused:
+            result = ops.softmax_cross_entropy(logits, labels, reduction=self.reduction, out_grad=grad,
+                                               validate=not self._validated)
+        else:
+            result = ops.cross_entropy(logits, labels, self.weight, None, self.ignore_index, None, self.reduction,
+                                       self.label_smoothing, out_grad=grad, validate=not self._validated)
         self._validated = True
         return result
 

@@ -184,12 +184,12 @@ def bias_grad(dy, *, out=None):
 
 
 # ------------------------------------------------------------------------------ losses
-def _labels(labels):
+def _labels(labels, name="labels"):
     """The checked metadata of a labels argument (int32 or int64, contiguous)."""
-    op = operand("labels", labels)
-    _checks.expect_labels("labels", op.dtype)
+    op = operand(name, labels)
+    _checks.expect_labels(name, op.dtype)
     if not op.contiguous:
-        raise _checks.not_contiguous("labels", op.shape, "cupy")
+        raise _checks.not_contiguous(name, op.shape, "cupy")
     return op
 
 
@@ -199,20 +199,22 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
     float(loss) when needed), grad = dloss/dinput (into ``out_grad`` when given). The loss sum
     has a fixed order: bitwise the same on every run and every GPU. The arguments are
     torch.nn.functional.mse_loss's (``size_average`` / ``reduce``, deprecated there, and
-    ``weight`` must stay None); unlike it, the gradient comes back too."""
+    ``weight`` must stay None); unlike it, the gradient comes back too. ``reduction="none"``:
+    the loss is (input - target)^2 per element and grad the gradient of their sum, same pass."""
     pred_op, target_op = checked_input("input", input), checked_input("target", target)
     _checks.expect_shape("target", target_op.shape, pred_op.shape)
     _checks.legacy_reduction(size_average, reduce)
     _checks.no_loss_weight(weight)
-    loss_scale, grad_scale = _checks.reduction_scales(reduction, pred_op.size)
+    loss_scale, grad_scale, per_element = _checks.mse_reduction(reduction, pred_op.size)
     require_gpu("mse_loss")
     pred, target = on_gpu(pred_op), on_gpu(target_op)
     grad = output(out_grad, pred.shape, {"input": pred, "target": target}, name="out_grad")
-    loss = empty((), cupy.float32)
+    squares = empty(pred.shape, cupy.float32) if per_element else None
+    loss = squares if per_element else empty((), cupy.float32)
     device, stream = launch_args()
     workspace = empty(_C.mse_loss_workspace_size(pred.size), cupy.float32)
-    _C.mse_loss(ptr(pred), ptr(target), ptr(grad), ptr(loss), ptr(workspace), pred.size, loss_scale,
-                grad_scale, device, stream)
+    _C.mse_loss(ptr(pred), ptr(target), ptr(grad), 0 if per_element else ptr(loss), ptr(workspace), pred.size,
+                loss_scale, grad_scale, device, stream, ptr(squares))
     return loss, grad
 
 
@@ -251,28 +253,79 @@ def softmax_cross_entropy(logits, labels, *, reduction="mean", out_grad=None, va
     return loss, grad
 
 
+def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean",
+                  label_smoothing=0.0, *, out_grad=None, validate=True):
+    """(loss, grad) of torch.nn.functional.cross_entropy (same arguments, same order) over
+    (N, C) or (N, C, d1, ...) logits: ``target`` (N, d1, ...) int32 / int64 class indices
+    (positions whose label is ``ignore_index`` count nowhere) or float32 probabilities of the
+    input's shape; ``weight`` (C,) per class; ``label_smoothing``; ``reduction`` "mean" (by the
+    weights of the positions not ignored, as PyTorch), "sum" or "none" (then ``loss`` is the
+    (N, d1, ...) losses and ``grad`` the gradient of their sum). The loss is a CuPy float32
+    array, summed in a fixed order.
+
+    Three launches: the labels' prepass (the mean's divisor), a warp per row (its logits read
+    twice, the second time mostly from L1), the ordered sum. ``softmax_cross_entropy`` is the
+    single-launch kernel for the plain case (labels all in [0, C), no options). Invalid labels
+    are found on the GPU; ``validate=True`` reads their count (a synchronization) and raises."""
+    x_op, target_op = checked_input("input", input), operand("target", target)
+    weight_op = checked_input("weight", weight, optional=True)
+    _checks.legacy_reduction(size_average, reduce)
+    ignore_index, reduction_code, smoothing = _checks.cross_entropy_options(ignore_index, reduction, label_smoothing)
+    rows, classes, inner, probabilities, loss_shape = _checks.cross_entropy_dims(
+        x_op.shape, target_op.shape, target_op.dtype, None if weight_op is None else weight_op.shape)
+    target_op = checked_input("target", target) if probabilities else _labels(target, "target")
+    _checks.expect_bool("validate", validate)
+    require_gpu("cross_entropy")
+    logits, target = on_gpu(x_op), on_gpu(target_op)
+    weight = on_gpu(weight_op) if weight_op is not None else None
+    grad = output(out_grad, logits.shape, {"input": logits, "target": target, "weight": weight}, name="out_grad")
+    row_loss = empty(loss_shape, cupy.float32)
+    loss = row_loss if reduction_code == 2 else empty((), cupy.float32)
+    invalid = empty((), cupy.int64)
+    scales = empty((2,), cupy.float32)
+    labels, probs = (None, target) if probabilities else (target, None)
+    _C.cross_entropy(ptr(logits), ptr(labels), (not probabilities) and target.dtype == cupy.int64, ptr(probs),
+                     ptr(weight), ptr(grad), ptr(row_loss), 0 if reduction_code == 2 else ptr(loss), ptr(invalid),
+                     ptr(scales), ignore_index, smoothing, reduction_code, rows, classes, inner, *launch_args())
+    if validate and not probabilities:
+        count = int(invalid.get())
+        if count:
+            raise _checks.invalid_targets_error(count, classes, ignore_index)
+    return loss, grad
+
+
 def _softmax(name, logits, dim, dtype, out, log):
     logits_op = checked_input("input", logits)
-    rows, classes = _checks.classifier_dims(logits_op.shape, name="input")
-    _checks.softmax_dim(dim, len(logits_op.shape))
+    shape = tuple(logits_op.shape)
+    axis = _checks.softmax_dim(dim, len(shape))
     _checks.softmax_dtype(dtype)
     require_gpu(name)
     logits = on_gpu(logits_op)
-    out = output(out, logits.shape, {"input": logits}, in_place_ok=("input",))
-    if out.size:
+    out = output(out, shape, {"input": logits}, in_place_ok=("input",))
+    if out.size == 0:
+        return out  # an empty class axis, or no rows: nothing to normalize (PyTorch's empty result)
+    classes = shape[axis]
+    rows = out.size // classes
+    if axis == len(shape) - 1:
         _C.softmax(ptr(logits), ptr(out), rows, classes, log, *launch_args())
+    else:  # the kernel normalizes contiguous rows: the axis is moved last and back (two copies)
+        moved = cupy.ascontiguousarray(cupy.moveaxis(logits, axis, -1))
+        _C.softmax(ptr(moved), ptr(moved), rows, classes, log, *launch_args())
+        out[...] = cupy.moveaxis(moved, -1, axis)
     return out
 
 
 def softmax(input, dim=None, dtype=None, *, out=None):
-    """Row-wise softmax of (N, C) logits (max-subtracted), as torch.nn.functional.softmax over
-    the class axis (``dim`` 1, -1 or None; ``dtype`` None or float32). ``out`` may be ``input``."""
+    """Softmax along ``dim`` (max-subtracted), as torch.nn.functional.softmax: any rank, ``dim``
+    None for PyTorch's implicit axis (0 for 1-D and 3-D input, else 1); ``dtype`` None or
+    float32. The last axis runs in place on contiguous rows; another axis is moved last and
+    back (two copies). ``out`` may be ``input``."""
     return _softmax("softmax", input, dim, dtype, out, False)
 
 
 def log_softmax(input, dim=None, dtype=None, *, out=None):
-    """Row-wise log-softmax of (N, C) logits: x - max - log(sum(exp(x - max))), as
-    torch.nn.functional.log_softmax over the class axis. ``out`` may be ``input``."""
+    """log(softmax): x - max - log(sum(exp(x - max))) along ``dim``, as
+    torch.nn.functional.log_softmax. ``out`` may be ``input``."""
     return _softmax("log_softmax", input, dim, dtype, out, True)
 
 
@@ -734,7 +787,7 @@ def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, ceil_m
 
 
 __all__ = ["linear_mse_sgd_fit", "gather_batch", "matmul", "relu", "relu_backward", "add_bias", "bias_grad", "mse_loss",
-           "softmax_cross_entropy",
+           "softmax_cross_entropy", "cross_entropy",
            "softmax", "log_softmax", "accuracy", "sgd_step", "adam_step", "conv2d", "conv2d_backward_input",
            "conv2d_backward_weight", "conv2d_plan", "conv2d_max_pool2d", "max_pool2d", "max_pool2d_backward",
            "avg_pool2d", "avg_pool2d_backward",

@@ -93,16 +93,20 @@ def _scalar(value):
 def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None, *, out_grad=None):
     """(loss, dloss/dinput): loss = mean (or sum) of (input - target)^2, a 0-d float32 array,
     with torch.nn.functional.mse_loss's arguments (``weight`` None only)."""
-    p64, t64, loss_scale, grad_scale = operands.mse_loss(input, target, size_average, reduce, reduction, weight, _F64)
+    p64, t64, loss_scale, grad_scale, per_element = operands.mse_loss(input, target, size_average, reduce,
+                                                                      reduction, weight, _F64)
     d = p64 - t64
-    return _scalar(np.sum(d * d) * loss_scale), _finish(2.0 * grad_scale * d, out_grad)
+    loss = _finish(d * d, None) if per_element else _scalar(np.sum(d * d) * loss_scale)
+    return loss, _finish(2.0 * grad_scale * d, out_grad)
 
 
-def _log_softmax64(x):
-    row_max = x.max(axis=1, keepdims=True)
+def _log_softmax64(x, axis=1):
+    if x.size == 0:
+        return x.copy()
+    row_max = x.max(axis=axis, keepdims=True)
     with np.errstate(invalid="ignore", over="ignore"):
         shifted = x - row_max
-        return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
 
 
 def softmax_cross_entropy(logits, labels, *, reduction="mean", out_grad=None, validate=True):
@@ -118,13 +122,70 @@ def softmax_cross_entropy(logits, labels, *, reduction="mean", out_grad=None, va
     return _scalar(loss), _finish(grad * grad_scale, out_grad)
 
 
+def cross_entropy_values(x, target, weight, ignore_index, reduction, label_smoothing, probabilities):
+    """(loss, grad) of cross_entropy in the precision of x (float64 here, float32 in pyfast.cpu):
+    the formulas of kernels/loss/loss.cuh's CrossEntropyParams, written once for both. (N, C,
+    d1, ...) input is taken as (N * d1 * ..., C) rows with the classes moved last."""
+    if x.ndim > 2:
+        def rows_of(a):
+            return np.moveaxis(a, 1, -1).reshape(-1, a.shape[1])
+        loss, grad = cross_entropy_values(rows_of(x), rows_of(target) if probabilities else target.reshape(-1),
+                                          weight, ignore_index, reduction, label_smoothing, probabilities)
+        moved = (x.shape[0], *x.shape[2:], x.shape[1])
+        grad = np.moveaxis(grad.reshape(moved), -1, 1)
+        return (loss.reshape(target.shape if not probabilities else moved[:-1]) if reduction == "none" else loss), grad
+    rows, classes = x.shape
+    w = np.ones(classes, x.dtype) if weight is None else weight.astype(x.dtype, copy=False)
+    eps = x.dtype.type(label_smoothing)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        log_p = _log_softmax64(x)
+        p = np.exp(log_p)
+        if probabilities:
+            t = w * ((1 - eps) * target + eps / classes)
+            losses = -(t * log_p).sum(axis=1)
+            grad = p * t.sum(axis=1, keepdims=True) - t
+            divisor = x.dtype.type(rows)
+        else:
+            ignored = target == ignore_index
+            y = np.where(ignored, 0, target)
+            w_y = np.where(ignored, 0, w[y]).astype(x.dtype)
+            onehot = np.zeros_like(x)
+            onehot[np.arange(rows), y] = 1
+            nll = -w_y * log_p[np.arange(rows), y]
+            smooth = np.where(ignored, 0, -(w * log_p).sum(axis=1))
+            losses = (1 - eps) * nll + eps / classes * smooth
+            grad = (1 - eps) * w_y[:, None] * (p - onehot) + eps / classes * (p * w.sum() - w)
+            grad[ignored] = 0
+            divisor = w_y.sum()
+        if reduction == "none":
+            return losses.astype(x.dtype), grad
+        scale = 1 / divisor if reduction == "mean" else x.dtype.type(1)  # all rows ignored: NaN loss
+        grad = grad * scale if reduction == "sum" or divisor != 0 else grad * 0  # PyTorch's zero gradient
+        return np.asarray(losses.sum() * scale, x.dtype), grad
+
+
+def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean",
+                  label_smoothing=0.0, *, out_grad=None, validate=True):
+    """(loss, grad) of torch.nn.functional.cross_entropy (same arguments) over (N, C) or
+    (N, C, d1, ...) logits: class indices (``ignore_index`` positions skipped) or probabilities,
+    ``weight``, ``label_smoothing``, ``reduction`` ("none": the (N, d1, ...) losses and the
+    gradient of their sum). Labels neither in [0, C) nor ignore_index raise ValueError here."""
+    x64, target, weight, ignore_index, reduction, smoothing, probabilities = operands.cross_entropy(
+        input, target, weight, size_average, ignore_index, reduce, reduction, label_smoothing, validate, _F64)
+    if probabilities:
+        target = target.astype(np.float64)
+    loss, grad = cross_entropy_values(x64, target, None if weight is None else weight.astype(np.float64),
+                                      ignore_index, reduction, smoothing, probabilities)
+    return loss.astype(np.float32), _finish(grad, out_grad)
+
+
 def softmax(input, dim=None, dtype=None, *, out=None):
-    """Softmax over the class axis of (N, C) input (``dim`` 1, -1 or None)."""
-    return _finish(np.exp(_log_softmax64(operands.softmax(input, dim, dtype, _F64))), out)
+    """Softmax along ``dim`` (None: PyTorch's implicit axis), as torch.nn.functional.softmax."""
+    return _finish(np.exp(_log_softmax64(*operands.softmax(input, dim, dtype, _F64))), out)
 
 
 def log_softmax(input, dim=None, dtype=None, *, out=None):
-    return _finish(_log_softmax64(operands.softmax(input, dim, dtype, _F64)), out)
+    return _finish(_log_softmax64(*operands.softmax(input, dim, dtype, _F64)), out)
 
 
 def accuracy(logits, labels):
@@ -203,9 +264,9 @@ def _windows(x_padded, rows, cols, stride, step):
         strides=(sn, sc, sh * step[0], sw * step[1], sh * stride[0], sw * stride[1]), writeable=False)
 
 
-def _pad(x, padding, value=0.0):
-    ph, pw = padding
-    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
+def _conv_pad(x, g):
+    """x padded with zeros as convolution `g` pads it (PyTorch's "same" one more at the end)."""
+    return np.pad(x, ((0, 0), (0, 0), *operands.conv_padding(g)))
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None, out=None,
@@ -216,7 +277,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     checked as on the GPU and otherwise ignored here."""
     x64, w64, bias64, g, relu = operands.conv2d(input, weight, bias, stride, padding, dilation, groups, activation,
                                                 version, config, _F64)
-    patches = _windows(_pad(x64, g["padding"]), g["r"], g["s"], g["stride"], g["dilation"])
+    patches = _windows(_conv_pad(x64, g), g["r"], g["s"], g["stride"], g["dilation"])
     y = np.tensordot(w64, patches, axes=([1, 2, 3], [1, 2, 3]))  # (K, N, P, Q)
     y = y.transpose(1, 0, 2, 3)
     if bias64 is not None:
@@ -242,7 +303,8 @@ def conv2d_backward_input(dy, w, x_shape, *, stride=1, padding=0, dilation=1, ou
     # Every tap's contribution in one product, (N, P, Q, C, R, S); then each tap's slice is
     # added where it lands in the padded input.
     taps = np.tensordot(dy64, w64, axes=([1], [0]))
-    dx = np.zeros((g["n"], g["c"], g["h"] + 2 * ph, g["w"] + 2 * pw))
+    ((_, bottom), (_, right)) = operands.conv_padding(g)
+    dx = np.zeros((g["n"], g["c"], ph + g["h"] + bottom, pw + g["w"] + right))
     for r in range(g["r"]):
         for s in range(g["s"]):
             dx[:, :, r * dh: r * dh + sh * (g["p"] - 1) + 1: sh, s * dw: s * dw + sw * (g["q"] - 1) + 1: sw] += \
@@ -256,7 +318,7 @@ def conv2d_backward_weight(dy, x, w_shape, *, stride=1, padding=0, dilation=1, b
     with ``bias=True`` also the bias gradient (dy summed over N, P, Q), as ``(dw, db)``."""
     dy64, x64, g = operands.conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, bias, out_bias, version,
                                                    config, _F64)
-    patches = _windows(_pad(x64, g["padding"]), g["r"], g["s"], g["stride"], g["dilation"])
+    patches = _windows(_conv_pad(x64, g), g["r"], g["s"], g["stride"], g["dilation"])
     dw = _finish(np.tensordot(dy64, patches, axes=([0, 2, 3], [0, 4, 5])), out)
     if not bias:
         return dw
@@ -354,7 +416,7 @@ def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, ceil_m
 
 # Keep the two backends in step: every public op of one exists in the other.
 __all__ = ["linear_mse_sgd_fit", "gather_batch", "matmul", "relu", "relu_backward", "add_bias", "bias_grad", "mse_loss",
-           "softmax_cross_entropy",
+           "softmax_cross_entropy", "cross_entropy",
            "softmax", "log_softmax", "accuracy", "sgd_step", "adam_step", "conv2d", "conv2d_backward_input",
            "conv2d_backward_weight", "conv2d_max_pool2d", "max_pool2d", "max_pool2d_backward", "avg_pool2d",
            "avg_pool2d_backward"]

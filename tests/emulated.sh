@@ -23,7 +23,8 @@ workers=(-n "${PYFAST_TEST_WORKERS:-auto}")
 # same kernels, in the suite).
 KERNEL_TESTS=(tests/test_matmul.py tests/test_matmul_precision.py tests/test_conv.py tests/test_conv_tiled.py
               tests/test_pool.py tests/test_loss.py tests/test_elementwise.py tests/test_optim.py tests/test_fused.py
-              tests/test_data_on_device.py tests/test_ptx.py tests/test_properties.py tests/test_emulator.py)
+              tests/test_data_on_device.py tests/test_ptx.py tests/test_properties.py tests/test_emulator.py
+              tests/test_torch_parity.py)
 
 suite() {
     echo "== emulated GPU suite"

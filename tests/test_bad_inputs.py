@@ -43,7 +43,7 @@ CALLS = {
     "linear_mse_sgd_fit": (lambda mod, x, y, weight, bias: mod.linear_mse_sgd_fit(x, y, weight, bias, lr=0.01, epochs=3),
                            {"x": (10, 3), "y": (10, 2), "weight": (2, 3), "bias": (2,)}, {}),
 }
-ANY_RANK = {("relu", "input"), ("bias_grad", "dy")}  # any (N, C, ...) shape is valid: no rank to get wrong
+ANY_RANK = {("relu", "input"), ("bias_grad", "dy"), ("softmax", "input"), ("log_softmax", "input")}  # any (N, C, ...) shape is valid: no rank to get wrong
 TRANSPOSABLE = {("matmul", "a"), ("matmul", "b")}  # a transposed view is read as such (tests/test_matmul.py)
 LIST_ARGS = {"p": "params[0]", "g": "grads[0]", "m": "exp_avg[0]", "v": "exp_avg_sq[0]"}
 

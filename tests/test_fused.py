@@ -19,7 +19,7 @@ def eager_run(backend, x, y, weight, bias, lr, epochs):
     model = nn.Linear(x.shape[1], y.shape[1], backend=backend)
     model.weight[...] = backend.asarray(weight)
     model.bias[...] = backend.asarray(bias)
-    loss, optimizer = nn.MSELoss(backend), SGD(model, lr=lr)
+    loss, optimizer = nn.MSELoss(backend=backend), SGD(model, lr=lr)
     xd, yd = backend.asarray(x), backend.asarray(y)
     losses = []
     for _ in range(epochs):

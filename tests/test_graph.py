@@ -45,7 +45,7 @@ def test_layer_buffers_stay_put_across_batch_shapes(rng):
     first = model.forward(randn(rng, 8, 3))
     model.forward(randn(rng, 4, 3))  # another shape gets its own buffer ...
     assert model.forward(randn(rng, 8, 3)) is first  # ... and the first one is still there
-    loss = nn.MSELoss(NUMPY)
+    loss = nn.MSELoss(backend=NUMPY)
     _, grad = loss(randn(rng, 8, 2), randn(rng, 8, 2))
     loss(randn(rng, 4, 2), randn(rng, 4, 2))
     assert loss(randn(rng, 8, 2), randn(rng, 8, 2))[1] is grad
@@ -54,7 +54,7 @@ def test_layer_buffers_stay_put_across_batch_shapes(rng):
 def test_numpy_backend_never_uses_graphs(rng):
     x, y = randn(rng, 20, 3), randn(rng, 20, 1)
     model = nn.Linear(3, 1, rng=rng, backend=NUMPY)
-    history = train.fit(model, nn.MSELoss(NUMPY), optim.SGD(model, lr=0.1), (x, y), epochs=2, batch_size=8,
+    history = train.fit(model, nn.MSELoss(backend=NUMPY), optim.SGD(model, lr=0.1), (x, y), epochs=2, batch_size=8,
                         progress=False, log=None, graph=True)
     assert history.graphs == 0 and len(history["loss"]) == 2
 
@@ -71,7 +71,7 @@ def _cnn_fit(graph, epochs=2, capturable=True, seed=0, schedule=False):
     opt = optim.Adam(model, lr=1e-3, capturable=capturable)
     scheduler = optim.StepLR(opt, step_size=1, gamma=0.5) if schedule else None
     lines = []
-    history = train.fit(model, nn.CrossEntropyLoss("cuda"), opt, (x, y), epochs=epochs, batch_size=64,
+    history = train.fit(model, nn.CrossEntropyLoss(backend="cuda"), opt, (x, y), epochs=epochs, batch_size=64,
                         progress=False, log=lines.append, graph=graph, seed=seed, scheduler=scheduler)
     return history, [p.get() for p in model.parameters()], lines
 
@@ -110,7 +110,7 @@ def test_captured_memory_is_not_handed_out_again(rng):
 
     # A step whose ops allocate temporaries (bias_grad and mse workspaces, the loss scalar).
     model = nn.Linear(64, 32, rng=rng, backend="cuda")
-    loss, opt = nn.MSELoss("cuda"), optim.SGD(model, lr=0.01)
+    loss, opt = nn.MSELoss(backend="cuda"), optim.SGD(model, lr=0.01)
     x, y = cupy.asarray(randn(rng, 256, 64)), cupy.asarray(randn(rng, 256, 32))
 
     def step():
@@ -173,7 +173,7 @@ def test_linreg_data_through_fit_with_graphs():
     results = []
     for graph in (False, True):
         model = nn.Linear(2, 1, rng=np.random.default_rng(0), backend="cuda")
-        history = train.fit(model, nn.MSELoss("cuda"), optim.SGD(model, lr=0.01), (x, y), epochs=5, batch_size=32,
+        history = train.fit(model, nn.MSELoss(backend="cuda"), optim.SGD(model, lr=0.01), (x, y), epochs=5, batch_size=32,
                             shuffle=False, progress=False, log=None, graph=graph)
         results.append((history["loss"], [p.get() for p in model.parameters()], history.graphs))
     assert results[1][2] == 2 and results[0][0] == results[1][0]
@@ -215,7 +215,7 @@ def test_first_layer_skip_and_conv_relu_fusion_keep_gpu_gradients_identical():
             output = x
             for layer in model:
                 output = layer.forward(output)
-        _, grad = nn.CrossEntropyLoss("cuda")(output, labels)
+        _, grad = nn.CrossEntropyLoss(backend="cuda")(output, labels)
         model.backward(grad)
         results.append([output.get()] + [g.get() for g in model.gradients()])
     for a, b in zip(*results, strict=True):

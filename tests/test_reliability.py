@@ -10,7 +10,7 @@ from pyfast.testing import assert_close
 
 def _train_losses(backend, seed, steps=8):
     model = train.cnn_model(backend, seed=seed, image_size=8)
-    loss, opt = nn.CrossEntropyLoss(model.backend), optim.Adam(model, lr=1e-3)
+    loss, opt = nn.CrossEntropyLoss(backend=model.backend), optim.Adam(model, lr=1e-3)
     x, y = datasets.load_digits(8)
     losses = []
     for xb, yb in list(datasets.batches(x, y, 64, shuffle=True, rng=np.random.default_rng(seed)))[:steps]:

@@ -1,8 +1,10 @@
 """What a PyTorch user writes, pyfast computes: every op with a torch.nn.functional twin (and
 every layer with a torch.nn twin) takes PyTorch's positional order, names and defaults, read
 from the installed PyTorch; pyfast's own options are keyword-only. Then the pooling options
-(dilation, ceil_mode, divisor_override) against PyTorch in float64 on both NumPy backends and
-the GPU (emulated in CI), gradients included, and the convolution's padding strings."""
+(dilation, ceil_mode, divisor_override) and cross_entropy's (weight, ignore_index,
+label_smoothing, reduction, probability targets) against PyTorch in float64 on both NumPy
+backends and the GPU (emulated in CI), gradients included, and the convolution's padding
+strings."""
 
 import inspect
 import re
@@ -31,8 +33,9 @@ FUNCTIONAL_TWINS = {
     "softmax": "softmax",
     "log_softmax": "log_softmax",
     "mse_loss": "mse_loss",
+    "cross_entropy": "cross_entropy",
 }
-LAYER_TWINS = ("Conv2d", "MaxPool2d", "AvgPool2d")
+LAYER_TWINS = ("Conv2d", "MaxPool2d", "AvgPool2d", "MSELoss", "CrossEntropyLoss")
 # Parameters of PyTorch's that pyfast leaves out, each with why. Only the trailing ones may be
 # left out (a missing parameter in the middle would shift every positional argument after it)
 # except PyTorch's private `_stacklevel`.
@@ -253,16 +256,50 @@ def test_pool_option_errors_name_the_argument(module, make_call, error, message)
 
 
 # ------------------------------------------------------------------------ convolution
+# Kernels whose dilated extent is odd (both sides padded alike) and even (PyTorch's "same" pads
+# the bottom / right one more).
+PADDING_KERNELS = [((4, 3, 3, 3), 1), ((4, 3, 3, 5), (2, 1)), ((2, 3, 1, 1), 1), ((4, 3, 2, 2), 2),
+                   ((4, 3, 2, 2), 1), ((3, 3, 4, 3), 1), ((2, 3, 2, 3), (3, 2))]
+
+
 @needs_torch
-@pytest.mark.parametrize("w_shape,dilation", [((4, 3, 3, 3), 1), ((4, 3, 3, 5), (2, 1)), ((2, 3, 1, 1), 1),
-                                              ((4, 3, 2, 2), 2)])
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")  # PyTorch's own note
+@pytest.mark.parametrize("w_shape,dilation", PADDING_KERNELS)
 @pytest.mark.parametrize("padding", ["same", "valid"])
 def test_conv_padding_strings_match_torch(rng, w_shape, dilation, padding):
     x, w, b = randn(rng, 2, 3, 7, 8), randn(rng, *w_shape), randn(rng, w_shape[0])
-    expected = F.conv2d(torch.tensor(x, dtype=torch.float64), torch.tensor(w, dtype=torch.float64),
-                        torch.tensor(b, dtype=torch.float64), 1, padding, dilation).numpy()
+    xt, wt = _torch64(x), _torch64(w)
+    yt = F.conv2d(xt, wt, torch.tensor(b, dtype=torch.float64), 1, padding, dilation)
+    dy = randn(rng, *yt.shape)
+    yt.backward(torch.tensor(dy, dtype=torch.float64))
     for module in (reference, cpu):
-        assert_close(module.conv2d(x, w, b, 1, padding, dilation), expected, atol=1e-5)
+        assert_close(module.conv2d(x, w, b, 1, padding, dilation), yt.detach().numpy(), atol=1e-5)
+        assert_close(module.conv2d_backward_input(dy, w, x.shape, padding=padding, dilation=dilation),
+                     xt.grad.numpy(), atol=1e-5)
+        assert_close(module.conv2d_backward_weight(dy, x, w.shape, padding=padding, dilation=dilation),
+                     wt.grad.numpy(), atol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("w_shape,dilation", PADDING_KERNELS)
+@pytest.mark.parametrize("version", ["direct", "gemm", "implicit", "tiled", None])
+def test_gpu_conv_same_padding_every_version_and_pass(rng, w_shape, dilation, version):
+    import cupy
+
+    x, w, b = randn(rng, 2, 3, 7, 8), randn(rng, *w_shape), randn(rng, w_shape[0])
+    kwargs = dict(padding="same", dilation=dilation, version=version)
+    try:
+        y = ops.conv2d(cupy.asarray(x), cupy.asarray(w), cupy.asarray(b), **kwargs)
+    except ValueError as error:  # the tiled version's class (3x3 / 5x5, dilation 1) refuses the others
+        assert version == "tiled" and "version" in str(error)
+        return
+    assert_close(y, reference.conv2d(x, w, b, 1, "same", dilation), atol=1e-5)
+    dy = randn(rng, *y.shape)
+    dx = ops.conv2d_backward_input(cupy.asarray(dy), cupy.asarray(w), x.shape, **kwargs)
+    assert_close(dx, reference.conv2d_backward_input(dy, w, x.shape, padding="same", dilation=dilation), atol=1e-5)
+    dw = ops.conv2d_backward_weight(cupy.asarray(dy), cupy.asarray(x), w.shape, **kwargs)
+    assert_close(dw, reference.conv2d_backward_weight(dy, x, w.shape, padding="same", dilation=dilation),
+                 atol=1e-4)
 
 
 def test_conv_same_padding_refusals_name_the_argument():
@@ -270,8 +307,6 @@ def test_conv_same_padding_refusals_name_the_argument():
     for module in (reference, cpu):
         with pytest.raises(ValueError, match="padding: 'same' is not supported for strided"):
             module.conv2d(x, np.zeros((2, 3, 3, 3), np.float32), None, 2, "same")
-        with pytest.raises(ValueError, match="padding: 'same' for a dilated kernel of even size 2x2"):
-            module.conv2d(x, np.zeros((2, 3, 2, 2), np.float32), None, 1, "same")
         with pytest.raises(ValueError, match="padding: expected an int, a pair of ints, 'valid' or 'same'"):
             module.conv2d(x, np.zeros((2, 3, 3, 3), np.float32), None, 1, "full")
         with pytest.raises(ValueError, match=r"groups: grouped and depthwise convolutions \(groups=3\)"):
@@ -301,8 +336,8 @@ def test_softmax_dim_relu_inplace_and_mse_loss_options_match_torch(rng):
         for dim in (None, 1, -1):
             assert_close(module.softmax(x, dim), F.softmax(xt, 1).numpy(), atol=1e-6)
             assert_close(module.log_softmax(x, dim, np.float32), F.log_softmax(xt, 1).numpy(), atol=1e-6)
-        with pytest.raises(ValueError, match="dim: pyfast's softmax runs over the class axis"):
-            module.softmax(x, 0)
+        with pytest.raises(ValueError, match=r"dim: expected a dimension in \[-2, 2\)"):
+            module.softmax(x, 2)
         with pytest.raises(ValueError, match="dtype: pyfast's softmax computes in float32 only"):
             module.softmax(x, 1, np.float64)
         y = x.copy()
@@ -323,7 +358,7 @@ def test_softmax_dim_relu_inplace_and_mse_loss_options_match_torch(rng):
 # ------------------------------------------------------------------------------ layers
 @pytest.mark.parametrize("backend", ["numpy"])
 def test_pool_layers_keep_their_options_through_a_checkpoint(rng, backend):
-    model = nn.Sequential(nn.Conv2d(2, 3, 3, 1, "same", backend=backend),
+    model = nn.Sequential(nn.Conv2d(2, 3, (2, 3), 1, "same", backend=backend),
                           nn.MaxPool2d(3, 2, 1, 2, False, True, backend=backend),
                           nn.AvgPool2d(2, 1, 1, True, False, 3, backend=backend), backend=backend)
     rebuilt = nn.from_config(model.config(), backend=backend)
@@ -333,8 +368,249 @@ def test_pool_layers_keep_their_options_through_a_checkpoint(rng, backend):
     x = randn(rng, 2, 2, 11, 10)
     y = model(x)
     assert_close(rebuilt(x), y, atol=0)
-    conv = reference.conv2d(x, model.layers[0].weight, model.layers[0].bias, 1, 1)
+    conv = reference.conv2d(x, model.layers[0].weight, model.layers[0].bias, 1, "same")
+    assert conv.shape[2:] == x.shape[2:] and model.layers[0].padding == "same"
     pooled = reference.max_pool2d(conv, 3, 2, 1, 2, True)
     assert_close(y, reference.avg_pool2d(pooled, 2, 1, 1, True, False, 3), atol=1e-5)
     with pytest.raises(ValueError, match="return_indices: a layer returns the pooled output only"):
         nn.MaxPool2d(2, return_indices=True, backend=backend)
+
+
+# ------------------------------------------------------------------------ cross_entropy
+# (rows, classes, options): each option alone and together, ignored labels, every row ignored,
+# a single class, many classes (several 32-lane steps per row).
+CE_CASES = [
+    pytest.param(7, 5, {}, id="plain"),
+    pytest.param(9, 6, {"weight": True}, id="weight"),
+    pytest.param(8, 4, {"ignore": 3}, id="ignore_index"),
+    pytest.param(6, 7, {"label_smoothing": 0.2}, id="smoothing"),
+    pytest.param(11, 9, {"weight": True, "ignore": 4, "label_smoothing": 0.1}, id="all"),
+    pytest.param(5, 3, {"ignore": 5}, id="all-ignored"),
+    pytest.param(4, 1, {"label_smoothing": 0.3}, id="one-class"),
+    pytest.param(3, 70, {"weight": True, "label_smoothing": 0.05, "ignore": 1}, id="70-classes"),
+]
+
+
+def _ce_inputs(rng, rows, classes, options, probabilities):
+    x = randn(rng, rows, classes, scale=3.0)
+    weight = rng.uniform(0.2, 2.0, classes).astype(np.float32) if options.get("weight") else None
+    if probabilities:
+        target = rng.uniform(0.0, 1.0, (rows, classes)).astype(np.float32)
+        target /= target.sum(axis=1, keepdims=True)
+        return x, target, weight, -100
+    ignore_index = -100 if "ignore" not in options else -7
+    target = rng.integers(0, classes, rows)
+    target[: options.get("ignore", 0)] = ignore_index
+    return x, target, weight, ignore_index
+
+
+def _torch_ce(x, target, weight, ignore_index, reduction, smoothing):
+    xt = _torch64(x)
+    tt = torch.tensor(target, dtype=torch.float64 if target.dtype == np.float32 else torch.int64)
+    wt = None if weight is None else torch.tensor(weight, dtype=torch.float64)
+    loss = F.cross_entropy(xt, tt, wt, ignore_index=ignore_index, reduction=reduction, label_smoothing=smoothing)
+    (loss.sum() if reduction == "none" else loss).backward()
+    return loss.detach().numpy(), xt.grad.numpy()
+
+
+def _ce_case_args(rng, rows, classes, options, probabilities):
+    x, target, weight, ignore_index = _ce_inputs(rng, rows, classes, options, probabilities)
+    return x, target, weight, ignore_index, options.get("label_smoothing", 0.0)
+
+
+@needs_torch
+@pytest.mark.parametrize("rows,classes,options", CE_CASES)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("probabilities", [False, True], ids=["labels", "probabilities"])
+def test_cross_entropy_matches_torch(rng, rows, classes, options, reduction, probabilities):
+    x, target, weight, ignore_index, smoothing = _ce_case_args(rng, rows, classes, options, probabilities)
+    expected_loss, expected_grad = _torch_ce(x, target, weight, ignore_index, reduction, smoothing)
+    for module, tolerance in ((reference, 1e-6), (cpu, 1e-5)):
+        out = np.full(x.shape, np.nan, np.float32)
+        loss, grad = module.cross_entropy(x, target, weight, None, ignore_index, None, reduction, smoothing,
+                                          out_grad=out)
+        assert grad is out
+        assert loss.shape == expected_loss.shape
+        assert_close(loss, expected_loss, atol=tolerance, rtol=tolerance)
+        assert_close(grad, expected_grad, atol=tolerance, rtol=tolerance)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("rows,classes,options", CE_CASES)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("probabilities", [False, True], ids=["labels", "probabilities"])
+def test_gpu_cross_entropy_against_reference(rng, rows, classes, options, reduction, probabilities):
+    import cupy
+
+    x, target, weight, ignore_index, smoothing = _ce_case_args(rng, rows, classes, options, probabilities)
+    if not probabilities:
+        target = target.astype(np.int32 if rows % 2 else np.int64)
+    expected_loss, expected_grad = reference.cross_entropy(x, target, weight, None, ignore_index, None, reduction,
+                                                           smoothing)
+    out = cupy.full(x.shape, cupy.nan, cupy.float32)
+    loss, grad = ops.cross_entropy(cupy.asarray(x), cupy.asarray(target), None if weight is None else
+                                   cupy.asarray(weight), None, ignore_index, None, reduction, smoothing, out_grad=out)
+    assert grad is out
+    assert_close(loss, expected_loss, atol=2e-5, rtol=2e-5)
+    assert_close(grad, expected_grad, atol=2e-6, rtol=2e-5)
+
+
+@pytest.mark.gpu
+def test_gpu_cross_entropy_invalid_labels_are_counted_and_nan(rng):
+    import cupy
+
+    x = cupy.asarray(randn(rng, 4, 3))
+    labels = cupy.asarray(np.array([0, 3, -100, -1], np.int64))
+    with pytest.raises(ValueError, match=r"target: 2 label\(s\) outside \[0, 3\) .* not ignore_index=-100"):
+        ops.cross_entropy(x, labels)
+    loss, grad = ops.cross_entropy(x, labels, validate=False, reduction="none")
+    got = grad.get()
+    assert np.isnan(loss.get()[[1, 3]]).all() and np.isnan(got[[1, 3]]).all()
+    assert loss.get()[2] == 0 and (got[2] == 0).all() and np.isfinite(got[0]).all()
+
+
+CE_ERRORS = [
+    (lambda m, x, y: m.cross_entropy(x, y, reduction="max"), ValueError, "reduction: expected one of"),
+    (lambda m, x, y: m.cross_entropy(x, y, label_smoothing=1.5), ValueError, "label_smoothing: expected a value"),
+    (lambda m, x, y: m.cross_entropy(x, y, ignore_index=1.0), TypeError, "ignore_index: expected an int"),
+    (lambda m, x, y: m.cross_entropy(x, y, np.ones(4, np.float32)), ValueError, r"weight: expected shape \(3,\)"),
+    (lambda m, x, y: m.cross_entropy(x, y, size_average=True), ValueError, "size_average: deprecated"),
+    (lambda m, x, y: m.cross_entropy(x.reshape(-1), y), ValueError, r"input: expected \(N, C\) or \(N, C, d1"),
+    (lambda m, x, y: m.cross_entropy(x.reshape(4, 3, 1), y), ValueError, r"target: expected shape \(4, 1\)"),
+    (lambda m, x, y: m.cross_entropy(x, y.astype(np.float64)), TypeError, "target: expected int32 / int64"),
+    (lambda m, x, y: m.cross_entropy(x, x[:, :2].copy()), ValueError, r"target: expected shape \(4, 3\)"),
+    (lambda m, x, y: m.cross_entropy(x, np.array([0, 1, 3, 0])), ValueError, r"target: 1 label\(s\) outside"),
+]
+
+
+@pytest.mark.parametrize("make_call,error,message", CE_ERRORS)
+@pytest.mark.parametrize("module", [reference, cpu], ids=["reference", "cpu"])
+def test_cross_entropy_errors_name_the_argument(module, make_call, error, message):
+    with pytest.raises(error, match=message):
+        make_call(module, np.zeros((4, 3), np.float32), np.array([0, 1, 2, 0]))
+
+
+@needs_torch
+@pytest.mark.parametrize("options", [{}, {"ignore_index": 2}, {"weight": [1.0, 2.0, 0.5], "label_smoothing": 0.1,
+                                                                  "reduction": "sum"}])
+def test_cross_entropy_layer_is_torchs(rng, options):
+    x, labels = randn(rng, 6, 3), np.array([0, 2, 1, 2, 0, 1])
+    layer = nn.CrossEntropyLoss(**options, backend="numpy")
+    loss, grad = layer(x, labels)
+    expected, expected_grad = _torch_ce(x, labels, None if "weight" not in options else
+                                        np.array(options["weight"], np.float32), options.get("ignore_index", -100),
+                                        options.get("reduction", "mean"), options.get("label_smoothing", 0.0))
+    assert_close(loss, expected, atol=1e-5)
+    assert_close(grad, expected_grad, atol=1e-5)
+    assert layer.config()["reduction"] == options.get("reduction", "mean")
+
+
+@needs_torch
+@pytest.mark.parametrize("shape", [(2, 4, 3, 5), (3, 6, 7), (1, 3, 1, 1, 2)])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("probabilities", [False, True], ids=["labels", "probabilities"])
+def test_cross_entropy_over_positions_matches_torch(rng, shape, reduction, probabilities):
+    """(N, C, d1, ...) logits: a loss per position, the classes along axis 1."""
+    x = randn(rng, *shape, scale=2.0)
+    n, classes, spatial = shape[0], shape[1], shape[2:]
+    weight = rng.uniform(0.5, 2.0, classes).astype(np.float32)
+    if probabilities:
+        target = rng.uniform(0.0, 1.0, shape).astype(np.float32)
+        target /= target.sum(axis=1, keepdims=True)
+    else:
+        target = rng.integers(0, classes, (n, *spatial))
+        target.reshape(-1)[::4] = -1  # ignore_index
+    expected_loss, expected_grad = _torch_ce(x, target, weight, -1, reduction, 0.1)
+    for module in (reference, cpu):
+        loss, grad = module.cross_entropy(x, target, weight, None, -1, None, reduction, 0.1)
+        assert_close(loss, expected_loss, atol=1e-5, rtol=1e-5)
+        assert_close(grad, expected_grad, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape", [(2, 4, 3, 5), (3, 40, 7), (1, 3, 1, 1, 2)])
+@pytest.mark.parametrize("reduction", ["sum", "none"])
+@pytest.mark.parametrize("probabilities", [False, True], ids=["labels", "probabilities"])
+def test_gpu_cross_entropy_over_positions_against_reference(rng, shape, reduction, probabilities):
+    import cupy
+
+    x = randn(rng, *shape, scale=2.0)
+    n, classes, spatial = shape[0], shape[1], shape[2:]
+    if probabilities:
+        target = rng.uniform(0.0, 1.0, shape).astype(np.float32)
+    else:
+        target = rng.integers(0, classes, (n, *spatial)).astype(np.int32)
+        target.reshape(-1)[1::3] = 5000  # ignore_index
+    expected_loss, expected_grad = reference.cross_entropy(x, target, None, None, 5000, None, reduction, 0.2)
+    out = cupy.full(shape, cupy.nan, cupy.float32)
+    loss, grad = ops.cross_entropy(cupy.asarray(x), cupy.asarray(target), None, None, 5000, None, reduction, 0.2,
+                                   out_grad=out)
+    assert loss.shape == expected_loss.shape
+    assert_close(loss, expected_loss, atol=2e-5, rtol=2e-5)
+    assert_close(grad, expected_grad, atol=2e-6, rtol=2e-5)
+
+
+SOFTMAX_CASES = [((5,), None), ((2, 3, 4), None), ((2, 3, 4), 2), ((2, 3, 4), -3), ((2, 5, 3, 4), 1),
+                 ((3, 4, 2, 2), 3), ((4, 0), 1), ((0, 3), 1), ((2, 0, 3), 1)]
+
+
+@needs_torch
+@pytest.mark.parametrize("shape,dim", SOFTMAX_CASES)
+def test_softmax_over_any_axis_matches_torch(rng, shape, dim):
+    x = randn(rng, *shape, scale=3.0)
+    xt = torch.tensor(x, dtype=torch.float64)
+    for module in (reference, cpu):
+        for name in ("softmax", "log_softmax"):
+            expected = getattr(F, name)(xt, dim if dim is not None else (0 if len(shape) in (1, 3) else 1)).numpy()
+            out = np.full(shape, np.nan, np.float32)
+            got = getattr(module, name)(x, dim, out=out)
+            assert got is out and got.shape == expected.shape
+            assert_close(got, expected, atol=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape,dim", SOFTMAX_CASES)
+def test_gpu_softmax_over_any_axis_against_reference(rng, shape, dim):
+    import cupy
+
+    x = randn(rng, *shape, scale=3.0)
+    for name in ("softmax", "log_softmax"):
+        out = cupy.full(shape, cupy.nan, cupy.float32)
+        got = getattr(ops, name)(cupy.asarray(x), dim, out=out)
+        assert got is out
+        assert_close(got, getattr(reference, name)(x, dim), atol=1e-6)
+
+
+def test_losses_say_the_backend_moved_to_a_keyword():
+    for make in (lambda: nn.CrossEntropyLoss("numpy"), lambda: nn.MSELoss(nn.get_backend("numpy"))):
+        with pytest.raises(TypeError, match="pass the backend as backend="):
+            make()
+
+
+@needs_torch
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_mse_loss_reductions_match_torch(rng, reduction):
+    x, t = randn(rng, 3, 5, 7), randn(rng, 3, 5, 7)
+    xt = _torch64(x)
+    expected = F.mse_loss(xt, torch.tensor(t, dtype=torch.float64), reduction=reduction)
+    (expected.sum() if reduction == "none" else expected).backward()
+    for module in (reference, cpu):
+        loss, grad = module.mse_loss(x, t, reduction=reduction)
+        assert loss.shape == expected.shape
+        assert_close(loss, expected.detach().numpy(), atol=1e-5, rtol=1e-5)
+        assert_close(grad, xt.grad.numpy(), atol=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape", [(3, 5, 7), (4, 8), (1,)])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_gpu_mse_loss_reductions_against_reference(rng, shape, reduction):
+    import cupy
+
+    x, t = randn(rng, *shape), randn(rng, *shape)
+    expected_loss, expected_grad = reference.mse_loss(x, t, reduction=reduction)
+    out = cupy.full(shape, cupy.nan, cupy.float32)
+    loss, grad = ops.mse_loss(cupy.asarray(x), cupy.asarray(t), reduction=reduction, out_grad=out)
+    assert grad is out and loss.shape == expected_loss.shape
+    assert_close(loss, expected_loss, atol=1e-5, rtol=1e-5)
+    assert_close(grad, expected_grad, atol=1e-6)

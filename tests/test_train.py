@@ -157,7 +157,7 @@ def _tiny_classifier(seed=0):
                           nn.Linear(5, 3, rng=rng, backend=NUMPY))
     x = rng.standard_normal((40, 1, 4, 4)).astype(np.float32)
     y = rng.integers(0, 3, 40)
-    return model, nn.CrossEntropyLoss(NUMPY), optim.Adam(model, lr=0.01), x, y
+    return model, nn.CrossEntropyLoss(backend=NUMPY), optim.Adam(model, lr=0.01), x, y
 
 
 @pytest.mark.parametrize("change, error, message", [
@@ -216,7 +216,7 @@ def test_history_holds_per_epoch_lists_and_run_facts_apart():
     assert history.graphs == 0 and history.epochs == 3
     assert "lr 0.005" in lines[1] and "val accuracy" in lines[1]
     regression = nn.Linear(3, 1, backend=NUMPY)
-    plain = train.fit(regression, nn.MSELoss(NUMPY), optim.SGD(regression, lr=0.1),
+    plain = train.fit(regression, nn.MSELoss(backend=NUMPY), optim.SGD(regression, lr=0.1),
                       (x[:, 0, 0, :3], y[:, None].astype(np.float32)), epochs=2, batch_size=16, progress=False,
                       log=None)
     assert plain["accuracy"] == plain["val_loss"] == plain["val_accuracy"] == [None, None]
@@ -298,10 +298,10 @@ def test_a_run_resumed_from_its_checkpoint_is_the_uninterrupted_run(tmp_path):
 
     common = dict(batch_size=32, seed=7, augment=1, progress=False, log=None)
     model, optimizer, scheduler = objects()
-    whole = train.fit(model, nn.CrossEntropyLoss(NUMPY), optimizer, (x, y), val, epochs=4, scheduler=scheduler,
+    whole = train.fit(model, nn.CrossEntropyLoss(backend=NUMPY), optimizer, (x, y), val, epochs=4, scheduler=scheduler,
                       **common)
     first, first_optimizer, first_scheduler = objects()
-    half = train.fit(first, nn.CrossEntropyLoss(NUMPY), first_optimizer, (x, y), val, epochs=2,
+    half = train.fit(first, nn.CrossEntropyLoss(backend=NUMPY), first_optimizer, (x, y), val, epochs=2,
                      scheduler=first_scheduler, **common)
     train.save(first, tmp_path / "half.npz", optimizer=first_optimizer, scheduler=first_scheduler, epoch=2,
                history=half)
@@ -311,7 +311,7 @@ def test_a_run_resumed_from_its_checkpoint_is_the_uninterrupted_run(tmp_path):
     second.load_state_dict(checkpoint["model"])
     second_optimizer.load_state_dict(checkpoint["optimizer"])
     second_scheduler.load_state_dict(checkpoint["scheduler"])
-    resumed = train.fit(second, nn.CrossEntropyLoss(NUMPY), second_optimizer, (x, y), val, epochs=4,
+    resumed = train.fit(second, nn.CrossEntropyLoss(backend=NUMPY), second_optimizer, (x, y), val, epochs=4,
                         scheduler=second_scheduler, initial_epoch=2, history=checkpoint["history"], **common)
     for a, b in zip(model.parameters(), second.parameters()):
         np.testing.assert_array_equal(a, b)
@@ -417,7 +417,7 @@ def _same_steps(backend_name, seed, steps=20):
     """Losses of `steps` Adam steps of a small CNN from fixed weights and batches."""
     backend = nn.get_backend(backend_name)
     model = train.cnn_model(backend, seed=seed, image_size=8)
-    loss, opt = nn.CrossEntropyLoss(backend), optim.Adam(model, lr=1e-3)
+    loss, opt = nn.CrossEntropyLoss(backend=backend), optim.Adam(model, lr=1e-3)
     x, y = datasets.load_digits(8)
     values = []
     for xb, yb in list(datasets.batches(x, y, 64))[:steps]:
@@ -463,7 +463,7 @@ def _twenty_steps_against_torch(backend_name, device):
     torch = pytest.importorskip("torch")
     model = train.cnn_model(backend_name, seed=11, image_size=8)
     net = _torch_twin(torch, model, device)
-    loss, opt = nn.CrossEntropyLoss(model.backend), optim.Adam(model, lr=1e-3)
+    loss, opt = nn.CrossEntropyLoss(backend=model.backend), optim.Adam(model, lr=1e-3)
     torch_opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     x, y = datasets.load_digits(8)
     for xb, yb in list(datasets.batches(x, y, 64, shuffle=True, rng=np.random.default_rng(2)))[:20]:
@@ -574,7 +574,7 @@ def test_fit_refuses_images_that_are_not_finite(rng):
     x[7, 0, 3, 3] = np.nan
     model = train.cnn_model(NUMPY, image_size=8)
     with pytest.raises(ValueError, match=r"train: x holds NaN or infinite values \(sample 7 is the first\)"):
-        train.fit(model, nn.CrossEntropyLoss(NUMPY), optim.Adam(model), (x, y), epochs=1, batch_size=8,
+        train.fit(model, nn.CrossEntropyLoss(backend=NUMPY), optim.Adam(model), (x, y), epochs=1, batch_size=8,
                   progress=False, log=None)
 
 
@@ -587,7 +587,7 @@ def test_a_diverging_fit_stops_at_the_first_non_finite_loss_without_warnings(rng
         warnings.simplefilter("error")  # no NumPy overflow warnings on the way to the NaN
         with pytest.raises(pyfast.errors.TrainingDiverged, match="training diverged; try a smaller learning rate") \
                 as diverged:
-            train.fit(model, nn.MSELoss(NUMPY), optim.SGD(model, lr=1e12), (x, y), epochs=50, batch_size=8,
+            train.fit(model, nn.MSELoss(backend=NUMPY), optim.SGD(model, lr=1e12), (x, y), epochs=50, batch_size=8,
                       progress=False, log=None)
     assert diverged.value.epoch <= 2 and not np.isfinite(diverged.value.loss)
 
@@ -597,7 +597,7 @@ def test_a_diverging_fit_stops_after_the_epoch_on_the_gpu():
     x, y = datasets.synthetic_regression(64, 3, seed=1)
     model = nn.Linear(3, 1, rng=np.random.default_rng(0), backend="cuda")
     with pytest.raises(pyfast.errors.TrainingDiverged) as diverged:
-        train.fit(model, nn.MSELoss("cuda"), optim.SGD(model, lr=1e12), (x, y), epochs=50, batch_size=8,
+        train.fit(model, nn.MSELoss(backend="cuda"), optim.SGD(model, lr=1e12), (x, y), epochs=50, batch_size=8,
                   progress=False, log=None)
     assert diverged.value.epoch <= 2
 

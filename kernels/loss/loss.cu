@@ -1,5 +1,6 @@
 // loss.cu - fused losses and their gradients, softmax / log_softmax, accuracy (float32).
 // Math: mse:      L = s_L * sum_i (p_i - t_i)^2,                 dL/dp_i = s_g * 2 (p_i - t_i)
+//                 (reduction "none": L_i = (p_i - t_i)^2 written per element, s_g = 1)
 //       cross-entropy over a row x with label y:
 //                 m = max_c x_c, S = sum_c exp(x_c - m),         l = m + log S - x_y
 //                 L = s_L * sum_rows l,                          dL/dx_c = s_g (exp(x_c - m)/S - [c == y])
@@ -40,9 +41,10 @@ constexpr int kMseBlocks = 1024;
 constexpr int kFinishThreads = 1024;
 
 // ------------------------------------------------------------------------------- mse
+// squares: nullptr, or where (p - t)^2 goes per element (reduction "none").
 __global__ void mse_partial_kernel(const float* __restrict__ pred, const float* __restrict__ target,
-                                   float* __restrict__ grad, float* __restrict__ partial, std::int64_t n,
-                                   float grad_factor, bool vector_ok) {
+                                   float* __restrict__ grad, float* __restrict__ partial,
+                                   float* __restrict__ squares, std::int64_t n, float grad_factor, bool vector_ok) {
     __shared__ float scratch[32];
     const std::int64_t stride = (std::int64_t)gridDim.x * blockDim.x;
     const std::int64_t first = (std::int64_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -54,11 +56,15 @@ __global__ void mse_partial_kernel(const float* __restrict__ pred, const float* 
         const float4 d = make_float4(p.x - t.x, p.y - t.y, p.z - t.z, p.w - t.w);
         reinterpret_cast<float4*>(grad)[v] =
             make_float4(grad_factor * d.x, grad_factor * d.y, grad_factor * d.z, grad_factor * d.w);
+        if (squares != nullptr) {
+            reinterpret_cast<float4*>(squares)[v] = make_float4(d.x * d.x, d.y * d.y, d.z * d.z, d.w * d.w);
+        }
         sum += d.x * d.x + d.y * d.y + d.z * d.z + d.w * d.w;
     }
     for (std::int64_t i = vector_n * 4 + first; i < n; i += stride) {
         const float d = pred[i] - target[i];
         grad[i] = grad_factor * d;
+        if (squares != nullptr) squares[i] = d * d;
         sum += d * d;
     }
     sum = block_sum(sum, scratch);
@@ -386,6 +392,131 @@ __global__ void count_invalid_labels_kernel(const void* labels, bool labels_int6
     if (threadIdx.x == 0) *invalid = static_cast<long long>(total);
 }
 
+// --------------------------------------------------- v2: cross_entropy with PyTorch's options
+// Three launches: a one-block prepass over the labels and weights (the mean's divisor, W, the
+// invalid count), a warp per row (two reads of the row: an online max / sum with W-weighted
+// sums, then the gradient, the second read mostly from L1), and a one-block sum in row order.
+// (N, C, d1, ...) input: a row's classes lie `inner` floats apart, so a warp's loads are
+// strided (a sector each) there; a layout with the classes last reads them coalesced.
+// Every sum has a fixed order: bitwise repeatable.
+__device__ __forceinline__ float class_weight(const float* weight, std::int64_t c) {
+    return weight != nullptr ? __ldg(weight + c) : 1.0f;
+}
+
+// The offset of a row's first class: rows are (n, i) with the classes `inner` apart.
+__device__ __forceinline__ std::int64_t row_start(const CrossEntropyParams& a, std::int64_t row) {
+    return a.inner == 1 ? row * a.classes : (row / a.inner) * a.classes * a.inner + row % a.inner;
+}
+
+__device__ __forceinline__ float smoothed_target(const CrossEntropyParams& a, std::int64_t start, std::int64_t c) {
+    const float eps = a.label_smoothing;
+    return (1.0f - eps) * __ldg(a.target_probs + start + c * a.inner) + eps / static_cast<float>(a.classes);
+}
+
+__global__ void cross_entropy_prepass_kernel(CrossEntropyParams a) {
+    __shared__ float scratch[32];
+    __shared__ unsigned long long invalid_total;
+    if (threadIdx.x == 0) invalid_total = 0;
+    __syncthreads();
+    float total_weight = 0.0f;  // W
+    for (std::int64_t c = threadIdx.x; c < a.classes; c += blockDim.x) total_weight += class_weight(a.weight, c);
+    total_weight = block_sum(total_weight, scratch);
+    float divisor = 0.0f;  // sum of w_y over the rows not ignored
+    unsigned long long invalid = 0;
+    if (a.labels != nullptr) {
+        for (std::int64_t r = threadIdx.x; r < a.rows; r += blockDim.x) {
+            const std::int64_t y = load_label(a.labels, a.labels_int64, r);
+            if (y == a.ignore_index) continue;
+            if (y < 0 || y >= a.classes) {
+                ++invalid;
+                continue;
+            }
+            divisor += class_weight(a.weight, y);
+        }
+    }
+    divisor = block_sum(divisor, scratch);
+    atomicAdd(&invalid_total, invalid);  // integers: exact in any order
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float scale = 1.0f;
+        if (a.reduction == 0) scale = a.labels != nullptr ? 1.0f / divisor : 1.0f / static_cast<float>(a.rows);
+        a.scales[0] = scale;  // 1 / 0 = inf where every row is ignored: the mean is NaN, as PyTorch's
+        a.scales[1] = total_weight;
+        *a.invalid_labels = static_cast<long long>(invalid_total);
+    }
+}
+
+__global__ void cross_entropy_rows_kernel(CrossEntropyParams a) {
+    const int lane = threadIdx.x % 32;
+    const std::int64_t warps = (std::int64_t)gridDim.x * (blockDim.x / 32);
+    const float eps = a.label_smoothing, inv_classes = 1.0f / static_cast<float>(a.classes);
+    const bool probs = a.target_probs != nullptr;
+    for (std::int64_t row = (std::int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32; row < a.rows;
+         row += warps) {
+        const std::int64_t start = row_start(a, row), step = a.inner;
+        const float* x = a.logits + start;
+        const std::int64_t y = probs ? -1 : load_label(a.labels, a.labels_int64, row);
+        const bool ignored = !probs && y == a.ignore_index;
+        const bool valid = probs || (!ignored && y >= 0 && y < a.classes);
+        // Pass 1: online max and exp-sum (as the wide-row kernel), and T = sum w_c t'_c.
+        float lane_max = -INFINITY, lane_sum = 0.0f, target_total = 0.0f;
+        for (std::int64_t c = lane; c < a.classes; c += 32) {
+            const float value = x[c * step];
+            if (value > lane_max) {
+                lane_sum = lane_sum * expf(lane_max - value) + 1.0f;
+                lane_max = value;
+            } else if (value != -INFINITY) {
+                lane_sum += expf(value - lane_max);
+            }
+            if (probs) target_total += class_weight(a.weight, c) * smoothed_target(a, start, c);
+        }
+        const float row_max = warp_reduce(lane_max, MaxOp{});
+        const float sum = warp_reduce(lane_sum == 0.0f ? 0.0f : lane_sum * expf(lane_max - row_max), SumOp{});
+        target_total = warp_reduce(target_total, SumOp{});
+        const float log_sum = logf(sum), inv_sum = 1.0f / sum;
+        const float scale = a.scales[0], total_weight = a.scales[1];
+        const float w_y = valid && !probs ? class_weight(a.weight, y) : 0.0f;
+        // Pass 2: the gradient, and the weighted sum of (x_c - max) the loss needs.
+        float weighted = 0.0f;
+        float* g = a.grad + start;
+        for (std::int64_t c = lane; c < a.classes; c += 32) {
+            const float shifted = x[c * step] - row_max;
+            const float p = expf(shifted) * inv_sum;
+            const float w_c = class_weight(a.weight, c);
+            float grad;
+            if (probs) {
+                const float t = w_c * smoothed_target(a, start, c);
+                weighted += t * shifted;
+                grad = p * target_total - t;
+            } else {
+                weighted += w_c * shifted;
+                grad = (1.0f - eps) * w_y * (p - (c == y ? 1.0f : 0.0f)) + eps * inv_classes * (p * total_weight - w_c);
+            }
+            g[c * step] = ignored ? 0.0f : (valid ? scale * grad : NAN);
+        }
+        weighted = warp_reduce(weighted, SumOp{});
+        if (lane == 0) {
+            float loss;
+            if (probs) {
+                loss = target_total * log_sum - weighted;  // -sum t (shifted - log_sum)
+            } else {
+                const float nll = valid ? -w_y * ((x[y * step] - row_max) - log_sum) : 0.0f;
+                loss = (1.0f - eps) * nll + eps * inv_classes * (total_weight * log_sum - weighted);
+            }
+            a.row_loss[row] = ignored ? 0.0f : (valid ? loss : NAN);
+        }
+    }
+}
+
+// One block adds the row losses in order, times the prepass's scale.
+__global__ void cross_entropy_sum_kernel(CrossEntropyParams a) {
+    __shared__ float scratch[32];
+    float sum = 0.0f;
+    for (std::int64_t i = threadIdx.x; i < a.rows; i += blockDim.x) sum += a.row_loss[i];
+    sum = block_sum(sum, scratch);
+    if (threadIdx.x == 0) *a.loss = sum * a.scales[0];
+}
+
 // ------------------------------------------------------------------------ accuracy
 // A warp per row finds the first index of the maximum, NaN counting as -inf (so an all-NaN
 // row predicts class 0, as NumPy's argmax of the same row with NaN replaced by -inf would);
@@ -426,11 +557,13 @@ __global__ void accuracy_kernel(const float* __restrict__ logits, const void* la
 std::int64_t mse_loss_workspace_size(std::int64_t n) { return mse_blocks(n); }
 
 cudaError_t mse_loss(const float* pred, const float* target, float* grad, float* loss, float* workspace,
-                     std::int64_t n, float loss_scale, float grad_scale, cudaStream_t stream) {
+                     std::int64_t n, float loss_scale, float grad_scale, cudaStream_t stream, float* squares) {
     const int blocks = mse_blocks(n);
-    const bool vector_ok = is_aligned16(pred) && is_aligned16(target) && is_aligned16(grad);
-    PYFAST_TRY(launch_kernel(mse_partial_kernel, blocks, kThreads, 0, stream, pred, target, grad,
-                                          workspace, n, 2.0f * grad_scale, vector_ok));
+    const bool vector_ok = is_aligned16(pred) && is_aligned16(target) && is_aligned16(grad) &&
+                           (squares == nullptr || is_aligned16(squares));
+    PYFAST_TRY(launch_kernel(mse_partial_kernel, blocks, kThreads, 0, stream, pred, target, grad, workspace, squares,
+                             n, 2.0f * grad_scale, vector_ok));
+    if (loss == nullptr) return cudaSuccess;  // reduction "none": the squares are the result
     return launch_kernel(sum_in_order_kernel, 1, kFinishThreads, 0, stream, workspace, blocks, loss_scale, loss);
 }
 
@@ -465,6 +598,19 @@ cudaError_t softmax_cross_entropy(const SoftmaxCrossEntropyParams& p, cudaStream
                                           p.labels_int64, p.rows, p.classes, p.invalid_labels));
     return launch_kernel(sum_in_order_kernel, 1, kFinishThreads, 0, stream, p.row_loss, p.classes > 0 ? p.rows : 0,
                          p.loss_scale, p.loss);
+}
+
+cudaError_t cross_entropy(const CrossEntropyParams& p, cudaStream_t stream) {
+    if (p.classes <= 0 || p.inner < 1 || p.reduction < 0 || p.reduction > 2) return cudaErrorInvalidValue;
+    if ((p.labels == nullptr) == (p.target_probs == nullptr)) return cudaErrorInvalidValue;
+    if (p.reduction != 2 && p.loss == nullptr) return cudaErrorInvalidValue;
+    PYFAST_TRY(launch_kernel(cross_entropy_prepass_kernel, 1, kFinishThreads, 0, stream, p));
+    if (p.rows > 0) {
+        PYFAST_TRY(launch_kernel(cross_entropy_rows_kernel, grid_stride_blocks(p.rows * 32, kThreads), kThreads, 0,
+                                 stream, p));
+    }
+    if (p.reduction == 2) return cudaSuccess;
+    return launch_kernel(cross_entropy_sum_kernel, 1, kFinishThreads, 0, stream, p);
 }
 
 cudaError_t softmax(const float* logits, float* out, std::int64_t rows, std::int64_t classes, bool log,

@@ -75,7 +75,7 @@ def _prepare_linreg(args, out=None, err=None):
 
 def _train_linreg(plan):
     args, out, backend, model = plan.args, plan.out, plan.backend, plan.model
-    loss = nn.MSELoss(backend)
+    loss = nn.MSELoss(backend=backend)
     optimizer = SGD(model, lr=args.lr)
     x_dev, y_dev = (backend.asarray(part) for part in plan.data)
     report = lambda epoch, value: print(f"Epoch {epoch}, loss={value:.6f}", file=out)  # noqa: E731
@@ -229,7 +229,7 @@ def _train_cnn(plan):
           f"{train[0].shape[2]}x{train[0].shape[3]}; backend {backend.name}", file=out)
     if plan.start:
         print(f"resuming {args.resume} after epoch {plan.start}", file=out)
-    loss = nn.CrossEntropyLoss(backend)
+    loss = nn.CrossEntropyLoss(backend=backend)
     metadata = dict(plan.stats, run=_run_settings(args))
 
     def checkpoint(epoch, history):  # after every epoch: an interrupted run loses at most one
