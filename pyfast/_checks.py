@@ -591,15 +591,20 @@ def conv2d_padding(padding, w_shape, stride, dilation):
 
 
 def conv2d_groups(groups):
-    """groups checked: an int >= 1; pyfast's kernels compute groups=1 only (for now)."""
-    if not is_integer(groups):
+    """groups checked: an int >= 1."""
+    if isinstance(groups, (bool, np.bool_)) or not is_integer(groups):
         raise TypeError(f"groups: expected an int, got {groups!r}")
     if groups < 1:
         raise ValueError(f"groups: expected an int >= 1, got {groups}")
-    if groups != 1:
-        raise ValueError(f"groups: grouped and depthwise convolutions (groups={groups}) are not supported yet; "
-                         "groups=1 only")
-    return 1
+    return int(groups)
+
+
+def conv2d_group_geometry(g):
+    """The geometry of one group's convolution (what each groups=1 launch computes), or g."""
+    if g["groups"] == 1:
+        return g
+    c, k = g["c"] // g["groups"], g["k"] // g["groups"]
+    return dict(g, c=c, k=k, groups=1, y_shape=(g["n"], k, g["p"], g["q"]))
 
 
 def conv2d_dims(x_shape, w_shape, stride, padding, dilation, groups=1, names=("x", "w")):
@@ -609,15 +614,18 @@ def conv2d_dims(x_shape, w_shape, stride, padding, dilation, groups=1, names=("x
     x_name, w_name = names
     expect_ndim(x_name, x_shape, 4, " (N, C, H, W)")
     expect_ndim(w_name, w_shape, 4, " (K, C, R, S)")
-    conv2d_groups(groups)
+    groups = conv2d_groups(groups)
     stride, dilation = pair("stride", stride, 1), pair("dilation", dilation, 1)
     (top, bottom), (left, right) = conv2d_padding(padding, w_shape, stride, dilation)
     padding, padding_end = (top, left), (bottom, right)
     n, c, h, w = x_shape
     k, c_w, r, s = w_shape
-    if c != c_w:
-        raise ValueError(f"{w_name}: expected {c} input channels to match {x_name}.shape={tuple(x_shape)}, "
-                         f"got {w_name}.shape={tuple(w_shape)}")
+    if c % groups or k % groups:
+        raise ValueError(f"groups: {groups} groups must divide both the {c} input and the {k} output channels")
+    if c != c_w * groups:
+        per_group = "" if groups == 1 else f" per group ({groups} groups)"
+        raise ValueError(f"{w_name}: expected {c // groups} input channels{per_group} to match "
+                         f"{x_name}.shape={tuple(x_shape)}, got {w_name}.shape={tuple(w_shape)}")
     for dim_name, dim in (("R", r), ("S", s), ("K", k)):
         if dim < 1:
             raise ValueError(f"{w_name}: expected a non-empty kernel, got shape {tuple(w_shape)} ({dim_name}={dim})")
@@ -634,7 +642,7 @@ def conv2d_dims(x_shape, w_shape, stride, padding, dilation, groups=1, names=("x
     # padding: the top / left rows and columns the kernels take (an output's window starts at
     # p * stride - padding); padding_end: the bottom / right ones, which only size the output.
     return dict(n=n, c=c, h=h, w=w, k=k, r=r, s=s, p=p, q=q, stride=stride, padding=padding,
-                padding_end=padding_end, dilation=dilation, y_shape=(n, k, p, q))
+                padding_end=padding_end, dilation=dilation, groups=groups, y_shape=(n, k, p, q))
 
 
 def pool2d_window(kernel_size, stride, padding, dilation=1):

@@ -295,7 +295,7 @@ def conv2d(x, w, bias, stride, padding, dilation, groups, activation, version, c
     if bias is not None:
         _checks.expect_shape("bias", bias.shape, (g["k"],))
     relu = _checks.conv2d_activation(activation)
-    _checks.conv2d_plan(g, "forward", version, config)
+    _checks.conv2d_plan(_checks.conv2d_group_geometry(g), "forward", version, config)
     return x, w, bias, g, relu
 
 
@@ -304,37 +304,42 @@ def conv2d_max_pool2d(x, w, bias, stride, padding, dilation, groups, activation,
     x, w = floats("input", x, dtype), floats("weight", w, dtype)
     g = _checks.conv2d_dims(x.shape, w.shape, stride, padding, dilation, groups, names=("input", "weight"))
     relu = _checks.conv2d_activation(activation)
-    _checks.conv2d_max_pool2d_plan(g, version, config)
+    if g["groups"] == 1:
+        _checks.conv2d_max_pool2d_plan(g, version, config)
+    else:  # a grouped convolution, then the pooling
+        _checks.conv2d_plan(_checks.conv2d_group_geometry(g), "forward", version, config)
+        _checks.pool2d_dims(g["y_shape"], 2, 2, 0)
     bias = floats("bias", bias, dtype, optional=True)
     if bias is not None:
         _checks.expect_shape("bias", bias.shape, (g["k"],))
     return x, w, bias, g, relu
 
 
-def _conv_gradient_geometry(pass_name, dy, x_shape, w_shape, stride, padding, dilation, version, config):
-    g = _checks.conv2d_dims(x_shape, w_shape, stride, padding, dilation)
+def _conv_gradient_geometry(pass_name, dy, x_shape, w_shape, stride, padding, dilation, groups, version, config):
+    g = _checks.conv2d_dims(x_shape, w_shape, stride, padding, dilation, groups)
     _checks.expect_shape("dy", dy.shape, g["y_shape"])
-    _checks.conv2d_plan(g, pass_name, version, config)
+    _checks.conv2d_plan(_checks.conv2d_group_geometry(g), pass_name, version, config)
     return g
 
 
-def conv2d_backward_input(dy, w, x_shape, stride, padding, dilation, version, config, dtype):
+def conv2d_backward_input(dy, w, x_shape, stride, padding, dilation, groups, version, config, dtype):
     """(dy, w, geometry)."""
     x_shape = _checks.image_shape("x_shape", x_shape)
     dy, w = floats("dy", dy, dtype), floats("w", w, dtype)
-    return dy, w, _conv_gradient_geometry("backward_input", dy, x_shape, w.shape, stride, padding, dilation, version,
-                                          config)
+    return dy, w, _conv_gradient_geometry("backward_input", dy, x_shape, w.shape, stride, padding, dilation, groups,
+                                          version, config)
 
 
-def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, bias, out_bias, version, config, dtype):
+def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, bias, out_bias, version, config,
+                           dtype):
     """(dy, x, geometry)."""
     w_shape = _checks.image_shape("w_shape", w_shape)
     _checks.expect_bool("bias", bias)
     if out_bias is not None and not bias:
         raise ValueError("out_bias: given without bias=True")
     dy, x = floats("dy", dy, dtype), floats("x", x, dtype)
-    return dy, x, _conv_gradient_geometry("backward_weight", dy, x.shape, w_shape, stride, padding, dilation, version,
-                                          config)
+    return dy, x, _conv_gradient_geometry("backward_weight", dy, x.shape, w_shape, stride, padding, dilation, groups,
+                                          version, config)
 
 
 def max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode, return_indices, bias, activation, out_indices,

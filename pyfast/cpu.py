@@ -15,7 +15,7 @@ import threading
 
 import numpy as np
 
-from pyfast import _checks, reference
+from pyfast import _checks, _groups, reference
 from pyfast import _numpy_operands as operands
 
 _F32 = np.float32
@@ -317,6 +317,9 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     x, w, bias, g, relu = operands.conv2d(input, weight, bias, stride, padding, dilation, groups, activation, version,
                                           config, _F32)
     y, out = _target(out, g["y_shape"], x, w, bias)
+    if g["groups"] > 1:
+        return _deliver(_groups.forward(conv2d, np, x, w, bias, g["groups"], y, stride=stride, padding=padding,
+                                        dilation=dilation, activation=activation), out)
     return _deliver(_conv_forward(x, w, bias, g, relu, y), out)
 
 
@@ -326,9 +329,12 @@ def conv2d_max_pool2d(input, weight, bias=None, stride=1, padding=0, dilation=1,
     return_indices=True), the convolution's output kept in scratch memory."""
     x, w, bias, g, relu = operands.conv2d_max_pool2d(input, weight, bias, stride, padding, dilation, groups,
                                                      activation, version, config, _F32)
-    conv = _convolve(x, w, g)
-    if bias is not None:
-        conv += bias[:, None, None]  # scratch: rounded to float32 as the kernel's epilogue rounds it
+    if g["groups"] > 1:
+        conv = conv2d(x, w, bias, stride, padding, dilation, groups)
+    else:
+        conv = _convolve(x, w, g)
+        if bias is not None:
+            conv += bias[:, None, None]  # scratch: rounded to float32 as the kernel's epilogue rounds it
     pool = _checks.pool2d_dims(conv.shape, 2, 2, 0)
     y, out = _target(out, pool["y_shape"], x, w, bias)
     indices = operands.indices_output(out_indices, pool["y_shape"])
@@ -336,13 +342,18 @@ def conv2d_max_pool2d(input, weight, bias=None, stride=1, padding=0, dilation=1,
     return _deliver(y, out), indices
 
 
-def conv2d_backward_input(dy, w, x_shape, *, stride=1, padding=0, dilation=1, out=None, version=None, config=None):
+def conv2d_backward_input(dy, w, x_shape, *, stride=1, padding=0, dilation=1, groups=1, out=None, version=None,
+                          config=None):
     """Gradient of conv2d with respect to x: the columns' gradient w.T @ dy per sample, each
     tap's share added where it came from (col2im)."""
-    dy, w, g = operands.conv2d_backward_input(dy, w, x_shape, stride, padding, dilation, version, config, _F32)
+    dy, w, g = operands.conv2d_backward_input(dy, w, x_shape, stride, padding, dilation, groups, version, config,
+                                              _F32)
     n, c, h, width, r, s = g["n"], g["c"], g["h"], g["w"], g["r"], g["s"]
     (ph, bottom), (pw, right) = operands.conv_padding(g)
     dx, out = _target(out, (n, c, h, width), dy, w)
+    if g["groups"] > 1:
+        return _deliver(_groups.backward_input(conv2d_backward_input, np, dy, w, dx.shape, g["groups"], dx,
+                                               stride=stride, padding=padding, dilation=dilation), out)
     columns = _scratch("columns_grad", (n, c, r, s, g["p"], g["q"]))
     positions = g["p"] * g["q"]
     np.matmul(w.reshape(g["k"], c * r * s).T, dy.reshape(n, g["k"], positions),
@@ -355,12 +366,18 @@ def conv2d_backward_input(dy, w, x_shape, *, stride=1, padding=0, dilation=1, ou
     return _deliver(dx, out)
 
 
-def conv2d_backward_weight(dy, x, w_shape, *, stride=1, padding=0, dilation=1, bias=False, out=None,
+def conv2d_backward_weight(dy, x, w_shape, *, stride=1, padding=0, dilation=1, groups=1, bias=False, out=None,
                            out_bias=None, version=None, config=None):
     """Gradient of conv2d with respect to w: dy @ columns.T per sample, summed over the batch;
     with ``bias=True`` also the bias gradient, as ``(dw, db)``."""
-    dy, x, g = operands.conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, bias, out_bias, version,
-                                               config, _F32)
+    dy, x, g = operands.conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, bias, out_bias,
+                                               version, config, _F32)
+    if g["groups"] > 1:
+        dw = np.empty(tuple(w_shape), _F32)
+        db = np.empty(g["k"], _F32) if bias else None
+        _groups.backward_weight(conv2d_backward_weight, np, dy, x, dw.shape, g["groups"], dw, db, stride=stride,
+                                padding=padding, dilation=dilation)
+        return operands.finish(dw, out) if not bias else (operands.finish(dw, out), operands.finish(db, out_bias))
     n, k = g["n"], g["k"]
     dy3 = dy.reshape(n, k, g["p"] * g["q"])
     columns = _columns(x, g)

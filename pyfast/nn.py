@@ -292,9 +292,12 @@ class Conv2d(_ParametrizedLayer):
         super().__init__(backend)
         _checks.conv2d_version_code(version)
         _checks.conv2d_activation(activation)
-        _checks.conv2d_groups(groups)
+        self.groups = _checks.conv2d_groups(groups)
         self.version, self.activation = version, activation
         self.in_channels, self.out_channels = _size("in_channels", in_channels), _size("out_channels", out_channels)
+        if in_channels % self.groups or out_channels % self.groups:
+            raise ValueError(f"groups: {groups} groups must divide both in_channels={in_channels} and "
+                             f"out_channels={out_channels}")
         kh, kw = self.kernel_size = _checks.pair("kernel_size", kernel_size, 1)
         self.stride, self.dilation = _checks.pair("stride", stride, 1), _checks.pair("dilation", dilation, 1)
         (top, bottom), (left, right) = _checks.conv2d_padding(padding, (out_channels, in_channels, kh, kw),
@@ -302,19 +305,21 @@ class Conv2d(_ParametrizedLayer):
         # Ints where both sides match; "same" where PyTorch pads the bottom / right one more.
         self.padding = (top, left) if (top, left) == (bottom, right) else "same"
         rng = rng if rng is not None else np.random.default_rng(0)
-        fan_in, fan_out = in_channels * kh * kw, out_channels * kh * kw
-        self._set_parameters(*_init_weight_and_bias(init, rng, (out_channels, in_channels, kh, kw), fan_in,
-                                                    fan_out))
+        per_group = in_channels // self.groups  # PyTorch's fans: of one group's filter
+        fan_in, fan_out = per_group * kh * kw, out_channels // self.groups * kh * kw
+        self._set_parameters(*_init_weight_and_bias(init, rng, (out_channels, per_group, kh, kw), fan_in, fan_out))
 
     def _geometry(self):
-        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, version=self.version)
+        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups,
+                    version=self.version)
 
     def forward(self, x):
         return self._forward(x, self.activation)
 
     def _forward(self, x, activation):
         self._x = x
-        shape = _checks.conv2d_dims(x.shape, self.weight.shape, self.stride, self.padding, self.dilation)["y_shape"]
+        shape = _checks.conv2d_dims(x.shape, self.weight.shape, self.stride, self.padding, self.dilation,
+                                    self.groups)["y_shape"]
         self._y = self.backend.ops.conv2d(x, self.weight, self.bias, activation=activation,
                                           out=self._buffer("y", shape), **self._geometry())
         return self._y
@@ -335,7 +340,7 @@ class Conv2d(_ParametrizedLayer):
         config = dict(super().config(), in_channels=self.in_channels, out_channels=self.out_channels,
                       kernel_size=list(self.kernel_size), stride=list(self.stride),
                       padding=self.padding if isinstance(self.padding, str) else list(self.padding),
-                      dilation=list(self.dilation), version=self.version)
+                      dilation=list(self.dilation), groups=self.groups, version=self.version)
         if self.activation:
             config["activation"] = self.activation
         return config
@@ -346,6 +351,8 @@ class Conv2d(_ParametrizedLayer):
             text += f", padding={self.padding!r}"
         if self.dilation != (1, 1):
             text += f", dilation={self.dilation}"
+        if self.groups != 1:
+            text += f", groups={self.groups}"
         text += f", version={self.version!r}" if self.version else ""
         return text + (f", activation={self.activation!r}" if self.activation else "")
 
@@ -426,7 +433,7 @@ class MaxPool2d(_Pool2d):
         """relu(conv(x)) pooled in one op (a Sequential's Conv2d, ReLU, MaxPool2d): the conv
         keeps its input for its backward, this layer its output, indices and input shape."""
         conv._x = x
-        g = _checks.conv2d_dims(x.shape, conv.weight.shape, conv.stride, conv.padding, conv.dilation)
+        g = _checks.conv2d_dims(x.shape, conv.weight.shape, conv.stride, conv.padding, conv.dilation, conv.groups)
         shape = _checks.pool2d_dims(g["y_shape"], 2, 2, 0)["y_shape"]
         self._x_shape = g["y_shape"]
         self._y, self._indices = self.backend.ops.conv2d_max_pool2d(
@@ -624,7 +631,8 @@ def from_config(config, backend=None):
     if cls is Conv2d:
         return Conv2d(config["in_channels"], config["out_channels"], tuple(config["kernel_size"]),
                       stride=config["stride"], padding=config["padding"], dilation=config["dilation"],
-                      version=config.get("version"), activation=config.get("activation"), backend=backend)
+                      groups=config.get("groups", 1), version=config.get("version"),
+                      activation=config.get("activation"), backend=backend)
     return cls(**config, backend=backend)
 
 

@@ -16,7 +16,7 @@ Conventions (see ARCHITECTURE.md):
 
 import numpy as np
 
-from pyfast import _checks, _tuning
+from pyfast import _checks, _groups, _tuning
 from pyfast._arrays import checked_input, empty, launch_args, on_gpu, operand, output, ptr, untransposed
 from pyfast._checks import (  # noqa: F401  (public)
     CONV2D_PASSES,
@@ -540,11 +540,13 @@ def _conv_forward_operands(x, w, bias, stride, padding, dilation, groups):
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None, out=None,
            version=None, config=None):
     """2D cross-correlation of NCHW ``input`` with OIHW ``weight`` (+ ``bias`` per output
-    channel), as torch.nn.functional.conv2d (same arguments, same order; groups=1 only for
-    now). ``stride``, ``padding``, ``dilation``: an int or an (h, w) pair; ``padding`` also
-    "valid" (none) or "same" (stride 1, an odd dilated kernel); output size
-    (H + 2 pad - dilation (R - 1) - 1) // stride + 1. An input smaller than the dilated kernel
-    is a ValueError. pyfast's own options are keyword-only: ``activation="relu"``: max(y, 0)
+    channel), as torch.nn.functional.conv2d (same arguments, same order). ``stride``,
+    ``padding``, ``dilation``: an int or an (h, w) pair; ``padding`` also "valid" (none) or
+    "same" (stride 1; PyTorch's extra bottom / right row for an even dilated kernel); output
+    size (H + 2 pad - dilation (R - 1) - 1) // stride + 1. An input smaller than the dilated
+    kernel is a ValueError. ``groups``: one groups=1 convolution per group of channels, each
+    group's input slice copied first (pyfast._groups; right for a few wide groups, slow for
+    depthwise: no kernel of its own yet). pyfast's own options are keyword-only: ``activation="relu"``: max(y, 0)
     on the way out (NaN kept, as torch.relu; fused into the tiled kernel's epilogue, a second
     pass for the others).
 
@@ -557,10 +559,13 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     5x5). ``config``: one of the tiled version's configurations (benchmarks and the tuner)."""
     operands, g = _conv_forward_operands(input, weight, bias, stride, padding, dilation, groups)
     relu = _checks.conv2d_activation(activation)
-    plan = _checks.conv2d_plan(g, "forward", version, config)
+    plan = _checks.conv2d_plan(_checks.conv2d_group_geometry(g), "forward", version, config)
     require_gpu("conv2d")
     x, w, bias = (on_gpu(op) if op is not None else None for op in operands)
     out = output(out, g["y_shape"], {"input": x, "weight": w, "bias": bias})
+    if g["groups"] > 1:
+        return _groups.forward(conv2d, cupy, x, w, bias, g["groups"], out, stride=stride, padding=padding,
+                               dilation=dilation, activation=activation, version=version, config=config)
     device, stream = launch_args()
     version_code, config_code = _conv_plan_on(g, "forward", plan, device)
     if out.size:
@@ -581,6 +586,11 @@ def conv2d_max_pool2d(input, weight, bias=None, stride=1, padding=0, dilation=1,
     results are those of the two ops run one after the other, bit for bit."""
     operands, g = _conv_forward_operands(input, weight, bias, stride, padding, dilation, groups)
     relu = _checks.conv2d_activation(activation)
+    if g["groups"] > 1:  # the grouped convolution, then the pooling: two passes
+        _checks.conv2d_plan(_checks.conv2d_group_geometry(g), "forward", version, config)
+        _checks.pool2d_dims(g["y_shape"], 2, 2, 0)
+        conv_out = conv2d(input, weight, bias, stride, padding, dilation, groups, version=version, config=config)
+        return max_pool2d(conv_out, 2, activation=activation, return_indices=True, out=out, out_indices=out_indices)
     pool, plan = _checks.conv2d_max_pool2d_plan(g, version, config)
     require_gpu("conv2d_max_pool2d")
     x, w, bias = (on_gpu(op) if op is not None else None for op in operands)
@@ -603,28 +613,33 @@ def conv2d_max_pool2d(input, weight, bias=None, stride=1, padding=0, dilation=1,
     return max_pool2d(conv_out, 2, activation=activation, return_indices=True, out=y, out_indices=indices)
 
 
-def _conv_gradient(op_name, dy, other_name, other, x_shape, w_shape, stride, padding, dilation, version, config):
+def _conv_gradient(op_name, dy, other_name, other, x_shape, w_shape, stride, padding, dilation, groups, version,
+                   config):
     """Checks shared by the two convolution gradients; returns (dy, other, geometry, plan)."""
     dy_op, other_op = checked_input("dy", dy), checked_input(other_name, other)
     if x_shape is None:
         x_shape = other_op.shape
     if w_shape is None:
         w_shape = other_op.shape
-    g = _checks.conv2d_dims(x_shape, w_shape, stride, padding, dilation)
+    g = _checks.conv2d_dims(x_shape, w_shape, stride, padding, dilation, groups)
     _checks.expect_shape("dy", dy_op.shape, g["y_shape"])
-    plan = _checks.conv2d_plan(g, op_name.replace("conv2d_", ""), version, config)
+    plan = _checks.conv2d_plan(_checks.conv2d_group_geometry(g), op_name.replace("conv2d_", ""), version, config)
     require_gpu(op_name)
     return on_gpu(dy_op), on_gpu(other_op), g, plan
 
 
-def conv2d_backward_input(dy, w, x_shape, *, stride=1, padding=0, dilation=1, out=None, version=None, config=None):
+def conv2d_backward_input(dy, w, x_shape, *, stride=1, padding=0, dilation=1, groups=1, out=None, version=None,
+                          config=None):
     """dL/dx of conv2d given dL/dy (N, K, P, Q), the weight and the input's shape. Each input
     element gathers its own sum: deterministic, no atomics. ``version`` / ``config``: as conv2d
     (the tiled version runs the forward kernel on dy with the weights flipped and transposed)."""
     x_shape = _checks.image_shape("x_shape", x_shape)
     dy, w, g, plan = _conv_gradient("conv2d_backward_input", dy, "w", w, x_shape, None, stride, padding, dilation,
-                                    version, config)
+                                    groups, version, config)
     out = output(out, x_shape, {"dy": dy, "w": w})
+    if g["groups"] > 1:
+        return _groups.backward_input(conv2d_backward_input, cupy, dy, w, x_shape, g["groups"], out, stride=stride,
+                                      padding=padding, dilation=dilation, version=version, config=config)
     device, stream = launch_args()
     version_code, config_code = _conv_plan_on(g, "backward_input", plan, device)
     if out.size:
@@ -634,7 +649,7 @@ def conv2d_backward_input(dy, w, x_shape, *, stride=1, padding=0, dilation=1, ou
     return out
 
 
-def conv2d_backward_weight(dy, x, w_shape, *, stride=1, padding=0, dilation=1, bias=False, out=None,
+def conv2d_backward_weight(dy, x, w_shape, *, stride=1, padding=0, dilation=1, groups=1, bias=False, out=None,
                            out_bias=None, version=None, config=None):
     """dL/dw of conv2d given dL/dy, the input and the weight's shape (a sum over N, P, Q in a
     fixed order: deterministic). ``bias=True`` also returns the bias gradient, as ``(dw, db)``
@@ -645,9 +660,13 @@ def conv2d_backward_weight(dy, x, w_shape, *, stride=1, padding=0, dilation=1, b
     if out_bias is not None and not bias:
         raise ValueError("out_bias: given without bias=True")
     dy, x, g, plan = _conv_gradient("conv2d_backward_weight", dy, "x", x, None, w_shape, stride, padding, dilation,
-                                    version, config)
+                                    groups, version, config)
     out = output(out, w_shape, {"dy": dy, "x": x})
     db = output(out_bias, (g["k"],), {"dy": dy, "x": x, "out": out}, name="out_bias") if bias else None
+    if g["groups"] > 1:
+        return _groups.backward_weight(conv2d_backward_weight, cupy, dy, x, w_shape, g["groups"], out, db,
+                                       stride=stride, padding=padding, dilation=dilation, version=version,
+                                       config=config)
     device, stream = launch_args()
     version_code, config_code = _conv_plan_on(g, "backward_weight", plan, device)
     fold_bias = db is not None and version_code == _TILED and out.size > 0  # db from the same pass

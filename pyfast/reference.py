@@ -8,6 +8,7 @@ float32 CPU backend) are tested against. The argument checks are pyfast._numpy_o
 
 import numpy as np
 
+from pyfast import _groups
 from pyfast import _numpy_operands as operands
 from pyfast._numpy_operands import round_bf16, round_tf32, window_origin  # noqa: F401  (public: round_*)
 
@@ -271,12 +272,18 @@ def _conv_pad(x, g):
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None, out=None,
            version=None, config=None):
-    """2D cross-correlation, NCHW x OIHW -> NCHW, as torch.nn.functional.conv2d (groups=1):
+    """2D cross-correlation, NCHW x OIHW -> NCHW, as torch.nn.functional.conv2d:
     y[n,k,p,q] = sum_{c,r,s} x[n, c, p*sh - ph + r*dh, q*sw - pw + s*dw] * w[k,c,r,s] (+ bias[k]),
-    then max(y, 0) with ``activation="relu"`` (NaN kept). ``version`` and ``config`` are
-    checked as on the GPU and otherwise ignored here."""
+    then max(y, 0) with ``activation="relu"`` (NaN kept); with ``groups`` one such convolution
+    per group of channels. ``version`` and ``config`` are checked as on the GPU and otherwise
+    ignored here."""
     x64, w64, bias64, g, relu = operands.conv2d(input, weight, bias, stride, padding, dilation, groups, activation,
                                                 version, config, _F64)
+    if g["groups"] > 1:
+        y = np.empty(g["y_shape"], np.float32)
+        _groups.forward(conv2d, np, input, weight, bias, g["groups"], y, stride=stride, padding=padding,
+                        dilation=dilation, activation=activation)
+        return _finish(y, out)
     patches = _windows(_conv_pad(x64, g), g["r"], g["s"], g["stride"], g["dilation"])
     y = np.tensordot(w64, patches, axes=([1, 2, 3], [1, 2, 3]))  # (K, N, P, Q)
     y = y.transpose(1, 0, 2, 3)
@@ -292,13 +299,20 @@ def conv2d_max_pool2d(input, weight, bias=None, stride=1, padding=0, dilation=1,
     stride-2 max-pool of its output."""
     operands.conv2d_max_pool2d(input, weight, bias, stride, padding, dilation, groups, activation, version, config,
                                _F64)
-    conv = conv2d(input, weight, bias, stride, padding, dilation)
+    conv = conv2d(input, weight, bias, stride, padding, dilation, groups)
     return max_pool2d(conv, 2, activation=activation, return_indices=True, out=out, out_indices=out_indices)
 
 
-def conv2d_backward_input(dy, w, x_shape, *, stride=1, padding=0, dilation=1, out=None, version=None, config=None):
+def conv2d_backward_input(dy, w, x_shape, *, stride=1, padding=0, dilation=1, groups=1, out=None, version=None,
+                          config=None):
     """Gradient of conv2d with respect to x: dx[n,c,i,j] = sum over (k, r, s) hitting (i, j)."""
-    dy64, w64, g = operands.conv2d_backward_input(dy, w, x_shape, stride, padding, dilation, version, config, _F64)
+    dy64, w64, g = operands.conv2d_backward_input(dy, w, x_shape, stride, padding, dilation, groups, version, config,
+                                                  _F64)
+    if g["groups"] > 1:
+        dx = np.empty((g["n"], g["c"], g["h"], g["w"]), np.float32)
+        _groups.backward_input(conv2d_backward_input, np, dy, w, dx.shape, g["groups"], dx, stride=stride,
+                               padding=padding, dilation=dilation)
+        return _finish(dx, out)
     (sh, sw), (ph, pw), (dh, dw) = g["stride"], g["padding"], g["dilation"]
     # Every tap's contribution in one product, (N, P, Q, C, R, S); then each tap's slice is
     # added where it lands in the padded input.
@@ -312,12 +326,18 @@ def conv2d_backward_input(dy, w, x_shape, *, stride=1, padding=0, dilation=1, ou
     return _finish(dx[:, :, ph: ph + g["h"], pw: pw + g["w"]], out)
 
 
-def conv2d_backward_weight(dy, x, w_shape, *, stride=1, padding=0, dilation=1, bias=False, out=None,
+def conv2d_backward_weight(dy, x, w_shape, *, stride=1, padding=0, dilation=1, groups=1, bias=False, out=None,
                            out_bias=None, version=None, config=None):
     """Gradient of conv2d with respect to w: dw[k,c,r,s] = sum_{n,p,q} dy[n,k,p,q] * x[window];
     with ``bias=True`` also the bias gradient (dy summed over N, P, Q), as ``(dw, db)``."""
-    dy64, x64, g = operands.conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, bias, out_bias, version,
-                                                   config, _F64)
+    dy64, x64, g = operands.conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, bias, out_bias,
+                                                   version, config, _F64)
+    if g["groups"] > 1:
+        dw = np.empty(tuple(w_shape), np.float32)
+        db = np.empty(g["k"], np.float32) if bias else None
+        _groups.backward_weight(conv2d_backward_weight, np, dy, x, dw.shape, g["groups"], dw, db, stride=stride,
+                                padding=padding, dilation=dilation)
+        return _finish(dw, out) if not bias else (_finish(dw, out), _finish(db, out_bias))
     patches = _windows(_conv_pad(x64, g), g["r"], g["s"], g["stride"], g["dilation"])
     dw = _finish(np.tensordot(dy64, patches, axes=([0, 2, 3], [0, 4, 5])), out)
     if not bias:

@@ -17,7 +17,7 @@ LAYERS = [
     ["pyfast._C", "pyfast._C_emu", "pyfast.errors", "pyfast.testing", "pyfast.emulator.cupy", "pyfast.emulator.cupyx"],
     ["pyfast.emulator.loader"],
     ["pyfast._device", "pyfast._checks", "pyfast._tuning"],
-    ["pyfast._arrays", "pyfast._numpy_operands"],
+    ["pyfast._arrays", "pyfast._numpy_operands", "pyfast._groups"],
     ["pyfast.ops", "pyfast.reference", "pyfast.cpu", "pyfast.emulator"],
     ["pyfast.nn", "pyfast.graph", "pyfast.data", "pyfast.profile*"],
     ["pyfast.optim"],

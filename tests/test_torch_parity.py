@@ -309,8 +309,12 @@ def test_conv_same_padding_refusals_name_the_argument():
             module.conv2d(x, np.zeros((2, 3, 3, 3), np.float32), None, 2, "same")
         with pytest.raises(ValueError, match="padding: expected an int, a pair of ints, 'valid' or 'same'"):
             module.conv2d(x, np.zeros((2, 3, 3, 3), np.float32), None, 1, "full")
-        with pytest.raises(ValueError, match=r"groups: grouped and depthwise convolutions \(groups=3\)"):
-            module.conv2d(x, np.zeros((3, 1, 3, 3), np.float32), None, 1, 0, 1, 3)
+        with pytest.raises(ValueError, match=r"groups: 2 groups must divide both the 3 input and the 4 output"):
+            module.conv2d(x, np.zeros((4, 1, 3, 3), np.float32), None, 1, 0, 1, 2)
+        with pytest.raises(ValueError, match=r"weight: expected 1 input channels per group \(3 groups\)"):
+            module.conv2d(x, np.zeros((3, 3, 3, 3), np.float32), None, 1, 0, 1, 3)
+        with pytest.raises(ValueError, match=r"groups: expected an int >= 1"):
+            module.conv2d(x, np.zeros((3, 3, 3, 3), np.float32), groups=0)
         with pytest.raises(TypeError, match="groups: expected an int"):
             module.conv2d(x, np.zeros((2, 3, 3, 3), np.float32), groups=1.0)
 
@@ -614,3 +618,80 @@ def test_gpu_mse_loss_reductions_against_reference(rng, shape, reduction):
     assert grad is out and loss.shape == expected_loss.shape
     assert_close(loss, expected_loss, atol=1e-5, rtol=1e-5)
     assert_close(grad, expected_grad, atol=1e-6)
+
+
+# ---------------------------------------------------------------- grouped convolution
+# (x shape, weight shape, groups, stride, padding, dilation): two groups, depthwise (groups = C)
+# with a channel multiplier of 1 and 2, "same" padding, strides and dilations, 1x1 groups.
+GROUPED = [
+    pytest.param((2, 4, 7, 8), (6, 2, 3, 3), 2, 1, 1, 1, id="two-groups"),
+    pytest.param((2, 6, 9, 7), (6, 1, 3, 3), 6, 1, "same", 1, id="depthwise"),
+    pytest.param((1, 3, 8, 8), (6, 1, 5, 5), 3, 2, 2, 1, id="depthwise-x2-stride2"),
+    pytest.param((2, 4, 9, 9), (4, 1, 3, 3), 4, 1, 2, 2, id="depthwise-dilated"),
+    pytest.param((2, 8, 5, 6), (4, 2, 1, 1), 4, 1, 0, 1, id="grouped-1x1"),
+    pytest.param((1, 4, 6, 7), (4, 2, 2, 3), 2, 1, "same", 1, id="grouped-same-even"),
+]
+
+
+@needs_torch
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")  # PyTorch's own note
+@pytest.mark.parametrize("x_shape,w_shape,groups,stride,padding,dilation", GROUPED)
+def test_grouped_conv_matches_torch(rng, x_shape, w_shape, groups, stride, padding, dilation):
+    x, w, b = randn(rng, *x_shape), randn(rng, *w_shape), randn(rng, w_shape[0])
+    xt, wt, bt = _torch64(x), _torch64(w), _torch64(b)
+    yt = F.conv2d(xt, wt, bt, stride, padding, dilation, groups)
+    dy = randn(rng, *yt.shape)
+    yt.backward(torch.tensor(dy, dtype=torch.float64))
+    geometry = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    for module in (reference, cpu):
+        out = np.full(yt.shape, np.nan, np.float32)
+        assert module.conv2d(x, w, b, stride, padding, dilation, groups, out=out) is out
+        assert_close(out, yt.detach().numpy(), atol=1e-5)
+        assert_close(module.conv2d_backward_input(dy, w, x_shape, **geometry), xt.grad.numpy(), atol=1e-5)
+        dw, db = module.conv2d_backward_weight(dy, x, w_shape, bias=True, **geometry)
+        assert_close(dw, wt.grad.numpy(), atol=1e-4)
+        assert_close(db, bt.grad.numpy(), atol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("x_shape,w_shape,groups,stride,padding,dilation", GROUPED)
+@pytest.mark.parametrize("version", ["direct", "implicit", None])
+def test_gpu_grouped_conv_against_reference(rng, x_shape, w_shape, groups, stride, padding, dilation, version):
+    import cupy
+
+    x, w, b = randn(rng, *x_shape), randn(rng, *w_shape), randn(rng, w_shape[0])
+    geometry = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    expected = reference.conv2d(x, w, b, activation="relu", **geometry)
+    out = cupy.full(expected.shape, cupy.nan, cupy.float32)
+    y = ops.conv2d(cupy.asarray(x), cupy.asarray(w), cupy.asarray(b), activation="relu", out=out, version=version,
+                   **geometry)
+    assert y is out
+    assert_close(y, expected, atol=1e-5)
+    dy = randn(rng, *expected.shape)
+    dx = ops.conv2d_backward_input(cupy.asarray(dy), cupy.asarray(w), x_shape, version=version,
+                                   out=cupy.full(x_shape, cupy.nan, cupy.float32), **geometry)
+    assert_close(dx, reference.conv2d_backward_input(dy, w, x_shape, **geometry), atol=1e-5)
+    dw, db = ops.conv2d_backward_weight(cupy.asarray(dy), cupy.asarray(x), w_shape, bias=True, version=version,
+                                        out=cupy.full(w_shape, cupy.nan, cupy.float32), **geometry)
+    expected_dw, expected_db = reference.conv2d_backward_weight(dy, x, w_shape, bias=True, **geometry)
+    assert_close(dw, expected_dw, atol=1e-4)
+    assert_close(db, expected_db, atol=1e-4)
+    if expected.shape[2] >= 2 and expected.shape[3] >= 2:
+        pooled, indices = ops.conv2d_max_pool2d(cupy.asarray(x), cupy.asarray(w), cupy.asarray(b),
+                                                activation="relu", version=version, **geometry)
+        ref_pooled, ref_indices = reference.conv2d_max_pool2d(x, w, b, activation="relu", **geometry)
+        assert_close(pooled, ref_pooled, atol=1e-5)
+
+
+def test_grouped_conv_layer_computes_and_keeps_groups(rng):
+    layer = nn.Conv2d(4, 6, 3, 1, 1, 1, 2, backend="numpy")
+    assert layer.weight.shape == (6, 2, 3, 3) and "groups=2" in repr(layer)
+    rebuilt = nn.from_config(layer.config(), backend="numpy")
+    assert rebuilt.weight.shape == layer.weight.shape and rebuilt.groups == 2
+    x = randn(rng, 2, 4, 5, 5)
+    y = layer(x)
+    assert_close(y, reference.conv2d(x, layer.weight, layer.bias, 1, 1, 1, 2), atol=1e-5)
+    layer.requires_input_grad = True
+    dx = layer.backward(np.ones_like(y))
+    assert_close(dx, reference.conv2d_backward_input(np.ones_like(y), layer.weight, x.shape, padding=1, groups=2),
+                 atol=1e-5)
