@@ -567,11 +567,6 @@ def conv2d_max_pool2d_plan(g, version, config):
     return pool2d_dims(g["y_shape"], 2, 2, 0), plan
 
 
-def conv2d_options(stride, padding, dilation):
-    """(stride, padding, dilation) as (h, w) pairs: stride and dilation >= 1, padding >= 0."""
-    return pair("stride", stride, 1), pair("padding", padding, 0), pair("dilation", dilation, 1)
-
-
 def conv2d_padding(padding, w_shape, stride, dilation):
     """Padding as ((top, bottom), (left, right)), PyTorch's strings included: "valid" is none,
     "same" keeps the input size (stride 1 only, as in PyTorch), the odd row or column of an

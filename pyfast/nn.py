@@ -284,8 +284,9 @@ class Conv2d(_ParametrizedLayer):
     """2D convolution (NCHW, weight (out, in, kh, kw)) with bias, optionally with a fused ReLU
     (``activation="relu"``; a Sequential also fuses a Conv2d followed by a ReLU layer). The
     arguments before ``*`` are torch.nn.Conv2d's, in its order (``padding`` "valid" / "same"
-    included, kept as the ints they mean; groups=1 only). ``version``: the conv kernels to run
-    on the GPU (one of pyfast.ops.CONV2D_VERSIONS; None: chosen per pass and shape)."""
+    included, kept as the ints they mean where both sides match; ``groups`` as pyfast.ops.conv2d
+    runs them). ``version``: the conv kernels to run on the GPU (one of
+    pyfast.ops.CONV2D_VERSIONS; None: chosen per pass and shape)."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, *,
                  init="default", rng=None, backend=None, version=None, activation=None):
