@@ -25,6 +25,9 @@ KERNEL_TESTS=(tests/test_matmul.py tests/test_matmul_precision.py tests/test_con
               tests/test_pool.py tests/test_loss.py tests/test_elementwise.py tests/test_optim.py tests/test_fused.py
               tests/test_data_on_device.py tests/test_ptx.py tests/test_properties.py tests/test_emulator.py
               tests/test_torch_parity.py)
+# The sanitized and random-order passes are about the kernels: their files' GPU tests and the
+# emulator's own; the CPU-only tests (NumPy twins, PyTorch comparisons) run once, in the CPU suite.
+KERNEL_MARKS="(gpu or emulator) and not slow and not trains"
 
 suite() {
     echo "== emulated GPU suite"
@@ -51,7 +54,7 @@ sanitize() {
     ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:allocator_may_return_null=1:log_path=$reports/asan" \
     UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$reports/ubsan" \
     PYFAST_EMULATE=1 PYFAST_EMU_MODULE="$module" PYFAST_HYPOTHESIS_EXAMPLES="${PYFAST_HYPOTHESIS_EXAMPLES:-5}" \
-        "$PYTHON" -m pytest -q "${workers[@]}" -m "not slow and not trains" -k "not (b128 or x4x64x32x32 or x2x128x28x28 or 1024-simple or 1024-tiled or repeatable[1024])" \
+        "$PYTHON" -m pytest -q "${workers[@]}" -m "$KERNEL_MARKS" -k "not (b128 or x4x64x32x32 or x2x128x28x28 or 1024-simple or 1024-tiled or repeatable[1024])" \
         "${KERNEL_TESTS[@]}" "$@" \
         || { local failed=$?; for report in "$reports"/*; do [ -f "$report" ] && { echo "== $report"; head -150 "$report"; }; done
              exit $failed; }
@@ -74,7 +77,7 @@ order() {
     for sms in 1 1000; do
         echo "== kernel tests in random order (seed $seed), $sms SMs"
         PYFAST_EMULATE=1 PYFAST_EMU_ORDER=random PYFAST_EMU_SEED=$seed PYFAST_EMU_SM_COUNT=$sms \
-            "$PYTHON" -m pytest -q "${workers[@]}" -m "not slow and not trains" "${KERNEL_TESTS[@]}" "$@"
+            "$PYTHON" -m pytest -q "${workers[@]}" -m "$KERNEL_MARKS" "${KERNEL_TESTS[@]}" "$@"
         seed=$((seed + 1))
     done
 }

@@ -12,6 +12,8 @@ import pytest
 
 import pyfast
 
+pytestmark = pytest.mark.emulator  # all of it runs in tests/emulated.sh's sanitized and random-order passes
+
 C = pytest.importorskip("pyfast._C_emu", reason="the emulated extension is not built")
 emu = C.emulator
 NAN_BITS = 0xFFFFFFFF
