@@ -509,6 +509,18 @@ def test_cross_entropy_layer_is_torchs(rng, options):
     assert layer.config()["reduction"] == options.get("reduction", "mean")
 
 
+def _position_targets(rng, shape, probabilities, ignore_index, ignored):
+    """Targets of (N, C, d1, ...) logits: probabilities of the logits' shape (normalized over
+    the classes), or (N, d1, ...) class indices with the positions `ignored` (a slice of the
+    flat array) set to ignore_index."""
+    if probabilities:
+        target = rng.uniform(0.0, 1.0, shape).astype(np.float32)
+        return target / target.sum(axis=1, keepdims=True)
+    target = rng.integers(0, shape[1], (shape[0], *shape[2:]))
+    target.reshape(-1)[ignored] = ignore_index
+    return target
+
+
 @needs_torch
 @pytest.mark.parametrize("shape", [(2, 4, 3, 5), (3, 6, 7), (1, 3, 1, 1, 2)])
 @pytest.mark.parametrize("reduction", ["mean", "none"])
@@ -516,14 +528,8 @@ def test_cross_entropy_layer_is_torchs(rng, options):
 def test_cross_entropy_over_positions_matches_torch(rng, shape, reduction, probabilities):
     """(N, C, d1, ...) logits: a loss per position, the classes along axis 1."""
     x = randn(rng, *shape, scale=2.0)
-    n, classes, spatial = shape[0], shape[1], shape[2:]
-    weight = rng.uniform(0.5, 2.0, classes).astype(np.float32)
-    if probabilities:
-        target = rng.uniform(0.0, 1.0, shape).astype(np.float32)
-        target /= target.sum(axis=1, keepdims=True)
-    else:
-        target = rng.integers(0, classes, (n, *spatial))
-        target.reshape(-1)[::4] = -1  # ignore_index
+    weight = rng.uniform(0.5, 2.0, shape[1]).astype(np.float32)
+    target = _position_targets(rng, shape, probabilities, -1, slice(None, None, 4))
     expected_loss, expected_grad = _torch_ce(x, target, weight, -1, reduction, 0.1)
     for module in (reference, cpu):
         loss, grad = module.cross_entropy(x, target, weight, None, -1, None, reduction, 0.1)
@@ -539,12 +545,9 @@ def test_gpu_cross_entropy_over_positions_against_reference(rng, shape, reductio
     import cupy
 
     x = randn(rng, *shape, scale=2.0)
-    n, classes, spatial = shape[0], shape[1], shape[2:]
-    if probabilities:
-        target = rng.uniform(0.0, 1.0, shape).astype(np.float32)
-    else:
-        target = rng.integers(0, classes, (n, *spatial)).astype(np.int32)
-        target.reshape(-1)[1::3] = 5000  # ignore_index
+    target = _position_targets(rng, shape, probabilities, 5000, slice(1, None, 3))
+    if not probabilities:
+        target = target.astype(np.int32)
     expected_loss, expected_grad = reference.cross_entropy(x, target, None, None, 5000, None, reduction, 0.2)
     out = cupy.full(shape, cupy.nan, cupy.float32)
     loss, grad = ops.cross_entropy(cupy.asarray(x), cupy.asarray(target), None, None, 5000, None, reduction, 0.2,
