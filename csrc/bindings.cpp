@@ -361,6 +361,17 @@ PYBIND11_MODULE(PYFAST_MODULE_NAME, m) {
           py::arg("logits"), py::arg("out"), py::arg("rows"), py::arg("classes"), py::arg("log"), py::arg("device"),
           py::arg("stream"), "softmax (or log_softmax) of each row.");
 
+    m.def("softmax_backward",
+          [](std::uintptr_t dy, std::uintptr_t y, std::uintptr_t dx, std::int64_t rows, std::int64_t classes, bool log,
+             int device, std::uintptr_t stream) {
+              run_op(log ? "log_softmax_backward" : "softmax_backward", device, stream, [&](cudaStream_t s) {
+                  return softmax_backward(device_ptr<const float>(dy), device_ptr<const float>(y),
+                                          device_ptr<float>(dx), rows, classes, log, s);
+              });
+          },
+          py::arg("dy"), py::arg("y"), py::arg("dx"), py::arg("rows"), py::arg("classes"), py::arg("log"),
+          py::arg("device"), py::arg("stream"), "dx of softmax (or log_softmax) of each row, from dy and its output.");
+
     m.def("accuracy",
           [](std::uintptr_t logits, std::uintptr_t labels, bool labels_int64, std::int64_t rows, std::int64_t classes,
              std::uintptr_t correct, int device, std::uintptr_t stream) {

@@ -214,6 +214,13 @@ def softmax(logits, dim, softmax_dtype, dtype):
     return x, axis
 
 
+def softmax_backward(dy, y, dim, dtype):
+    """(dy, the forward's output, the axis)."""
+    dy, y = floats("dy", dy, dtype), floats("y", y, dtype)
+    _checks.expect_shape("y", y.shape, dy.shape)
+    return dy, y, _checks.softmax_dim(dim, dy.ndim)
+
+
 def relu(x, inplace, out, dtype):
     """(input, out): inplace=True makes out the input."""
     out = _checks.relu_target(inplace, out, x)

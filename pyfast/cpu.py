@@ -187,6 +187,18 @@ def log_softmax(input, dim=None, dtype=None, *, out=None):
     return _deliver(y, out)
 
 
+def softmax_backward(dy, y, dim=None, *, out=None):
+    dy, y, axis = operands.softmax_backward(dy, y, dim, _F32)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return operands.finish(reference.softmax_backward_values(dy, y, axis, False), out)
+
+
+def log_softmax_backward(dy, y, dim=None, *, out=None):
+    dy, y, axis = operands.softmax_backward(dy, y, dim, _F32)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return operands.finish(reference.softmax_backward_values(dy, y, axis, True), out)
+
+
 def accuracy(logits, labels):
     """Number of rows whose first maximal logit is at the label (NaN counting as -inf), as a
     0-d int64 array."""

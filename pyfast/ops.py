@@ -329,6 +329,41 @@ def log_softmax(input, dim=None, dtype=None, *, out=None):
     return _softmax("log_softmax", input, dim, dtype, out, True)
 
 
+def _softmax_backward(name, dy, y, dim, out, log):
+    dy_op, y_op = checked_input("dy", dy), checked_input("y", y)
+    _checks.expect_shape("y", y_op.shape, dy_op.shape)
+    shape = tuple(dy_op.shape)
+    axis = _checks.softmax_dim(dim, len(shape))
+    require_gpu(name)
+    dy, y = on_gpu(dy_op), on_gpu(y_op)
+    out = output(out, shape, {"dy": dy, "y": y})
+    if out.size == 0:
+        return out
+    classes = shape[axis]
+    rows = out.size // classes
+    if axis == len(shape) - 1:
+        _C.softmax_backward(ptr(dy), ptr(y), ptr(out), rows, classes, log, *launch_args())
+    else:  # rows must be contiguous: the axis is moved last and back, as in the forward
+        moved_dy, moved_y = (cupy.ascontiguousarray(cupy.moveaxis(a, axis, -1)) for a in (dy, y))
+        moved_dx = empty(moved_dy.shape, cupy.float32)
+        _C.softmax_backward(ptr(moved_dy), ptr(moved_y), ptr(moved_dx), rows, classes, log, *launch_args())
+        out[...] = cupy.moveaxis(moved_dx, -1, axis)
+    return out
+
+
+def softmax_backward(dy, y, dim=None, *, out=None):
+    """dL/dinput of ``softmax(input, dim)`` from ``dy`` and the forward's output ``y``:
+    y * (dy - sum(dy * y)) along ``dim`` (None: the forward's implicit axis), a warp per row.
+    ``out`` must not overlap ``dy`` or ``y``."""
+    return _softmax_backward("softmax_backward", dy, y, dim, out, False)
+
+
+def log_softmax_backward(dy, y, dim=None, *, out=None):
+    """dL/dinput of ``log_softmax(input, dim)`` from ``dy`` and the forward's output ``y``:
+    dy - exp(y) * sum(dy) along ``dim``."""
+    return _softmax_backward("log_softmax_backward", dy, y, dim, out, True)
+
+
 def accuracy(logits, labels):
     """Number of rows whose first maximal logit is at the label (NaN counting as -inf), as a
     0-d CuPy int64 array (not synchronized)."""
@@ -807,7 +842,8 @@ def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, ceil_m
 
 __all__ = ["linear_mse_sgd_fit", "gather_batch", "matmul", "relu", "relu_backward", "add_bias", "bias_grad", "mse_loss",
            "softmax_cross_entropy", "cross_entropy",
-           "softmax", "log_softmax", "accuracy", "sgd_step", "adam_step", "conv2d", "conv2d_backward_input",
+           "softmax", "log_softmax", "softmax_backward", "log_softmax_backward", "accuracy", "sgd_step", "adam_step",
+           "conv2d", "conv2d_backward_input",
            "conv2d_backward_weight", "conv2d_plan", "conv2d_max_pool2d", "max_pool2d", "max_pool2d_backward",
            "avg_pool2d", "avg_pool2d_backward",
            "MATMUL_VERSIONS", "DEFAULT_MATMUL_VERSION", "MATMUL_PRECISIONS", "TENSOR_CORE_VERSION",

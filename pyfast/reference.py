@@ -189,6 +189,26 @@ def log_softmax(input, dim=None, dtype=None, *, out=None):
     return _finish(_log_softmax64(*operands.softmax(input, dim, dtype, _F64)), out)
 
 
+def softmax_backward_values(dy, y, axis, log):
+    """dx of softmax (log_softmax when `log`) along `axis` from dy and the forward's output y
+    (the arrays' own precision): y (dy - sum(dy y)), or dy - exp(y) sum(dy)."""
+    if log:
+        return dy - np.exp(y) * dy.sum(axis=axis, keepdims=True)
+    return y * (dy - (dy * y).sum(axis=axis, keepdims=True))
+
+
+def softmax_backward(dy, y, dim=None, *, out=None):
+    """dL/dinput of softmax along ``dim`` from ``dy`` and the forward's output ``y``."""
+    dy, y, axis = operands.softmax_backward(dy, y, dim, _F64)
+    return _finish(softmax_backward_values(dy, y, axis, False), out)
+
+
+def log_softmax_backward(dy, y, dim=None, *, out=None):
+    """dL/dinput of log_softmax along ``dim`` from ``dy`` and the forward's output ``y``."""
+    dy, y, axis = operands.softmax_backward(dy, y, dim, _F64)
+    return _finish(softmax_backward_values(dy, y, axis, True), out)
+
+
 def accuracy(logits, labels):
     """Number of rows whose first maximal logit is at the label (NaN counting as -inf), as a
     0-d int64 array."""
@@ -437,6 +457,7 @@ def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, ceil_m
 # Keep the two backends in step: every public op of one exists in the other.
 __all__ = ["linear_mse_sgd_fit", "gather_batch", "matmul", "relu", "relu_backward", "add_bias", "bias_grad", "mse_loss",
            "softmax_cross_entropy", "cross_entropy",
-           "softmax", "log_softmax", "accuracy", "sgd_step", "adam_step", "conv2d", "conv2d_backward_input",
+           "softmax", "log_softmax", "softmax_backward", "log_softmax_backward", "accuracy", "sgd_step", "adam_step",
+           "conv2d", "conv2d_backward_input",
            "conv2d_backward_weight", "conv2d_max_pool2d", "max_pool2d", "max_pool2d_backward", "avg_pool2d",
            "avg_pool2d_backward"]

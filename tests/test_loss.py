@@ -59,6 +59,15 @@ def test_extreme_logits_stay_finite():
     assert_close(loss, (2e4 + np.log(3.0) + np.log(2.0)) / 3, atol=1e-3, rtol=1e-6)
 
 
+def test_softmax_backward_by_finite_differences(rng):
+    x, dy = randn(rng, 3, 5, 4, scale=2.0), randn(rng, 3, 5, 4)
+    for dim in (1, -1):
+        for forward, backward in ((reference.softmax, reference.softmax_backward),
+                                  (reference.log_softmax, reference.log_softmax_backward)):
+            expected = numeric_gradient(lambda: float((forward(x, dim).astype(np.float64) * dy).sum()), x)
+            assert_close(backward(dy, forward(x, dim), dim), expected, atol=2e-3, rtol=2e-3)
+
+
 def test_softmax_family_and_accuracy():
     logits = np.array([[1.0, 3.0, 3.0], [np.nan, 0.0, -1.0], [2.0, 1.0, 0.0]], np.float32)
     p = reference.softmax(logits[[0, 2]])
@@ -196,6 +205,30 @@ def test_softmax_and_log_softmax(rng, classes):
     x = cupy.asarray(logits)
     assert ops.softmax(x, out=x) is x  # in place
     assert_close(x, reference.softmax(logits), atol=1e-7, rtol=1e-5)
+
+
+@gpu
+@pytest.mark.parametrize("shape,dim", [((19, 1), 1), ((7, 10), 1), ((33, 31), -1), ((6, 1000), 1), ((3, 40000), 1),
+                                       ((4, 10, 3, 5), 1), ((5, 7, 9), 0), ((0, 4), 1)])
+def test_softmax_backward(rng, shape, dim):
+    x, dy = randn(rng, *shape, scale=3.0), randn(rng, *shape)
+    for forward, backward, twin in ((reference.softmax, ops.softmax_backward, reference.softmax_backward),
+                                    (reference.log_softmax, ops.log_softmax_backward,
+                                     reference.log_softmax_backward)):
+        y = forward(x, dim)
+        out = backward(cupy.asarray(dy), cupy.asarray(y), dim, out=cupy.full(shape, cupy.nan, cupy.float32))
+        assert_close(out, twin(dy, y, dim), atol=reduction_atol(shape[dim] if shape[0] else 1, 3.0), rtol=1e-5)
+
+
+@gpu
+def test_softmax_backward_checks_its_arguments():
+    a = cupy.zeros((3, 4), cupy.float32)
+    with pytest.raises(ValueError, match="y"):
+        ops.softmax_backward(a, cupy.zeros((3, 5), cupy.float32))
+    with pytest.raises(TypeError, match="dy"):
+        ops.log_softmax_backward(a.astype(cupy.float64), a)
+    with pytest.raises(ValueError, match="dim"):
+        ops.softmax_backward(a, a, 2)
 
 
 @gpu

@@ -1,10 +1,13 @@
-// loss.cu - fused losses and their gradients, softmax / log_softmax, accuracy (float32).
+// loss.cu - fused losses and their gradients, softmax / log_softmax and their backward, accuracy
+// (float32).
 // Math: mse:      L = s_L * sum_i (p_i - t_i)^2,                 dL/dp_i = s_g * 2 (p_i - t_i)
 //                 (reduction "none": L_i = (p_i - t_i)^2 written per element, s_g = 1)
 //       cross-entropy over a row x with label y:
 //                 m = max_c x_c, S = sum_c exp(x_c - m),         l = m + log S - x_y
 //                 L = s_L * sum_rows l,                          dL/dx_c = s_g (exp(x_c - m)/S - [c == y])
 //       (s_L, s_g) = (1/N, 1/N) for reduction "mean", (1, 1) for "sum").
+//       softmax backward from the output y and dy: dx_c = y_c (dy_c - sum_j dy_j y_j);
+//       log_softmax backward: dx_c = dy_c - exp(y_c) sum_j dy_j.
 // Versions: v0 -
 //   mse:      one pass: each thread writes the gradient of its elements (16-byte accesses when
 //             aligned) and accumulates (p - t)^2; per-block partial sums, then one block adds the
@@ -25,6 +28,8 @@
 //             registers (one exp per element). Row losses and invalid labels are summed per block,
 //             and the last block to finish adds the blocks' sums in block order (a ticket counter,
 //             reset by that block): one launch, no single-block follow-up kernels, deterministic.
+//   softmax backward: a warp per row: the row's dot product (or sum) reduced in the warp, then
+//             dx written in a second read of the row (from L1 for rows of a few KB).
 // References: llm.c's fused classifier (loss + gradient in one kernel); Milakov & Gimelshein,
 //             "Online normalizer calculation for softmax" (2018) for the wide-row path.
 
@@ -619,6 +624,35 @@ cudaError_t softmax(const float* logits, float* out, std::int64_t rows, std::int
     const RowArgs args{logits, nullptr, false, out, nullptr, rows, classes, 0.0f,
                        log ? RowOutput::kLogSoftmax : RowOutput::kSoftmax};
     return launch_softmax_rows(args, stream);
+}
+
+namespace {
+
+// A warp per row (grid-stride over rows); lanes stride the row so each load is coalesced.
+__global__ void softmax_backward_kernel(const float* __restrict__ dy, const float* __restrict__ y,
+                                        float* __restrict__ dx, std::int64_t rows, std::int64_t classes, bool log) {
+    const int lane = threadIdx.x % 32;
+    const std::int64_t warps = (std::int64_t)gridDim.x * (blockDim.x / 32);
+    for (std::int64_t row = (std::int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32; row < rows;
+         row += warps) {
+        const std::int64_t start = row * classes;
+        float sum = 0.0f;  // log: sum dy; softmax: sum dy * y
+        for (std::int64_t c = lane; c < classes; c += 32) sum += log ? dy[start + c] : dy[start + c] * y[start + c];
+        sum = warp_sum(sum);
+        for (std::int64_t c = lane; c < classes; c += 32) {
+            const float g = dy[start + c], out = y[start + c];
+            dx[start + c] = log ? g - expf(out) * sum : out * (g - sum);
+        }
+    }
+}
+
+}  // namespace
+
+cudaError_t softmax_backward(const float* dy, const float* y, float* dx, std::int64_t rows, std::int64_t classes,
+                             bool log, cudaStream_t stream) {
+    if (rows <= 0 || classes <= 0) return cudaSuccess;
+    return launch_kernel(softmax_backward_kernel, grid_stride_blocks(rows * 32, kThreads), kThreads, 0, stream, dy, y,
+                         dx, rows, classes, log);
 }
 
 cudaError_t accuracy(const float* logits, const void* labels, bool labels_int64, std::int64_t rows,

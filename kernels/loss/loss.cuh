@@ -72,6 +72,11 @@ cudaError_t cross_entropy(const CrossEntropyParams& params, cudaStream_t stream)
 cudaError_t softmax(const float* logits, float* out, std::int64_t rows, std::int64_t classes, bool log,
                     cudaStream_t stream);
 
+// dx of softmax (log false) or log_softmax (log true) along the last axis, from dy and the
+// forward's output y (all rows x classes). dx overlaps neither (the loads are __restrict__).
+cudaError_t softmax_backward(const float* dy, const float* y, float* dx, std::int64_t rows, std::int64_t classes,
+                             bool log, cudaStream_t stream);
+
 // *correct = number of rows whose first maximal logit (NaN counting as -inf) is at its label.
 cudaError_t accuracy(const float* logits, const void* labels, bool labels_int64, std::int64_t rows,
                      std::int64_t classes, unsigned long long* correct, cudaStream_t stream);
