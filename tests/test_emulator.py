@@ -284,6 +284,22 @@ def test_the_stand_in_refuses_what_cupy_refuses():
 
 
 @emulated
+def test_dlpack_with_pytorch_cpu_tensors_shares_memory():
+    torch = pytest.importorskip("torch")
+    import cupy
+
+    t = torch.arange(6, dtype=torch.float32)
+    x = cupy.from_dlpack(t)
+    x[1] = 10.0
+    assert t[1].item() == 10.0 and x.data.ptr == t.data_ptr()
+    back = torch.from_dlpack(x)
+    back[2] = -1.0
+    assert float(x[2]) == -1.0 and back.data_ptr() == x.data.ptr
+    with pytest.raises(TypeError, match="not emulated"):
+        cupy.from_dlpack(np.ones(3))  # only PyTorch tensors stand in for device memory
+
+
+@emulated
 def test_new_device_arrays_are_poisoned():
     import cupy
 

@@ -12,8 +12,10 @@ what ``import cupy`` gives under ``PYFAST_EMULATE=1`` (installed by ``import pyf
   synchronous), ``Event``, stream capture into a ``Graph`` that replays the recorded kernel
   launches and ``ElementwiseKernel`` calls, the memory-pool switches (no pool: every allocation is
   exact), ``OutOfMemoryError`` beyond the card's memory.
+- DLPack: arrays export their memory as CPU memory, and ``from_dlpack`` takes PyTorch CPU
+  tensors as device memory (the stand-in for CUDA tensors, without a copy: pyfast.torch).
 - Not here: CuPy's own kernels (``RawKernel``, ``ReductionKernel``), DLPack exchange with other
-  GPU libraries, multiple devices.
+  libraries' (CUDA) arrays, multiple devices.
 """
 
 import functools
@@ -29,6 +31,7 @@ from numpy.lib.mixins import NDArrayOperatorsMixin
 
 __version__ = "emulated"
 _pyfast_emulator = True  # how pyfast recognises this module in sys.modules
+_DLPACK_CPU = 1  # DLDeviceType kDLCPU
 _extension = None  # pyfast._C_emu, handed over by pyfast.emulator.loader.install (which imports this module)
 
 
@@ -213,6 +216,14 @@ class ndarray(NDArrayOperatorsMixin):
         return {"shape": self.shape, "typestr": self.dtype.str, "descr": self.dtype.descr,
                 "data": (self._a.ctypes.data, False), "version": 3,
                 "strides": None if self._a.flags.c_contiguous else self.strides}
+
+    # --- DLPack: the emulator's device memory is host memory, so it is exchanged as CPU memory
+    # (torch.from_dlpack gives a CPU tensor over the same bytes; pyfast.torch relies on it).
+    def __dlpack__(self, **kwargs):
+        return self._a.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self._a.__dlpack_device__()
 
     # --- host transfers (synchronizing: refused while capturing, as on the GPU)
     def get(self, stream=None, order="C", out=None):
@@ -439,10 +450,15 @@ def asnumpy(a, stream=None, order="C", out=None):
 
 
 def from_dlpack(x):
+    """The same memory as a device array. Under the emulator a PyTorch CPU tensor stands in for
+    a CUDA one (pyfast.torch's tensors on the CPU): its memory is taken as it is, no copy."""
     if isinstance(x, ndarray):
         return x
+    if type(x).__module__.startswith("torch") and hasattr(x, "__dlpack_device__") \
+            and int(x.__dlpack_device__()[0]) == _DLPACK_CPU:
+        return ndarray._of(np.from_dlpack(x))
     raise TypeError(f"pyfast emulator: DLPack from {type(x).__module__}.{type(x).__name__} is not emulated (the "
-                    f"emulator's device memory is its own)")
+                    f"emulator's device memory is its own; PyTorch CPU tensors are taken as device memory)")
 
 
 def get_array_module(*args):
