@@ -155,6 +155,23 @@ def test_a_real_kernel_float4_elementwise_and_its_unique_bytes():
     assert load.location.startswith("kernels/elementwise/elementwise.cu:")
 
 
+def test_pytorch_cpu_tensors_are_counted_as_device_memory():
+    """pyfast.torch on the emulator: a CPU tensor's storage stands in for device memory, so the
+    same kernel on the same data counts the same bytes whether the data came from CuPy or PyTorch."""
+    torch = pytest.importorskip("torch")
+    import cupy
+
+    import pyfast.torch as pt
+    from pyfast import ops
+
+    data = np.random.default_rng(0).standard_normal(64 * 1000, dtype=np.float32)
+    _, (from_cupy,) = profile.record(ops.relu, cupy.asarray(data))
+    _, (from_torch,) = profile.record(pt.relu, torch.tensor(data))  # PyTorch's allocator: 64-byte aligned
+    for launch in (from_cupy, from_torch):
+        assert launch.unique_read_bytes == launch.unique_write_bytes == data.nbytes
+    assert [(s.requests, s.sectors) for s in from_torch.sites] == [(s.requests, s.sectors) for s in from_cupy.sites]
+
+
 def test_the_tiled_gemm_transposing_stores_conflict_two_ways():
     """The finding of the issue's prototype, on the real kernel: A's tile is stored transposed
     with a 2-way bank conflict; the inner loop's shared loads are conflict-free."""

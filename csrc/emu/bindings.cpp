@@ -139,6 +139,14 @@ void bind_emulator(py::module_& parent) {
                                    {static_cast<py::ssize_t>(a.bytes())}, {static_cast<py::ssize_t>(1)}, false);
         });
     m.def("allocated_bytes", &allocated_bytes, "Bytes of emulated device memory in use.");
+    m.def("register_host_memory",
+          [](std::uintptr_t p, std::size_t bytes) { register_host_memory(reinterpret_cast<const void*>(p), bytes); },
+          py::arg("ptr"), py::arg("nbytes"),
+          "Host memory kernels will use as device memory (a PyTorch CPU tensor's storage): the profiler counts "
+          "accesses to it; not counted against the card's memory.");
+    m.def("unregister_host_memory",
+          [](std::uintptr_t p, std::size_t bytes) { unregister_host_memory(reinterpret_cast<const void*>(p), bytes); },
+          py::arg("ptr"), py::arg("nbytes"), "Ends one register_host_memory of the same range.");
     m.def("poisons_static_shared", &poisons_static_shared,
           "Whether static __shared__ variables are poisoned before each block (the module's symbol table names "
           "them; a stripped build has none).");

@@ -935,7 +935,23 @@ std::map<const void*, std::size_t>& allocations() {
     return live;
 }
 std::size_t g_allocated = 0;
+// (start, bytes) -> registrations of host memory standing in for device memory
+std::map<std::pair<const void*, std::size_t>, int>& host_ranges() {
+    static std::map<std::pair<const void*, std::size_t>, int> ranges;
+    return ranges;
+}
 }  // namespace
+
+void register_host_memory(const void* p, std::size_t bytes) {
+    std::lock_guard<std::mutex> lock(g_memory_mutex);
+    if (bytes > 0) ++host_ranges()[{p, bytes}];
+}
+
+void unregister_host_memory(const void* p, std::size_t bytes) {
+    std::lock_guard<std::mutex> lock(g_memory_mutex);
+    const auto it = host_ranges().find({p, bytes});
+    if (it != host_ranges().end() && --it->second == 0) host_ranges().erase(it);
+}
 
 void* device_alloc(std::size_t bytes) {
     std::lock_guard<std::mutex> lock(g_memory_mutex);
@@ -962,6 +978,9 @@ std::vector<std::pair<const char*, std::size_t>> allocation_list() {
     std::lock_guard<std::mutex> lock(g_memory_mutex);
     std::vector<std::pair<const char*, std::size_t>> list;
     for (const auto& [start, bytes] : allocations()) list.emplace_back(static_cast<const char*>(start), bytes);
+    for (const auto& [range, count] : host_ranges()) {
+        list.emplace_back(static_cast<const char*>(range.first), range.second);
+    }
     return list;
 }
 

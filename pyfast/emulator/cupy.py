@@ -456,7 +456,15 @@ def from_dlpack(x):
         return x
     if type(x).__module__.startswith("torch") and hasattr(x, "__dlpack_device__") \
             and int(x.__dlpack_device__()[0]) == _DLPACK_CPU:
-        return ndarray._of(np.from_dlpack(x))
+        host = np.from_dlpack(x)
+        # The tensor's whole storage is registered (its views share one range) while this array
+        # lives, so the profiler counts the kernels' accesses to it as device memory.
+        storage = x.untyped_storage()
+        start, nbytes = storage.data_ptr(), storage.nbytes()
+        if nbytes and _allocations.containing(start, nbytes) is None:  # not already emulated memory
+            _ext().register_host_memory(start, nbytes)
+            weakref.finalize(host, _ext().unregister_host_memory, start, nbytes)
+        return ndarray._of(host)
     raise TypeError(f"pyfast emulator: DLPack from {type(x).__module__}.{type(x).__name__} is not emulated (the "
                     f"emulator's device memory is its own; PyTorch CPU tensors are taken as device memory)")
 

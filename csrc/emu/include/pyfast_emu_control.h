@@ -22,6 +22,11 @@ std::uint64_t order_seed();
 void* device_alloc(std::size_t bytes);
 bool device_free(void* pointer);
 std::size_t allocated_bytes();
+// Host memory used as device memory without being allocated here (a PyTorch CPU tensor's storage
+// taken by DLPack): listed with the allocations, so the profiler counts the kernels' accesses to
+// it, but not counted against the card's memory. Registrations of one range nest (counted).
+void register_host_memory(const void* pointer, std::size_t bytes);
+void unregister_host_memory(const void* pointer, std::size_t bytes);
 
 long long launch_errors();               // launches that ended in a diagnostic so far
 const std::string& last_diagnostic();    // the latest one's message
