@@ -40,7 +40,7 @@ PACKAGE_DATA = ["matmul_tuning.json", "conv_tuning.json", "digits.npz"]
 # And inside pyfast/profile/: the model's cards and its calibration points.
 PROFILE_DATA = ["cards.json", "calibration.json"]
 # Every package of the wheel (tests/test_packaging.py checks none is missing).
-PACKAGES = ["pyfast", "pyfast.emulator", "pyfast.profile", "pyfast.train"]
+PACKAGES = ["pyfast", "pyfast.emulator", "pyfast.profile", "pyfast.torch", "pyfast.train"]
 
 
 class CudaNotFound(RuntimeError):
@@ -364,6 +364,8 @@ setup(
         # nvdisasm: the SASS per source line behind pyfast.profile's instruction counts and model
         "profile": ["nvidia-cuda-nvdisasm"],
         "bench": ["torch", "matplotlib"],
+        # pyfast.torch: the kernels as PyTorch custom ops and torch.nn layers
+        "torch": ["torch>=2.4"],
         "train": ["matplotlib"],
     },
     zip_safe=False,

@@ -11,7 +11,9 @@ cnn: one training step (forward, cross-entropy, backward, Adam) of the CLI's net
 batch 64 / 256 / 1024, images per second, against PyTorch eager with cuDNN AND PyTorch with the
 whole step captured as a CUDA graph (capturable Adam), both from the same weights and batch,
 each checked for the same first loss; pyfast launched op by op, and replayed as a CUDA graph
-(the trainer's default on a GPU, pyfast.graph) with each conv version and version=None.
+(the trainer's default on a GPU, pyfast.graph) with each conv version and version=None; and
+the PyTorch model itself with its layers swapped for pyfast.torch's (pyfast's kernels as custom
+ops under PyTorch's autograd, pyfast's Adam) against the same model in PyTorch eager.
 epoch: one whole epoch of fit() (the default path: data on the device, graphs) against a
 PyTorch loop over the same host data (a host-to-device copy per batch, as a DataLoader-fed loop
 does), on the digits at batch 64 and on 60000 synthetic 28x28 images at batch 256, images/s.
@@ -105,6 +107,27 @@ def torch_graph_step(torch, model, xt, yt):
         static_loss.backward()
         opt.step()
     return first, graph_.replay
+
+
+def pyfast_torch_step(torch, net, xt, yt):
+    """The PyTorch model `net` with its modules swapped in place for pyfast.torch's layers (its
+    kernels as PyTorch custom ops), pyfast's cross-entropy (no host read of the label check) and
+    pyfast's Adam: (first loss before any step, one training step)."""
+    import pyfast.torch as pt
+
+    report = pt.nn.swap_modules(net)
+    if report.kept:
+        raise RuntimeError(f"pyfast.torch could not take every layer: {report}")
+    loss_fn = pt.nn.CrossEntropyLoss(validate=False)
+    opt = pt.optim.Adam(net.parameters(), lr=1e-3)
+    first = loss_fn(net(xt), yt).item()
+
+    def step():
+        opt.zero_grad()
+        loss_fn(net(xt), yt).backward()
+        opt.step()
+
+    return first, step
 
 
 def epoch_rows(torch, rows, quick):
@@ -245,6 +268,16 @@ def main(argv=None):
             base = harness.time_back_to_back(torch_step, [()])
             row.update(first_loss=ours_first, torch_first_loss=theirs_first, correct=same, torch_ms=base.median_ms,
                        torch_images_per_s=batch / (base.median_ms * 1e-3))
+            layers_first, layers_step = pyfast_torch_step(torch, torch_cnn(torch, train.cnn_model(backend, seed=0)),
+                                                          xt, yt)
+            layers_same = abs(layers_first - theirs_first) <= 1e-4 * abs(theirs_first)
+            failures += not layers_same
+            layers = harness.time_back_to_back(layers_step, [()])
+            rows.append(dict(case=f"cnn step b{batch} (pyfast.torch layers in PyTorch)", batch=batch,
+                             first_loss=layers_first, correct=layers_same, ms=layers.median_ms,
+                             images_per_s=batch / (layers.median_ms * 1e-3), torch_ms=base.median_ms,
+                             torch_images_per_s=batch / (base.median_ms * 1e-3),
+                             ratio=base.median_ms / layers.median_ms))
             graph_first, torch_replay = torch_graph_step(torch, train.cnn_model(backend, seed=0), xt, yt)
             graph_same = abs(ours_first - graph_first) <= 1e-4 * abs(graph_first)
             failures += not graph_same

@@ -19,7 +19,7 @@ LAYERS = [
     ["pyfast._device", "pyfast._checks", "pyfast._tuning"],
     ["pyfast._arrays", "pyfast._numpy_operands", "pyfast._groups"],
     ["pyfast.ops", "pyfast.reference", "pyfast.cpu", "pyfast.emulator"],
-    ["pyfast.nn", "pyfast.graph", "pyfast.data", "pyfast.profile*"],
+    ["pyfast.nn", "pyfast.graph", "pyfast.data", "pyfast.profile*", "pyfast.torch*"],
     ["pyfast.optim"],
     ["pyfast.train*"],
     ["pyfast", "pyfast.profile.__main__", "pyfast.train.__main__"],
