@@ -117,6 +117,16 @@ def test_use_snippet_runs_on_the_gpu(tmp_path):
     exec(compile(_snippet("## Use") + _use_checks(), "README.md (Use)", "exec"), scope)
 
 
+@pytest.mark.gpu
+def test_use_from_pytorch_snippet_runs():
+    """The PyTorch snippet as written, on the GPU or (CI) the emulator with CPU tensors."""
+    pytest.importorskip("torch")
+    checks = ("\nassert loss.shape == () and y.shape == (16, 8, 14, 14) and logits.shape == (16, 10)\n"
+              "assert type(plain[0]) is pt.nn.Conv2d and report.swapped == ['0', '1']\n"
+              "assert torch.isfinite(logits).all() and model[0].weight.grad is not None\n")
+    exec(compile(_snippet("## Use from PyTorch") + checks, "README.md (Use from PyTorch)", "exec"), {})
+
+
 def _recorded_block():
     """The README's block of recorded CLI output, as {command: [lines]}."""
     block = re.search(r"```text\n(\$ pyfast-train linreg.*?)```", README, re.S).group(1)
