@@ -96,12 +96,30 @@ def _opcheck_cases(rng):
         "cross_entropy options": (logits, labels.clamp(min=0), tensor(rng, 7, grad=False).abs(), -100, "none", 0.1,
                                   True),
         "mse_loss": (tensor(rng, 4, 5), tensor(rng, 4, 5), "sum"),
+        # the backward ops (their inputs need no gradient: they have no backward of their own)
+        "conv2d_backward": (tensor(rng, 2, 4, 7, 4, grad=False), x.detach(), w.detach(), None, [1, 2], [1, 0], "",
+                            [1, 1], 1, [True, True, True]),
+        "conv2d_backward relu input only": (tensor(rng, 2, 4, 7, 9, grad=False), x.detach(), w.detach(),
+                                            tensor(rng, 2, 4, 7, 9, grad=False), [1, 1], [0, 0], "same", [1, 1], 1,
+                                            [True, False, False]),
+        "linear_backward": (tensor(rng, 6, 4, grad=False), tensor(rng, 6, 5, grad=False),
+                            tensor(rng, 4, 5, grad=False), tensor(rng, 6, 4, grad=False), [True, True, True]),
+        "max_pool2d_backward": (tensor(rng, 2, 3, 3, 4, grad=False), torch.zeros(2, 3, 3, 4, dtype=torch.int64,
+                                                                                  device=device()),
+                                [2, 3, 7, 9], [2, 2], [2, 2], [0, 0], [1, 1], False, None),
+        "avg_pool2d_backward": (tensor(rng, 2, 3, 4, 5, grad=False), [2, 3, 7, 9], [3, 3], [2, 2], [1, 1], False,
+                                True, None),
+        "relu_backward": (tensor(rng, 4, 5, grad=False), tensor(rng, 4, 5, grad=False)),
+        "softmax_backward": (tensor(rng, 3, 5, grad=False), torch.softmax(tensor(rng, 3, 5, grad=False), 1), 1,
+                             False),
     }
 
 
 OPCHECK_CASES = ["conv2d", "conv2d relu same", "conv2d groups", "conv2d_max_pool2d", "linear", "matmul",
                  "matmul trans_a", "max_pool2d", "avg_pool2d", "avg_pool2d divisor", "relu", "softmax", "log_softmax",
-                 "cross_entropy", "cross_entropy options", "mse_loss"]
+                 "cross_entropy", "cross_entropy options", "mse_loss", "conv2d_backward",
+                 "conv2d_backward relu input only", "linear_backward", "max_pool2d_backward", "avg_pool2d_backward",
+                 "relu_backward", "softmax_backward"]
 
 
 @gpu
