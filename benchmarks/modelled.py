@@ -1,7 +1,8 @@
 """Modelled times of what no GPU has measured yet, on the profiled emulator: the cases
 benchmarks/NOTES.md predicted since 1df731c (tiled convolution per pass, conv + ReLU + pool,
 pooling v1, cross-entropy v1, split-K by rule) and the CNN training step at batch 64 / 256 / 1024,
-kernel by kernel (the conv versions version=None picks today, and the tiled ones at 64 and 1024).
+kernel by kernel (the conv versions version=None picks today, and the tiled ones at 64 and 1024),
+and at 64 and 1024 as a PyTorch model with pyfast.torch's layers.
 
     python -m benchmarks.modelled          # reruns itself on the profiled emulator (built if needed)
 
@@ -81,6 +82,30 @@ def cases():
             opt.step()
 
         found.append(("CNN step", f"batch {batch}" + (f", conv version {version}" if version else ""), step))
+    found.extend(torch_cases())
+    return found
+
+
+def torch_cases():
+    """The same step with the PyTorch model's layers swapped for pyfast.torch's (bench_train's
+    "pyfast.torch layers in PyTorch" case), CPU tensors on the emulator: pyfast's launches only;
+    PyTorch's own ops in the step (the loss gradient's scaling) are not modelled. None without
+    PyTorch."""
+    try:
+        import torch
+    except ImportError:
+        return []
+    from benchmarks.bench_train import pyfast_torch_step
+
+    found = []
+    for batch in (64, 1024):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(
+            torch.nn.Conv2d(1, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+            torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Flatten(),
+            torch.nn.Linear(3136, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
+        _, step = pyfast_torch_step(torch, net, torch.ones(batch, 1, 28, 28), torch.zeros(batch, dtype=torch.int64))
+        found.append(("CNN step", f"batch {batch}, pyfast.torch layers", step))
     return found
 
 
