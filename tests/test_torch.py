@@ -380,6 +380,20 @@ def test_cnn_trains_as_plain_pytorch(optimizer):
 
 
 @gpu
+def test_adam_marks_its_parameters_modified_as_an_in_place_update_would():
+    """A graph that saved a parameter before the step refuses to backpropagate through it after,
+    as with torch.optim.Adam, instead of silently using the new values."""
+    layer = pt.nn.Linear(4, 3).to(device())
+    opt = pt.optim.Adam(layer.parameters())
+    x = torch.ones(2, 4, device=device(), requires_grad=True)
+    loss = layer(x).sum()
+    loss.backward(retain_graph=True)
+    opt.step()
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
+@gpu
 def test_torch_compile_fullgraph():
     """torch.compile(fullgraph=True) on a model of pyfast layers: one graph (a break would
     raise), the pyfast ops in it as custom ops, and the same loss and gradients as eager."""

@@ -52,6 +52,9 @@ class Adam(torch.optim.Optimizer):
                                   [array(s["exp_avg_sq"]) for _, s in entries], step=step, lr=group["lr"],
                                   betas=group["betas"], eps=group["eps"], weight_decay=group["weight_decay"],
                                   decoupled=self.decoupled)
+                # Written behind autograd's back (DLPack): bumped as an in-place op would, so a
+                # graph that saved a parameter refuses to backpropagate through the old value.
+                torch.autograd.graph.increment_version([p for p, _ in entries])
         return loss
 
 
