@@ -294,6 +294,24 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     return loss, grad
 
 
+def _along_rows(axis, out, inputs, launch):
+    """Runs a row kernel, ``launch(*input pointers, out pointer, rows, classes)``, along ``axis``
+    of ``out``'s shape (the inputs have it too): on the arrays themselves when that axis is
+    contiguous in memory (the last one, or one with only size-1 axes after it); else on copies
+    with the axis moved last, the result moved back into ``out`` (two copies)."""
+    classes = out.shape[axis]
+    rows = out.size // classes
+    moved_out = cupy.moveaxis(out, axis, -1)
+    if moved_out.flags.c_contiguous:  # then so are the inputs' (C-contiguous, of the same shape)
+        launch(*(ptr(a) for a in inputs), ptr(out), rows, classes)
+        return out
+    moved = [cupy.ascontiguousarray(cupy.moveaxis(a, axis, -1)) for a in inputs]
+    result = empty(moved[0].shape, cupy.float32)
+    launch(*(ptr(a) for a in moved), ptr(result), rows, classes)
+    out[...] = cupy.moveaxis(result, -1, axis)
+    return out
+
+
 def _softmax(name, logits, dim, dtype, out, log):
     logits_op = checked_input("input", logits)
     shape = tuple(logits_op.shape)
@@ -304,15 +322,8 @@ def _softmax(name, logits, dim, dtype, out, log):
     out = output(out, shape, {"input": logits}, in_place_ok=("input",))
     if out.size == 0:
         return out  # an empty class axis, or no rows: nothing to normalize (PyTorch's empty result)
-    classes = shape[axis]
-    rows = out.size // classes
-    if axis == len(shape) - 1:
-        _C.softmax(ptr(logits), ptr(out), rows, classes, log, *launch_args())
-    else:  # the kernel normalizes contiguous rows: the axis is moved last and back (two copies)
-        moved = cupy.ascontiguousarray(cupy.moveaxis(logits, axis, -1))
-        _C.softmax(ptr(moved), ptr(moved), rows, classes, log, *launch_args())
-        out[...] = cupy.moveaxis(moved, -1, axis)
-    return out
+    return _along_rows(axis, out, [logits], lambda x, y, rows, classes: _C.softmax(x, y, rows, classes, log,
+                                                                                  *launch_args()))
 
 
 def softmax(input, dim=None, dtype=None, *, out=None):
@@ -339,16 +350,8 @@ def _softmax_backward(name, dy, y, dim, out, log):
     out = output(out, shape, {"dy": dy, "y": y})
     if out.size == 0:
         return out
-    classes = shape[axis]
-    rows = out.size // classes
-    if axis == len(shape) - 1:
-        _C.softmax_backward(ptr(dy), ptr(y), ptr(out), rows, classes, log, *launch_args())
-    else:  # rows must be contiguous: the axis is moved last and back, as in the forward
-        moved_dy, moved_y = (cupy.ascontiguousarray(cupy.moveaxis(a, axis, -1)) for a in (dy, y))
-        moved_dx = empty(moved_dy.shape, cupy.float32)
-        _C.softmax_backward(ptr(moved_dy), ptr(moved_y), ptr(moved_dx), rows, classes, log, *launch_args())
-        out[...] = cupy.moveaxis(moved_dx, -1, axis)
-    return out
+    return _along_rows(axis, out, [dy, y], lambda dy_ptr, y_ptr, dx_ptr, rows, classes: _C.softmax_backward(
+        dy_ptr, y_ptr, dx_ptr, rows, classes, log, *launch_args()))
 
 
 def softmax_backward(dy, y, dim=None, *, out=None):

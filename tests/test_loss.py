@@ -221,6 +221,24 @@ def test_softmax_backward(rng, shape, dim):
 
 
 @gpu
+@pytest.mark.parametrize("shape,dim", [((4, 1), 0), ((3, 5, 1, 1), 1), ((2, 6, 3), 1)])
+def test_softmax_along_another_axis_leaves_its_input_alone(rng, shape, dim):
+    """Another axis than the last: the input is read, never written (when moving the axis last
+    needs no copy, the kernel runs on the array itself, writing only the output)."""
+    x, dy = randn(rng, *shape, scale=3.0), randn(rng, *shape)
+    x_gpu, dy_gpu = cupy.asarray(x), cupy.asarray(dy)
+    for forward in (ops.softmax, ops.log_softmax):
+        assert_close(forward(x_gpu, dim), getattr(reference, forward.__name__)(x, dim), atol=4e-6, rtol=1e-5)
+    y = reference.softmax(x, dim)
+    y_gpu = cupy.asarray(y)
+    assert_close(ops.softmax_backward(dy_gpu, y_gpu, dim), reference.softmax_backward(dy, y, dim), atol=1e-5,
+                 rtol=1e-5)
+    np.testing.assert_array_equal(x_gpu.get(), x)
+    np.testing.assert_array_equal(dy_gpu.get(), dy)
+    np.testing.assert_array_equal(y_gpu.get(), y)
+
+
+@gpu
 def test_softmax_backward_checks_its_arguments():
     a = cupy.zeros((3, 4), cupy.float32)
     with pytest.raises(ValueError, match="y"):
