@@ -26,14 +26,19 @@ def device_type():
     return "cpu" if emulated() else "cuda"
 
 
-def check_tensor(op, name, t, dtypes=(torch.float32,)):
-    """TypeError / ValueError naming `name` unless `t` is a dense tensor of one of `dtypes` on
-    pyfast's device (fake tensors of torch.compile included: only metadata is read)."""
+def check_dense(op, name, t):
+    """TypeError naming `name` unless `t` is a dense (strided) torch.Tensor."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"pyfast.torch.{op}: {name}: expected a torch.Tensor, got {type(t).__module__}."
                         f"{type(t).__name__}")
     if t.layout != torch.strided:
         raise TypeError(f"pyfast.torch.{op}: {name}: expected a dense (strided) tensor, got layout {t.layout}")
+
+
+def check_tensor(op, name, t, dtypes=(torch.float32,)):
+    """TypeError / ValueError naming `name` unless `t` is a dense tensor of one of `dtypes` on
+    pyfast's device (fake tensors of torch.compile included: only metadata is read)."""
+    check_dense(op, name, t)
     if t.dtype not in dtypes:
         wanted = " or ".join(str(d) for d in dtypes)
         raise TypeError(f"pyfast.torch.{op}: {name}: expected dtype {wanted}, got {t.dtype}")

@@ -43,6 +43,20 @@ def _unused(like):
     return _empty(like, (0,))
 
 
+def _gradient_outputs(input, weight, output_mask):
+    """(dinput, dweight, dbias) of a layer with a weight of shape (out, ...), each new or, when
+    its entry of `output_mask` is False, empty."""
+    want_input, want_weight, want_bias = output_mask
+    return (_empty(input, input.shape) if want_input else _unused(input),
+            _empty(weight, weight.shape) if want_weight else _unused(weight),
+            _empty(weight, (weight.shape[0],)) if want_bias else _unused(weight))
+
+
+def _wanted(ctx):
+    """[input, weight, bias] gradients autograd asks of a layer op (input, weight, bias, ...)."""
+    return [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
+
+
 def _grads(mask, *grads):
     return tuple(g if wanted else None for wanted, g in zip(mask, grads))
 
@@ -73,9 +87,7 @@ def conv2d_backward(grad: Tensor, input: Tensor, weight: Tensor, relu_output: Op
     forward's output when it applied ReLU (its backward first). Unwanted ones are empty."""
     _tensors("conv2d_backward", grad=grad, input=input, weight=weight, relu_output=relu_output)
     want_input, want_weight, want_bias = output_mask
-    d_input = _empty(input, input.shape) if want_input else _unused(input)
-    d_weight = _empty(weight, weight.shape) if want_weight else _unused(weight)
-    d_bias = _empty(weight, (weight.shape[0],)) if want_bias else _unused(weight)
+    d_input, d_weight, d_bias = _gradient_outputs(input, weight, output_mask)
     options = dict(stride=tuple(stride), padding=_padding(padding, padding_mode), dilation=tuple(dilation),
                    groups=groups)
     with launching("conv2d_backward", input):
@@ -94,10 +106,7 @@ def conv2d_backward(grad: Tensor, input: Tensor, weight: Tensor, relu_output: Op
 
 @conv2d_backward.register_fake
 def _(grad, input, weight, relu_output, stride, padding, padding_mode, dilation, groups, output_mask):
-    want_input, want_weight, want_bias = output_mask
-    return (_empty(input, input.shape) if want_input else _unused(input),
-            _empty(weight, weight.shape) if want_weight else _unused(weight),
-            _empty(weight, (weight.shape[0],)) if want_bias else _unused(weight))
+    return _gradient_outputs(input, weight, output_mask)
 
 
 def _conv2d_setup(ctx, inputs, output):
@@ -109,7 +118,7 @@ def _conv2d_setup(ctx, inputs, output):
 
 def _conv2d_gradient(ctx, grad):
     input, weight, relu_output = ctx.saved_tensors
-    mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
+    mask = _wanted(ctx)
     grads = torch.ops.pyfast.conv2d_backward(grad.contiguous(), input, weight, relu_output, *ctx.options, mask)
     return (*_grads(mask, *grads), None, None, None, None, None, None)
 
@@ -156,7 +165,7 @@ def _conv2d_max_pool2d_gradient(ctx, grad, _indices_grad):
     # The pooling's backward, with the ReLU's folded in (a window whose maximum is <= 0 passes nothing).
     d_conv = torch.ops.pyfast.max_pool2d_backward(grad.contiguous(), indices, ctx.conv_shape, [2, 2], [2, 2], [0, 0],
                                                   [1, 1], False, relu_output)
-    mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
+    mask = _wanted(ctx)
     grads = torch.ops.pyfast.conv2d_backward(d_conv, input, weight, None, *ctx.options, mask)
     return (*_grads(mask, *grads), None, None, None, None, None, None)
 
@@ -244,9 +253,7 @@ def linear_backward(grad: Tensor, input: Tensor, weight: Tensor, relu_output: Op
     """(dinput, dweight, dbias) of linear; unwanted ones are empty."""
     _tensors("linear_backward", grad=grad, input=input, weight=weight, relu_output=relu_output)
     want_input, want_weight, want_bias = output_mask
-    d_input = _empty(input, input.shape) if want_input else _unused(input)
-    d_weight = _empty(weight, weight.shape) if want_weight else _unused(weight)
-    d_bias = _empty(weight, (weight.shape[0],)) if want_bias else _unused(weight)
+    d_input, d_weight, d_bias = _gradient_outputs(input, weight, output_mask)
     out_features, in_features = weight.shape
     with launching("linear_backward", input):
         dy = array(grad.reshape(-1, out_features))
@@ -263,10 +270,7 @@ def linear_backward(grad: Tensor, input: Tensor, weight: Tensor, relu_output: Op
 
 @linear_backward.register_fake
 def _(grad, input, weight, relu_output, output_mask):
-    want_input, want_weight, want_bias = output_mask
-    return (_empty(input, input.shape) if want_input else _unused(input),
-            _empty(weight, weight.shape) if want_weight else _unused(weight),
-            _empty(weight, (weight.shape[0],)) if want_bias else _unused(weight))
+    return _gradient_outputs(input, weight, output_mask)
 
 
 def _linear_setup(ctx, inputs, output):
@@ -277,7 +281,7 @@ def _linear_setup(ctx, inputs, output):
 
 def _linear_gradient(ctx, grad):
     input, weight, relu_output = ctx.saved_tensors
-    mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
+    mask = _wanted(ctx)
     grads = torch.ops.pyfast.linear_backward(grad.contiguous(), input, weight, relu_output, mask)
     return (*_grads(mask, *grads), None)
 
@@ -444,8 +448,9 @@ relu.register_autograd(_relu_gradient, setup_context=_relu_setup)
 
 
 @torch.library.custom_op("pyfast::softmax", mutates_args=())
-def softmax(input: Tensor, dim: int, log: bool) -> Tensor:
-    """softmax (log_softmax when ``log``) along ``dim``."""
+def softmax(input: Tensor, dim: Optional[int], log: bool) -> Tensor:
+    """softmax (log_softmax when ``log``) along ``dim`` (None: PyTorch's implicit axis, as
+    pyfast.ops resolves it)."""
     _tensors("softmax", input=input)
     out = _empty(input, input.shape)
     with launching("softmax", input):
@@ -461,7 +466,7 @@ def _(input, dim, log):
 
 
 @torch.library.custom_op("pyfast::softmax_backward", mutates_args=())
-def softmax_backward(grad: Tensor, output: Tensor, dim: int, log: bool) -> Tensor:
+def softmax_backward(grad: Tensor, output: Tensor, dim: Optional[int], log: bool) -> Tensor:
     _tensors("softmax_backward", grad=grad, output=output)
     out = _empty(grad, grad.shape)
     with launching("softmax_backward", grad):

@@ -10,9 +10,9 @@ dtype, device or layout, or an option the kernels lack, is an error naming the a
 
 import torch
 
+from pyfast._checks import CROSS_ENTROPY_REDUCTIONS as _REDUCTIONS
 from pyfast.torch import _ops  # noqa: F401  (registers torch.ops.pyfast.*)
-
-_REDUCTIONS = ("mean", "sum", "none")
+from pyfast.torch._bridge import check_dense
 
 
 def _pair(op, name, value):
@@ -28,11 +28,7 @@ def _dense(op, name, t, optional=False):
     """Tensor argument `name` contiguous (a copy only when it is not)."""
     if t is None and optional:
         return None
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"pyfast.torch.{op}: {name}: expected a torch.Tensor, got {type(t).__module__}."
-                        f"{type(t).__name__}")
-    if t.layout != torch.strided:
-        raise TypeError(f"pyfast.torch.{op}: {name}: expected a dense (strided) tensor, got layout {t.layout}")
+    check_dense(op, name, t)
     return t.contiguous()
 
 
@@ -136,24 +132,21 @@ def relu(input, inplace=False):
     return y
 
 
-def _softmax_dim(op, input, dim, dtype):
+def _softmax_dtype(op, dtype):
     if dtype not in (None, torch.float32):
         raise TypeError(f"pyfast.torch.{op}: dtype: only None or torch.float32, got {dtype}")
-    if dim is None:  # PyTorch's implicit dim (deprecated there)
-        dim = 0 if input.dim() in (0, 1, 3) else 1
-    return dim
 
 
 def softmax(input, dim=None, _stacklevel=3, dtype=None):
-    """torch.nn.functional.softmax along ``dim``."""
-    input = _dense("softmax", "input", input)
-    return torch.ops.pyfast.softmax(input, _softmax_dim("softmax", input, dim, dtype), False)
+    """torch.nn.functional.softmax along ``dim`` (None: PyTorch's implicit axis)."""
+    _softmax_dtype("softmax", dtype)
+    return torch.ops.pyfast.softmax(_dense("softmax", "input", input), dim, False)
 
 
 def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
-    """torch.nn.functional.log_softmax along ``dim``."""
-    input = _dense("log_softmax", "input", input)
-    return torch.ops.pyfast.softmax(input, _softmax_dim("log_softmax", input, dim, dtype), True)
+    """torch.nn.functional.log_softmax along ``dim`` (None: PyTorch's implicit axis)."""
+    _softmax_dtype("log_softmax", dtype)
+    return torch.ops.pyfast.softmax(_dense("log_softmax", "input", input), dim, True)
 
 
 def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean",
