@@ -69,13 +69,18 @@ def linreg_torch(torch, x, y, weight, bias, epochs=1000, lr=0.01):
     return time.perf_counter() - start, final
 
 
+def torch_cnn_layers(torch):
+    """The CLI's network in torch.nn, PyTorch's initial weights, on the CPU."""
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Flatten(),
+        torch.nn.Linear(3136, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
+
+
 def torch_cnn(torch, model):
     """The same network in PyTorch with the same initial weights."""
     layers = model.layers
-    net = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-        torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Flatten(),
-        torch.nn.Linear(3136, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10)).cuda()
+    net = torch_cnn_layers(torch).cuda()
     ours = [layers[0], layers[3], layers[7], layers[8]]
     theirs = [net[0], net[3], net[7], net[9]]
     with torch.no_grad():

@@ -95,15 +95,12 @@ def torch_cases():
         import torch
     except ImportError:
         return []
-    from benchmarks.bench_train import pyfast_torch_step
+    from benchmarks.bench_train import pyfast_torch_step, torch_cnn_layers
 
     found = []
     for batch in (64, 1024):
         torch.manual_seed(0)
-        net = torch.nn.Sequential(
-            torch.nn.Conv2d(1, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-            torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Flatten(),
-            torch.nn.Linear(3136, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
+        net = torch_cnn_layers(torch)
         _, step = pyfast_torch_step(torch, net, torch.ones(batch, 1, 28, 28), torch.zeros(batch, dtype=torch.int64))
         found.append(("CNN step", f"batch {batch}, pyfast.torch layers", step))
     return found
