@@ -73,7 +73,7 @@ class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
 
     def forward(self, input, target):
         return F.cross_entropy(input, target, self.weight, ignore_index=self.ignore_index, reduction=self.reduction,
-                               label_smoothing=self.label_smoothing, validate=getattr(self, "validate", True))
+                               label_smoothing=self.label_smoothing, validate=self.validate)
 
 
 class MSELoss(torch.nn.MSELoss):
